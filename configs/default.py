@@ -1,0 +1,78 @@
+"""The default run: a small GPT-2-style model on the Python standard library, ~10 minutes on 2 CPU cores.
+
+Every field gptjax reads is here, with what it means; the other configs start from this one.
+Override any field on the command line: --config.model.n_layers=2
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # parameter init, dropout and batch order all derive from it
+
+  config.model = model = ml_collections.ConfigDict()
+  model.n_layers = 4
+  model.n_heads = 4
+  model.d_model = 256
+  model.d_ff = 1024  # MLP hidden width; 4 * d_model in GPT-1/2
+  model.n_ctx = 256  # context window (learned position table size)
+  model.norm = 'pre'  # 'pre' (GPT-2: x + f(LN(x))) or 'post' (GPT-1: LN(x + f(x)))
+  model.pos_emb = 'learned'  # 'learned' (GPT-1/2) or 'sinusoidal' (Vaswani et al. 2017)
+  model.tie_embeddings = True  # output projection = token embedding transposed
+  model.embd_dropout = 0.0  # dropout on token + position embeddings
+  model.attn_dropout = 0.0  # dropout on attention probabilities (needs attention_impl='einsum')
+  model.resid_dropout = 0.0  # dropout on each sublayer's output
+  model.attention_impl = 'xla'  # 'xla' or 'cudnn' (jax.nn.dot_product_attention), 'einsum' (reference)
+  model.dtype = 'float32'  # compute dtype; 'bfloat16' on GPU/TPU
+  model.param_dtype = 'float32'  # parameter (and optimizer state) dtype
+  model.init_std = 0.02  # N(0, init_std) init; residual projections get init_std / sqrt(2 n_layers)
+  model.layer_norm_eps = 1e-5
+
+  config.tokenizer = tokenizer = ml_collections.ConfigDict()
+  tokenizer.kind = 'sentencepiece'  # 'sentencepiece' (BPE), 'byte' or 'char'
+  tokenizer.vocab_size = 4096  # for 'sentencepiece' and 'char'; 'byte' always has 262
+
+  config.data = data = ml_collections.ConfigDict()
+  data.source = 'stdlib'  # 'stdlib' (this Python's own source), 'text_files' or 'tfds'
+  data.text_files = ''  # with source='text_files': a glob or a directory, e.g. '~/data/*.txt'
+  data.tfds_name = ''  # with source='tfds': e.g. 'tiny_shakespeare', prepared as ArrayRecord
+  data.tfds_data_dir = ''  # TFDS data_dir; '' = TFDS's default (~/tensorflow_datasets)
+  data.tfds_text_key = 'text'  # the feature that holds the text
+  data.tfds_train_split = 'train'
+  data.tfds_eval_split = 'validation'
+  data.val_fraction = 0.02  # share of documents held out for validation (non-TFDS sources)
+  data.max_documents = 0  # use only the first N documents; 0 = all
+  data.max_train_tokens = 0  # train on only the first D tokens (scaling-law data axis); 0 = all
+
+  config.train = train = ml_collections.ConfigDict()
+  train.seq_len = 256  # tokens per training window, at most model.n_ctx
+  train.global_batch_size = 16  # sequences per optimizer step, over all devices and hosts
+  train.grad_accum_steps = 1  # micro-batches per step (each global_batch_size / grad_accum_steps)
+  train.steps = 1200  # optimizer steps
+  train.lr = 1e-3  # peak learning rate
+  train.warmup_steps = 100  # linear warmup from 0, then cosine decay to min_lr_ratio * lr
+  train.min_lr_ratio = 0.1
+  train.b1 = 0.9  # AdamW betas and epsilon
+  train.b2 = 0.95
+  train.eps = 1e-8
+  train.weight_decay = 0.1  # decoupled; not applied to biases, LayerNorm and embeddings
+  train.grad_clip = 1.0  # clip the global gradient norm to this; 0 = off
+  train.sharding = 'replicate'  # parameters and optimizer state: 'replicate' or 'fsdp'
+  train.log_every = 50  # steps between train metrics
+  train.eval_every = 300  # steps between evaluations (and at the end)
+  train.eval_batches = 8  # global batches of validation windows per evaluation
+  train.checkpoint_every = 300  # steps between checkpoints (and at the end)
+  train.keep_checkpoints = 3  # most recent checkpoints kept
+
+  config.sample = sample = ml_collections.ConfigDict()
+  sample.prompt = 'def '  # printed with its continuation at the end of training
+  sample.max_new_tokens = 200
+  sample.temperature = 0.8  # 0 = greedy
+  sample.top_k = 40  # sample among the k most likely tokens; 0 = all
+
+  config.distributed = distributed = ml_collections.ConfigDict()
+  distributed.initialize = False  # call jax.distributed.initialize() (multi-host runs)
+  distributed.coordinator_address = ''  # host:port of process 0; '' = detect (TPU pods, SLURM)
+  distributed.num_processes = 0  # 0 = detect
+  distributed.process_id = -1  # -1 = detect
+  return config

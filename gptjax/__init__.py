@@ -1,0 +1,1 @@
+"""gptjax: GPT-style Transformers and scaling-law research in JAX/Flax."""

@@ -1,0 +1,91 @@
+"""Parameter and FLOP accounting, shared by training (MFU), benchmarks and scaling-law fits.
+
+Conventions (Kaplan et al. 2020, "Scaling Laws for Neural Language Models"):
+  - N, the non-embedding parameter count, leaves out the token and position embedding tables and an
+    untied output projection (the vocabulary-sized matrices); it keeps biases and LayerNorm parameters.
+  - Training FLOPs per token = 6 N (forward 2N, backward 4N) plus the attention term
+    12 * n_layers * n_ctx * d_model: QK^T and AV cost 2 * n_ctx * d_model each per layer and token
+    forward (counting the full L x L product, as PaLM and nanoGPT do), times 3 for forward + backward.
+"""
+import dataclasses
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gptjax.model import GPT, ModelConfig
+
+# Parameters that hold one row per vocabulary entry or position (excluded from N).
+EMBEDDING_PARAMS = ('wte', 'wpe', 'lm_head')
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamCount:
+  total: int
+  non_embedding: int  # Kaplan's N
+
+
+def abstract_params(config: ModelConfig):
+  """Parameter shapes and dtypes without allocating them."""
+  ids = jax.ShapeDtypeStruct((1, config.n_ctx), jnp.int32)
+  return jax.eval_shape(lambda i: GPT(config).init(jax.random.key(0), i), ids)['params']
+
+
+def count_params(config: ModelConfig) -> ParamCount:
+  params = abstract_params(config)
+  total = embedding = 0
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    size = int(np.prod(leaf.shape))
+    total += size
+    if path[0].key in EMBEDDING_PARAMS:
+      embedding += size
+  return ParamCount(total=total, non_embedding=total - embedding)
+
+
+def flops_per_token(config: ModelConfig, seq_len: int | None = None) -> float:
+  """Training (forward + backward) FLOPs per token: 6N + 12 n_layers seq_len d_model."""
+  seq_len = config.n_ctx if seq_len is None else seq_len
+  n = count_params(config).non_embedding
+  return 6 * n + 12 * config.n_layers * seq_len * config.d_model
+
+
+# Dense peak FLOP/s per chip from vendor data sheets: {device_kind substring: {dtype: FLOP/s}}.
+# The first substring (in this order) found in jax.devices()[0].device_kind wins.
+ACCELERATOR_PEAK_FLOPS = {
+    # TPUs publish bf16 only; fp32 matmuls run as several bf16 passes, so MFU is against bf16.
+    'TPU v6': {'bfloat16': 918e12},
+    'TPU v5p': {'bfloat16': 459e12},
+    'TPU v5': {'bfloat16': 197e12},  # v5e ("TPU v5 lite")
+    'TPU v4': {'bfloat16': 275e12},
+    'H200': {'bfloat16': 989e12, 'float32': 67e12},
+    'H100': {'bfloat16': 989e12, 'float32': 67e12},  # SXM; fp32 without TF32
+    'A100': {'bfloat16': 312e12, 'float32': 19.5e12},
+}
+
+
+def peak_flops_per_s(dtype: str = 'float32') -> tuple[float, str]:
+  """(peak FLOP/s of one device, where the number came from).
+
+  Accelerators use the table above; on CPU (or an unknown device) the peak is measured: the rate of
+  a large float32 matmul on this machine, which is the best a dense model could do here.
+  """
+  kind = jax.devices()[0].device_kind
+  for name, peaks in ACCELERATOR_PEAK_FLOPS.items():
+    if name in kind:
+      if dtype in peaks:
+        return peaks[dtype], f'{name} {dtype} data sheet'
+      return peaks['bfloat16'], f'{name} bfloat16 data sheet'
+  return measured_matmul_flops_per_s(), f'measured fp32 matmul on {kind}'
+
+
+@functools.cache
+def measured_matmul_flops_per_s(size: int = 1024, repeats: int = 5) -> float:
+  a = jnp.ones((size, size), jnp.float32)
+  matmul = jax.jit(lambda x: x @ x)
+  matmul(a).block_until_ready()
+  start = time.perf_counter()
+  for _ in range(repeats):
+    matmul(a).block_until_ready()
+  return 2 * size**3 * repeats / (time.perf_counter() - start)

@@ -1,0 +1,152 @@
+"""A GPT: a decoder-only Transformer language model (Radford et al. 2018, 2019).
+
+Read top to bottom: the configuration, attention, the MLP, one block, then the whole model.
+Array names carry their shapes: B batch, L sequence, D model width, H heads, K head width,
+F MLP width, V vocabulary.
+
+Two variants share this code:
+  - GPT-1 / original Transformer: post-LN blocks, x = LayerNorm(x + sublayer(x)), no final LayerNorm.
+  - GPT-2: pre-LN blocks, x = x + sublayer(LayerNorm(x)), and a final LayerNorm before the logits.
+Parameter names follow the GPT-2 checkpoints (wte, wpe, h_i/attn/c_attn, ...), which keeps weight
+import a renaming exercise.
+"""
+import dataclasses
+import math
+from typing import Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  vocab_size: int
+  n_ctx: int  # maximum sequence length (context window)
+  n_layers: int
+  n_heads: int
+  d_model: int
+  d_ff: int  # MLP hidden width, 4 * d_model in GPT-1/2
+  norm: Literal['pre', 'post'] = 'pre'  # 'pre' = GPT-2, 'post' = GPT-1 / original Transformer
+  pos_emb: Literal['learned', 'sinusoidal'] = 'learned'
+  tie_embeddings: bool = True  # output projection = token embedding transposed
+  embd_dropout: float = 0.0
+  attn_dropout: float = 0.0  # on attention probabilities; only the 'einsum' implementation has it
+  resid_dropout: float = 0.0  # on each sublayer output before the residual add
+  attention_impl: Literal['einsum', 'xla', 'cudnn'] = 'xla'  # 'xla'/'cudnn': jax.nn.dot_product_attention
+  layer_norm_eps: float = 1e-5
+  init_std: float = 0.02
+  dtype: str = 'float32'  # compute dtype ('bfloat16' on GPU/TPU)
+  param_dtype: str = 'float32'
+
+
+def sinusoidal_positions(n_ctx: int, d_model: int) -> jax.Array:
+  """The fixed encoding of "Attention Is All You Need": sin on even, cos on odd channels."""
+  position_Lx1 = jnp.arange(n_ctx, dtype=jnp.float32)[:, None]
+  inv_freq_D2 = jnp.exp(-math.log(10000.0) * jnp.arange(0, d_model, 2, dtype=jnp.float32) / d_model)
+  angle_LxD2 = position_Lx1 * inv_freq_D2
+  return jnp.stack([jnp.sin(angle_LxD2), jnp.cos(angle_LxD2)], axis=-1).reshape(n_ctx, d_model)
+
+
+def einsum_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, dropout: nn.Dropout | None = None,
+                     deterministic: bool = True) -> jax.Array:
+  """Causal softmax attention written out: the reference the fused kernels are tested against."""
+  seq_len, head_dim = q_BxLxHxK.shape[1], q_BxLxHxK.shape[3]
+  logits_BxHxLxL = jnp.einsum('bqhk,bshk->bhqs', q_BxLxHxK, k_BxLxHxK) / math.sqrt(head_dim)
+  causal_LxL = jnp.tril(jnp.ones((seq_len, seq_len), dtype=bool))
+  logits_BxHxLxL = jnp.where(causal_LxL, logits_BxHxLxL.astype(jnp.float32), -jnp.inf)
+  probs_BxHxLxL = jax.nn.softmax(logits_BxHxLxL, axis=-1).astype(v_BxLxHxK.dtype)
+  if dropout is not None:
+    probs_BxHxLxL = dropout(probs_BxHxLxL, deterministic=deterministic)
+  return jnp.einsum('bhqs,bshk->bqhk', probs_BxHxLxL, v_BxLxHxK)
+
+
+class CausalSelfAttention(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array, deterministic: bool) -> jax.Array:
+    cfg = self.config
+    batch, seq_len, d_model = x_BxLxD.shape
+    head_dim = d_model // cfg.n_heads
+    qkv_BxLx3D = _dense(cfg, 3 * d_model, 'c_attn')(x_BxLxD)
+    q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = (
+        t.reshape(batch, seq_len, cfg.n_heads, head_dim) for t in jnp.split(qkv_BxLx3D, 3, axis=-1))
+    if cfg.attention_impl == 'einsum':
+      out_BxLxHxK = einsum_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK,
+                                     nn.Dropout(cfg.attn_dropout), deterministic)
+    else:
+      out_BxLxHxK = jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, is_causal=True,
+                                                 implementation=cfg.attention_impl)
+    out_BxLxD = out_BxLxHxK.reshape(batch, seq_len, d_model)
+    return _dense(cfg, d_model, 'c_proj', residual=True)(out_BxLxD)
+
+
+class MLP(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+    cfg = self.config
+    h_BxLxF = nn.gelu(_dense(cfg, cfg.d_ff, 'c_fc')(x_BxLxD), approximate=True)
+    return _dense(cfg, cfg.d_model, 'c_proj', residual=True)(h_BxLxF)
+
+
+class Block(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array, deterministic: bool) -> jax.Array:
+    cfg = self.config
+    ln_1, ln_2 = _layer_norm(cfg, 'ln_1'), _layer_norm(cfg, 'ln_2')
+    attn = CausalSelfAttention(cfg, name='attn')
+    mlp = MLP(cfg, name='mlp')
+    drop = lambda y: nn.Dropout(cfg.resid_dropout)(y, deterministic=deterministic)
+    if cfg.norm == 'pre':
+      x_BxLxD = x_BxLxD + drop(attn(ln_1(x_BxLxD), deterministic))
+      return x_BxLxD + drop(mlp(ln_2(x_BxLxD)))
+    x_BxLxD = ln_1(x_BxLxD + drop(attn(x_BxLxD, deterministic)))
+    return ln_2(x_BxLxD + drop(mlp(x_BxLxD)))
+
+
+class GPT(nn.Module):
+  """Token ids (B, L) -> next-token logits (B, L, V), float32."""
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, ids_BxL: jax.Array, deterministic: bool = True) -> jax.Array:
+    cfg = self.config
+    seq_len = ids_BxL.shape[1]
+    wte = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=nn.initializers.normal(cfg.init_std),
+                   dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='wte')
+    x_BxLxD = wte(ids_BxL)
+    if cfg.pos_emb == 'learned':
+      wpe = self.param('wpe', nn.initializers.normal(cfg.init_std), (cfg.n_ctx, cfg.d_model),
+                       cfg.param_dtype)
+      x_BxLxD = x_BxLxD + wpe[:seq_len].astype(cfg.dtype)
+    else:
+      x_BxLxD = x_BxLxD + sinusoidal_positions(cfg.n_ctx, cfg.d_model)[:seq_len].astype(cfg.dtype)
+    x_BxLxD = nn.Dropout(cfg.embd_dropout)(x_BxLxD, deterministic=deterministic)
+    for i in range(cfg.n_layers):
+      x_BxLxD = Block(cfg, name=f'h_{i}')(x_BxLxD, deterministic)
+    if cfg.norm == 'pre':
+      x_BxLxD = _layer_norm(cfg, 'ln_f')(x_BxLxD)
+    if cfg.tie_embeddings:
+      logits_BxLxV = wte.attend(x_BxLxD)
+    else:
+      logits_BxLxV = _dense(cfg, cfg.vocab_size, 'lm_head', use_bias=False)(x_BxLxD)
+    return logits_BxLxV.astype(jnp.float32)
+
+
+def _dense(cfg: ModelConfig, features: int, name: str, residual: bool = False,
+           use_bias: bool = True) -> nn.Dense:
+  # GPT-2 scales the init of projections that write into the residual stream by 1/sqrt(2 n_layers),
+  # so the residual's variance does not grow with depth.
+  std = cfg.init_std / math.sqrt(2 * cfg.n_layers) if residual else cfg.init_std
+  return nn.Dense(features, use_bias=use_bias, kernel_init=nn.initializers.normal(std),
+                  dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name)
+
+
+def _layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                      name=name)

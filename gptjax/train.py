@@ -1,0 +1,203 @@
+"""Training: a train-state pytree, a jitted data-parallel step, and the loop around it.
+
+The loop: make or load the tokenizer and token caches, build or restore the state, then for each
+step take the batch that is a pure function of (seed, step), update, and now and then log, evaluate
+and checkpoint. Running the same command on the same workdir resumes from the latest checkpoint.
+"""
+import json
+import math
+import os
+import time
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+from jax.experimental import multihost_utils
+
+from gptjax import accounting, checkpoint, configuration, data, sampling, sharding
+from gptjax.metrics import MetricsWriter
+from gptjax.model import GPT
+from gptjax.optimizer import learning_rate_schedule, make_optimizer
+
+
+class TrainState(flax.struct.PyTreeNode):
+  step: jax.Array  # int32 scalar: optimizer steps taken
+  params: dict
+  opt_state: optax.OptState
+  rng: jax.Array  # uint32[2] base key; step s uses fold_in(rng, s) for dropout
+
+
+def init_state(model: GPT, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
+  init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
+  ids_1xL = jnp.zeros((1, model.config.n_ctx), jnp.int32)
+  params = model.init(init_rng, ids_1xL)['params']
+  return TrainState(step=jnp.array(0, jnp.int32), params=params,
+                    opt_state=optimizer.init(params), rng=dropout_rng)
+
+
+def cross_entropy(model: GPT, params, batch_BxL1: jax.Array, deterministic: bool = True,
+                  rng: jax.Array | None = None) -> jax.Array:
+  """Mean next-token loss (nats) of windows (B, L + 1): inputs are [:, :-1], targets [:, 1:]."""
+  rngs = None if deterministic else {'dropout': rng}
+  logits_BxLxV = model.apply({'params': params}, batch_BxL1[:, :-1], deterministic=deterministic,
+                             rngs=rngs)
+  return optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, batch_BxL1[:, 1:]).mean()
+
+
+def make_train_step(model: GPT, optimizer: optax.GradientTransformation, grad_accum_steps: int):
+  """(state, batch (B, L + 1)) -> (new state, metrics), gradients averaged over micro-batches."""
+  deterministic = not (model.config.embd_dropout or model.config.attn_dropout
+                       or model.config.resid_dropout)
+
+  def train_step(state: TrainState, batch_BxL1: jax.Array):
+    step_rng = jax.random.fold_in(state.rng, state.step)
+    # Micro-batch a takes rows a, a + A, a + 2A, ...: every device keeps an equal share of each.
+    micro_AxMxL1 = batch_BxL1.reshape(-1, grad_accum_steps, batch_BxL1.shape[1]).swapaxes(0, 1)
+    grad_fn = jax.value_and_grad(lambda p, b, r: cross_entropy(model, p, b, deterministic, r))
+
+    def accumulate(carry, micro):
+      loss_sum, grads_sum = carry
+      index, micro_MxL1 = micro
+      loss, grads = grad_fn(state.params, micro_MxL1, jax.random.fold_in(step_rng, index))
+      return (loss_sum + loss, jax.tree.map(jnp.add, grads_sum, grads)), None
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    (loss_sum, grads_sum), _ = jax.lax.scan(
+        accumulate, (jnp.zeros((), jnp.float32), zeros),
+        (jnp.arange(grad_accum_steps), micro_AxMxL1))
+    grads = jax.tree.map(lambda g: g / grad_accum_steps, grads_sum)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                              opt_state=opt_state)
+    return new_state, {'train_loss': loss_sum / grad_accum_steps,
+                       'grad_norm': optax.global_norm(grads)}
+
+  return train_step
+
+
+def make_eval_step(model: GPT):
+  return lambda params, batch_BxL1: cross_entropy(model, params, batch_BxL1)
+
+
+class Run:
+  """Everything a training run holds: tokenizer, data, model, compiled steps and state."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config, self.workdir = config, workdir
+    configuration.validate(config, jax.device_count(), jax.process_count())
+    self.is_chief = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    if self.is_chief:
+      self.tokenizer, self.data = data.load_tokenizer_and_data(config, workdir, config.train.seq_len)
+    multihost_utils.sync_global_devices('token caches written')
+    if not self.is_chief:
+      self.tokenizer, self.data = data.load_tokenizer_and_data(
+          config, workdir, config.train.seq_len, is_writer=False)
+    self.model = GPT(configuration.model_config(config, self.tokenizer.vocab_size))
+    self.mesh = sharding.make_mesh()
+    optimizer = make_optimizer(config.train)
+    abstract_state = jax.eval_shape(lambda: init_state(self.model, optimizer, config.seed))
+    self.state_shardings = sharding.state_shardings(
+        abstract_state, self.mesh, fsdp=config.train.sharding == 'fsdp')
+    replicated = sharding.replicated(self.mesh)
+    batch = sharding.batch_sharding(self.mesh)
+    self.train_step = jax.jit(make_train_step(self.model, optimizer, config.train.grad_accum_steps),
+                              in_shardings=(self.state_shardings, batch),
+                              out_shardings=(self.state_shardings, replicated), donate_argnums=0)
+    self.eval_step = jax.jit(make_eval_step(self.model),
+                             in_shardings=(self.state_shardings.params, batch),
+                             out_shardings=replicated)
+    self.checkpoints = checkpoint.manager(workdir, config.train.keep_checkpoints)
+    self.state = checkpoint.restore_latest(self.checkpoints, abstract_state, self.state_shardings)
+    if self.state is None:
+      self.state = jax.jit(lambda: init_state(self.model, optimizer, config.seed),
+                           out_shardings=self.state_shardings)()
+
+  def batch(self, step: int) -> jax.Array:
+    train = self.config.train
+    rows = data.train_batch(self.data.train, step, self.config.seed, train.global_batch_size,
+                            train.seq_len, jax.process_index(), jax.process_count())
+    return sharding.global_batch(rows, self.mesh, train.global_batch_size)
+
+  def evaluate(self) -> dict[str, float]:
+    train = self.config.train
+    losses = [self.eval_step(self.state.params, sharding.global_batch(rows, self.mesh, train.global_batch_size))
+              for rows in data.eval_batches(self.data.val, train.eval_batches, train.global_batch_size,
+                                            train.seq_len, jax.process_index(), jax.process_count())]
+    loss = float(np.mean(jax.device_get(losses)))
+    return {'eval_loss': loss, 'eval_ppl': math.exp(min(loss, 50.0)),
+            'eval_bpb': data.bits_per_byte(loss, self.data.val_bytes_per_token)}
+
+  def sample(self) -> str:
+    cfg = self.config.sample
+    prompt = self.tokenizer.encode(cfg.prompt)
+    new_ids = sampling.generate(self.model, self.state.params, [self.tokenizer.bos_id, *prompt],
+                                cfg.max_new_tokens, jax.random.PRNGKey(self.config.seed),
+                                cfg.temperature, cfg.top_k, self.tokenizer.eos_id)
+    return cfg.prompt + self.tokenizer.decode(new_ids)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       show_progress: bool = True) -> dict[str, float]:
+  """Trains (or resumes) the run in `workdir` to config.train.steps; returns the last metrics."""
+  run = Run(config, workdir)
+  train = config.train
+  if run.is_chief:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json(indent=1))
+  writer = MetricsWriter(workdir, enabled=run.is_chief)
+  flops_per_token = accounting.flops_per_token(run.model.config, train.seq_len)
+  peak_flops, _ = accounting.peak_flops_per_s(config.model.dtype)
+  peak_flops *= jax.device_count()
+  schedule = learning_rate_schedule(train)
+  tokens_per_step = train.global_batch_size * train.seq_len
+  start_step = int(run.state.step)
+  progress = tqdm.tqdm(total=train.steps, initial=start_step, disable=not (show_progress and run.is_chief),
+                       dynamic_ncols=True, desc='train')
+  metrics: dict[str, float] = {}
+  window_losses, window_start, window_first_step, paused_s = [], time.perf_counter(), start_step, 0.0
+  for step in range(start_step, train.steps):
+    run.state, step_metrics = run.train_step(run.state, run.batch(step))
+    window_losses.append(step_metrics['train_loss'])
+    done = step + 1
+    if step == start_step:  # throughput excludes compilation
+      jax.block_until_ready(run.state)
+      window_start, window_first_step = time.perf_counter(), done
+    if done % train.log_every == 0 or done == train.steps:
+      losses = jax.device_get(window_losses)
+      elapsed = time.perf_counter() - window_start - paused_s
+      tokens_per_s = tokens_per_step * (done - window_first_step) / max(elapsed, 1e-9)
+      metrics = {'train_loss': float(np.mean(losses)),
+                 'grad_norm': float(step_metrics['grad_norm']),
+                 'lr': float(schedule(step)), 'tokens_per_s': tokens_per_s,
+                 'mfu': flops_per_token * tokens_per_s / peak_flops}
+      writer.write(done, metrics)
+      progress.set_postfix(loss=f'{metrics["train_loss"]:.3f}', tok_s=f'{tokens_per_s:,.0f}',
+                           mfu=f'{metrics["mfu"]:.1%}')
+      window_losses, window_start, window_first_step, paused_s = [], time.perf_counter(), done, 0.0
+    pause_start = time.perf_counter()  # evaluation and checkpoints are not training throughput
+    if done % train.eval_every == 0 or done == train.steps:
+      eval_metrics = run.evaluate()
+      writer.write(done, eval_metrics)
+      metrics.update(eval_metrics)
+      progress.write(f'step {done}: eval loss {eval_metrics["eval_loss"]:.4f}, '
+                     f'ppl {eval_metrics["eval_ppl"]:.2f}, {eval_metrics["eval_bpb"]:.3f} bits/byte')
+    if done % train.checkpoint_every == 0 or done == train.steps:
+      checkpoint.save(run.checkpoints, run.state)
+    paused_s += time.perf_counter() - pause_start
+    progress.update(1)
+  progress.close()
+  if not metrics:  # already trained to train.steps: report the restored model
+    metrics = run.evaluate()
+  writer.close()
+  if run.is_chief:
+    print(f'eval loss {metrics["eval_loss"]:.4f} nats/token vs unigram entropy '
+          f'{run.data.unigram_entropy:.4f} of the training tokens')
+    if config.sample.max_new_tokens:
+      print('--- sample ---\n' + run.sample() + '\n--------------')
+  run.checkpoints.close()
+  return metrics
