@@ -13,9 +13,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = model = ml_collections.ConfigDict()
   model.n_layers = 4
   model.n_heads = 4
-  model.d_model = 256
-  model.d_ff = 1024  # MLP hidden width; 4 * d_model in GPT-1/2
-  model.n_ctx = 256  # context window (learned position table size)
+  model.d_model = 192
+  model.d_ff = 768  # MLP hidden width; 4 * d_model in GPT-1/2
+  model.n_ctx = 128  # context window (learned position table size)
   model.norm = 'pre'  # 'pre' (GPT-2: x + f(LN(x))) or 'post' (GPT-1: LN(x + f(x)))
   model.pos_emb = 'learned'  # 'learned' (GPT-1/2) or 'sinusoidal' (Vaswani et al. 2017)
   model.tie_embeddings = True  # output projection = token embedding transposed
@@ -45,12 +45,12 @@ def get_config() -> ml_collections.ConfigDict:
   data.max_train_tokens = 0  # train on only the first D tokens (scaling-law data axis); 0 = all
 
   config.train = train = ml_collections.ConfigDict()
-  train.seq_len = 256  # tokens per training window, at most model.n_ctx
-  train.global_batch_size = 16  # sequences per optimizer step, over all devices and hosts
+  train.seq_len = 128  # tokens per training window, at most model.n_ctx
+  train.global_batch_size = 32  # sequences per optimizer step, over all devices and hosts
   train.grad_accum_steps = 1  # micro-batches per step (each global_batch_size / grad_accum_steps)
-  train.steps = 1200  # optimizer steps
-  train.lr = 1e-3  # peak learning rate
-  train.warmup_steps = 100  # linear warmup from 0, then cosine decay to min_lr_ratio * lr
+  train.steps = 450  # optimizer steps
+  train.lr = 2e-3  # peak learning rate
+  train.warmup_steps = 50  # linear warmup from 0, then cosine decay to min_lr_ratio * lr
   train.min_lr_ratio = 0.1
   train.b1 = 0.9  # AdamW betas and epsilon
   train.b2 = 0.95
@@ -58,10 +58,10 @@ def get_config() -> ml_collections.ConfigDict:
   train.weight_decay = 0.1  # decoupled; not applied to biases, LayerNorm and embeddings
   train.grad_clip = 1.0  # clip the global gradient norm to this; 0 = off
   train.sharding = 'replicate'  # parameters and optimizer state: 'replicate' or 'fsdp'
-  train.log_every = 50  # steps between train metrics
-  train.eval_every = 300  # steps between evaluations (and at the end)
+  train.log_every = 25  # steps between train metrics
+  train.eval_every = 150  # steps between evaluations (and at the end)
   train.eval_batches = 8  # global batches of validation windows per evaluation
-  train.checkpoint_every = 300  # steps between checkpoints (and at the end)
+  train.checkpoint_every = 150  # steps between checkpoints (and at the end)
   train.keep_checkpoints = 3  # most recent checkpoints kept
 
   config.sample = sample = ml_collections.ConfigDict()

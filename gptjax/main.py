@@ -18,6 +18,27 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for the tokenizer, to
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def _fail(message: str, status: int = 1) -> None:
+  print('error: ' + ' '.join(message.split()), file=sys.stderr)  # always one line
+  sys.exit(status)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with every mistake (unknown field, bad value, missing file) as one line."""
+  try:
+    args = flags.FLAGS(argv)
+    _CONFIG.value.keys()  # a config file that failed to load raises on first use; make it fail here
+    return args
+  except flags.Error as e:
+    _fail(str(e), status=2)
+  except (AttributeError, KeyError) as e:  # config_flags: an override names a field that is not there
+    while e.args and isinstance(e.args[0], BaseException):  # unwrap AttributeError(KeyError(...))
+      e = e.args[0]
+    _fail(f'unknown config field in a --config override: {e.args[0] if e.args else e}', status=2)
+  except Exception as e:  # pylint: disable=broad-except  # the config file's own code failed
+    _fail(f'{type(e).__name__}: {e.__cause__ or e}', status=2)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -31,9 +52,8 @@ def main(argv: list[str]) -> None:
           process_id=None if config.distributed.process_id < 0 else config.distributed.process_id)
     train.train_and_evaluate(config, _WORKDIR.value)
   except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
+    _fail(str(e))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
