@@ -141,9 +141,13 @@ class Run:
     return cfg.prompt + self.tokenizer.decode(new_ids)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       show_progress: bool = True) -> dict[str, float]:
-  """Trains (or resumes) the run in `workdir` to config.train.steps; returns the last metrics."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, show_progress: bool = True,
+                       stop_at: int | None = None) -> dict[str, float]:
+  """Trains (or resumes) the run in `workdir` to config.train.steps; returns the last metrics.
+
+  stop_at ends this call early, after that step and a checkpoint, as a preempted job would; the
+  learning-rate schedule still runs to config.train.steps, so a later call continues the same run.
+  """
   run = Run(config, workdir)
   train = config.train
   if run.is_chief:
@@ -160,14 +164,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        dynamic_ncols=True, desc='train')
   metrics: dict[str, float] = {}
   window_losses, window_start, window_first_step, paused_s = [], time.perf_counter(), start_step, 0.0
-  for step in range(start_step, train.steps):
+  end_step = train.steps if stop_at is None else min(stop_at, train.steps)
+  for step in range(start_step, end_step):
     run.state, step_metrics = run.train_step(run.state, run.batch(step))
     window_losses.append(step_metrics['train_loss'])
     done = step + 1
     if step == start_step:  # throughput excludes compilation
       jax.block_until_ready(run.state)
       window_start, window_first_step = time.perf_counter(), done
-    if done % train.log_every == 0 or done == train.steps:
+    if done % train.log_every == 0 or done == end_step:
       losses = jax.device_get(window_losses)
       elapsed = time.perf_counter() - window_start - paused_s
       tokens_per_s = tokens_per_step * (done - window_first_step) / max(elapsed, 1e-9)
@@ -186,13 +191,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       metrics.update(eval_metrics)
       progress.write(f'step {done}: eval loss {eval_metrics["eval_loss"]:.4f}, '
                      f'ppl {eval_metrics["eval_ppl"]:.2f}, {eval_metrics["eval_bpb"]:.3f} bits/byte')
-    if done % train.checkpoint_every == 0 or done == train.steps:
+    if done % train.checkpoint_every == 0 or done == end_step:
       checkpoint.save(run.checkpoints, run.state)
     paused_s += time.perf_counter() - pause_start
     progress.update(1)
   progress.close()
-  if not metrics:  # already trained to train.steps: report the restored model
-    metrics = run.evaluate()
+  if 'eval_loss' not in metrics:  # stopped early, or nothing was left to train
+    metrics.update(run.evaluate())
   writer.close()
   if run.is_chief:
     print(f'eval loss {metrics["eval_loss"]:.4f} nats/token vs unigram entropy '

@@ -1,0 +1,30 @@
+"""Shared fixtures: a tiny config and small corpora written by the tests themselves."""
+import os
+
+import pytest
+
+from configs import tiny
+
+
+@pytest.fixture
+def tiny_config():
+  """configs/tiny.py on the byte tokenizer (no tokenizer training) and a generated corpus."""
+  config = tiny.get_config()
+  config.tokenizer.kind = 'byte'
+  config.sample.max_new_tokens = 0
+  return config
+
+
+def write_corpus(directory, n_files: int = 30, lines_per_file: int = 40) -> str:
+  """Python-like text with a learnable structure; returns a glob for data.text_files."""
+  os.makedirs(directory, exist_ok=True)
+  for f in range(n_files):
+    with open(os.path.join(directory, f'module_{f:03d}.py'), 'w') as out:
+      for i in range(lines_per_file):
+        out.write(f'def function_{f}_{i}(value):\n    return value * {i % 7} + {f % 5}\n\n')
+  return os.path.join(directory, '*.py')
+
+
+@pytest.fixture
+def corpus_glob(tmp_path):
+  return write_corpus(tmp_path / 'corpus')

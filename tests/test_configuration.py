@@ -1,0 +1,63 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import default, gpt1, gpt2_small, tiny
+from gptjax import configuration
+from gptjax.errors import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize('module', [default, tiny, gpt1, gpt2_small])
+def test_shipped_configs_are_valid(module):
+  configuration.validate(module.get_config(), device_count=1)
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('model.n_heads', 5, 'not divisible by model.n_heads'),
+    ('model.norm', 'sandwich', "model.norm='sandwich'; choose one of pre, post"),
+    ('model.n_layers', 0, 'model.n_layers=0 must be positive'),
+    ('model.attn_dropout', 0.1, 'needs model.attention_impl=einsum'),
+    ('train.seq_len', 1000, 'longer than model.n_ctx'),
+    ('train.global_batch_size', 12, 'not divisible by the 8 devices'),
+    ('train.grad_accum_steps', 3, 'not divisible by train.grad_accum_steps=3'),
+    ('train.warmup_steps', 10_000, 'exceeds train.steps'),
+    ('tokenizer.vocab_size', 100, 'too small'),
+    ('data.val_fraction', 1.5, 'between 0 and 1'),
+    ('data.source', 'text_files', 'needs data.text_files'),
+])
+def test_inconsistent_configs_are_rejected_with_the_field_named(field, value, message):
+  config = default.get_config()
+  section, name = field.split('.')
+  config[section][name] = value
+  with pytest.raises(UserError, match=message.replace('(', r'\(').replace(')', r'\)')):
+    configuration.validate(config, device_count=8 if 'batch' in field else 1)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, '-m', 'gptjax.main', *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=120)
+
+
+@pytest.mark.parametrize('override, message', [
+    ('--config.model.n_layerz=2', 'unknown config field'),
+    ('--config.model.n_layers=two', 'invalid literal for int()'),
+    ('--config.model.n_heads=3', 'not divisible by model.n_heads'),
+    ('--config.train.sharding=zero3', 'train.sharding'),
+    ('--no_such_flag=1', "Unknown command line flag 'no_such_flag'"),
+])
+def test_cli_reports_bad_input_in_one_line(override, message, tmp_path):
+  result = _cli('--config', 'configs/tiny.py', '--workdir', str(tmp_path / 'w'), override)
+  assert result.returncode != 0
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+  assert len(errors) == 1 and message in errors[0], result.stderr
+  assert 'Traceback' not in result.stderr
+
+
+def test_cli_reports_a_missing_config_file(tmp_path):
+  result = _cli('--config', str(tmp_path / 'missing.py'), '--workdir', str(tmp_path / 'w'))
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert 'No such file' in result.stderr

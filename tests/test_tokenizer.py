@@ -1,0 +1,97 @@
+import hypothesis
+import hypothesis.strategies as st
+import pytest
+
+from gptjax import data, tokenizer as tokenizer_lib
+from gptjax.errors import UserError
+
+# Text the tokenizers were not trained on: any Unicode, including the SentencePiece space marker
+# U+2581, control characters, surrogate-free astral characters and runs of whitespace.
+ANY_TEXT = st.text(st.characters(blacklist_categories=('Cs',)), max_size=200)
+TRICKY = ['', ' ', '\n\n  \t', 'x\u2581y', '\u2581\u2581', '\x00\r\n', 'naïve café 你好 🐍',
+          '<start><delim><extract>', '<s></s><pad><unk>']
+
+
+@pytest.fixture(scope='module')
+def stdlib_texts():
+  return [text for _, text in list(data.stdlib_documents())[:60]]
+
+
+@pytest.fixture(scope='module')
+def sentencepiece(stdlib_texts, tmp_path_factory):
+  return tokenizer_lib.load_or_train('sentencepiece', 600, str(tmp_path_factory.mktemp('sp')),
+                                     stdlib_texts)
+
+
+@pytest.fixture(scope='module')
+def char(stdlib_texts):
+  return tokenizer_lib.CharTokenizer.train(stdlib_texts, vocab_size=300)
+
+
+def _tokenizers(sentencepiece, char):
+  return {'sentencepiece': sentencepiece, 'byte': tokenizer_lib.ByteTokenizer(), 'char': char}
+
+
+@pytest.mark.parametrize('text', TRICKY)
+@pytest.mark.parametrize('kind', ['sentencepiece', 'byte', 'char'])
+def test_round_trip_on_tricky_text(kind, text, sentencepiece, char):
+  tok = _tokenizers(sentencepiece, char)[kind]
+  ids = tok.encode(text)
+  assert tok.decode(ids) == text
+  assert all(0 <= i < tok.vocab_size for i in ids)
+
+
+@pytest.mark.parametrize('kind', ['sentencepiece', 'byte', 'char'])
+def test_round_trip_on_arbitrary_unicode(kind, sentencepiece, char):
+  tok = _tokenizers(sentencepiece, char)[kind]
+
+  @hypothesis.settings(max_examples=150, deadline=None)
+  @hypothesis.given(ANY_TEXT)
+  def round_trip(text):
+    assert tok.decode(tok.encode(text)) == text
+
+  round_trip()
+
+
+def test_special_tokens_are_distinct_reserved_and_never_produced_from_text(sentencepiece, char):
+  for tok in _tokenizers(sentencepiece, char).values():
+    specials = [tok.pad_id, tok.bos_id, tok.eos_id, tok.start_id, tok.delim_id, tok.extract_id]
+    assert len(set(specials)) == 6
+    assert not set(tok.encode('<s> </s> <pad> <start> <delim> <extract>')) & set(specials)
+    assert tok.decode(specials) == ''
+
+
+def test_bpe_compresses_code_and_learns_indentation(sentencepiece, stdlib_texts):
+  text = stdlib_texts[0]
+  ids = sentencepiece.encode(text)
+  assert len(ids) < len(text.encode('utf-8')) / 2
+  assert any(sentencepiece.sp.id_to_piece(i) == '\u2581' * 4 for i in range(sentencepiece.vocab_size))
+
+
+def test_trained_tokenizers_are_saved_and_reused(tmp_path, stdlib_texts):
+  for kind in ('sentencepiece', 'char'):
+    first = tokenizer_lib.load_or_train(kind, 400, str(tmp_path), stdlib_texts[:20])
+    # No texts the second time: it must come from the file.
+    again = tokenizer_lib.load_or_train(kind, 400, str(tmp_path))
+    sample = stdlib_texts[21][:2000]
+    assert again.encode(sample) == first.encode(sample)
+    with pytest.raises(UserError, match='vocab_size'):
+      tokenizer_lib.load_or_train(kind, 512, str(tmp_path))
+
+
+def test_sentencepiece_training_is_deterministic(tmp_path, stdlib_texts):
+  a = tokenizer_lib.SentencePieceTokenizer.train(stdlib_texts[:20], 400)
+  b = tokenizer_lib.SentencePieceTokenizer.train(stdlib_texts[:20], 400)
+  assert a.model_proto == b.model_proto
+
+
+def test_char_tokenizer_keeps_the_most_frequent_characters():
+  tok = tokenizer_lib.CharTokenizer.train(['aaab', 'bc'], vocab_size=len(tokenizer_lib.SPECIALS) + 258)
+  assert tok.chars == ['a', 'b']
+  assert len(tok.encode('abc')) == 3  # 'c' falls back to its one UTF-8 byte
+  assert tok.encode('ab') != tokenizer_lib.ByteTokenizer().encode('ab')
+
+
+def test_unknown_kind_is_a_user_error(tmp_path):
+  with pytest.raises(UserError, match='tokenizer.kind'):
+    tokenizer_lib.load_or_train('wordpiece', 1000, str(tmp_path), ['x'])
