@@ -74,8 +74,9 @@ def tfds_documents(name: str, split: str, text_key: str, data_dir: str | None) -
 def split_documents(config: ml_collections.ConfigDict) -> tuple[list[Document], list[Document]]:
   """(train, validation) documents of the configured source.
 
-  TFDS uses its own splits. Other sources assign each document to validation by a hash of its
-  name (stable when files are added); with fewer than 20 documents (a single big file, say) the
+  TFDS uses its own splits. Other sources hold out the val_fraction of documents (at least one)
+  with the smallest hash of their name, a choice that barely moves when files are added; with
+  fewer than 20 documents (a single big file, say) the
   last val_fraction of each document, cut at a line boundary, is held out instead.
   """
   if config.source == 'tfds':
@@ -94,8 +95,10 @@ def split_documents(config: ml_collections.ConfigDict) -> tuple[list[Document], 
   if not docs:
     raise UserError(f'the {config.source} corpus is empty')
   if len(docs) >= 20:
-    is_val = [zlib.crc32(name.encode()) % 10_000 < config.val_fraction * 10_000 for name, _ in docs]
-    return ([d for d, v in zip(docs, is_val) if not v], [d for d, v in zip(docs, is_val) if v])
+    n_val = max(1, round(config.val_fraction * len(docs)))
+    by_hash = sorted(range(len(docs)), key=lambda i: (zlib.crc32(docs[i][0].encode()), i))
+    is_val = set(by_hash[:n_val])
+    return ([d for i, d in enumerate(docs) if i not in is_val], [docs[i] for i in sorted(is_val)])
   train, val = [], []
   for name, text in docs:
     cut = text.rfind('\n', 0, int(len(text) * (1 - config.val_fraction))) + 1

@@ -49,7 +49,7 @@ def test_resuming_from_a_checkpoint_continues_the_same_loss_curve(tiny_config, c
 
 
 def test_gradient_accumulation_matches_one_big_batch(tiny_config, corpus_glob, tmp_path):
-  config = _text_config(tiny_config, corpus_glob, steps=8)
+  config = _text_config(tiny_config, corpus_glob, steps=8, warmup_steps=4)
   train.train_and_evaluate(config, str(tmp_path / 'one'), show_progress=False)
   config.train.grad_accum_steps = 4
   train.train_and_evaluate(config, str(tmp_path / 'four'), show_progress=False)
