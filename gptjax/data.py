@@ -57,8 +57,8 @@ def tfds_documents(name: str, split: str, text_key: str, data_dir: str | None) -
   except tfds.core.registered.DatasetNotFoundError:
     raise UserError(f'unknown TFDS dataset {name!r}') from None
   if not builder.is_prepared():
-    raise UserError(f'TFDS dataset {name!r} is not prepared in {builder.data_dir}; prepare it with '
-                    f'`tfds build {name} --file_format=array_record` (see README)')
+    raise UserError(f'TFDS dataset {name!r} is not prepared in {builder.data_dir}; prepare it in '
+                    'the array_record format first (see README)')
   try:
     source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
   except (ValueError, KeyError, NotImplementedError) as e:

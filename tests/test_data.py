@@ -94,6 +94,7 @@ def test_a_single_file_is_split_inside_the_document(tiny_config, tmp_path):
     ('empty', 'corpus is empty'),
     ('too_small', 'fewer than one sequence'),
     ('unknown_tfds', 'unknown TFDS dataset'),
+    ('unprepared_tfds', 'is not prepared'),
 ])
 def test_bad_data_is_a_user_error(tiny_config, tmp_path, setup, message):
   config = tiny_config
@@ -106,8 +107,11 @@ def test_bad_data_is_a_user_error(tiny_config, tmp_path, setup, message):
   elif setup == 'too_small':
     (tmp_path / 'a.txt').write_text('tiny\n' * 3)
     config.data.text_files = str(tmp_path / 'a.txt')
-  else:
+  elif setup == 'unknown_tfds':
     config.data.source, config.data.tfds_name = 'tfds', 'no_such_dataset_xyz'
+  else:
+    config.data.source, config.data.tfds_name = 'tfds', 'tiny_shakespeare'
+    config.data.tfds_data_dir = str(tmp_path / 'empty_tfds_dir')
   with pytest.raises(UserError, match=message):
     data.load_tokenizer_and_data(config, str(tmp_path / 'w'), seq_len=32)
 
