@@ -63,6 +63,8 @@ def get_config() -> ml_collections.ConfigDict:
   train.eval_batches = 8  # global batches of validation windows per evaluation
   train.checkpoint_every = 150  # steps between checkpoints (and at the end)
   train.keep_checkpoints = 3  # most recent checkpoints kept
+  train.nonfinite = 'stop'  # on a NaN/inf loss or gradient: 'stop', or 'skip' the step (counted)
+  train.preemption_grace_s = 120.0  # after SIGTERM, save and exit; force exit after this long
 
   config.sample = sample = ml_collections.ConfigDict()
   sample.prompt = 'def '  # printed with its continuation at the end of training
@@ -72,7 +74,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.distributed = distributed = ml_collections.ConfigDict()
   distributed.initialize = False  # call jax.distributed.initialize() (multi-host runs)
-  distributed.coordinator_address = ''  # host:port of process 0; '' = detect (TPU pods, SLURM)
-  distributed.num_processes = 0  # 0 = detect
-  distributed.process_id = -1  # -1 = detect
+  # Each of these falls back to the environment (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+  # JAX_PROCESS_ID), then to JAX's cluster detection (TPU pods, SLURM, Open MPI).
+  distributed.coordinator_address = ''  # host:port of process 0
+  distributed.num_processes = 0  # 0 = from the environment
+  distributed.process_id = -1  # -1 = from the environment
   return config

@@ -51,6 +51,27 @@ def flops_per_token(config: ModelConfig, seq_len: int | None = None) -> float:
   return 6 * n + 12 * config.n_layers * seq_len * config.d_model
 
 
+def memory_estimate(config: ModelConfig, micro_batch: int, seq_len: int,
+                    fsdp_shards: int = 1) -> dict[str, int]:
+  """Rough bytes per device for training: parameters, their gradients, AdamW's two moments, and
+  the activations kept for the backward pass of one micro-batch of `micro_batch` sequences.
+
+  Activations per layer follow Korthikanti et al. 2022 (no recomputation): seq * batch * d_model *
+  (34 + 5 * n_heads * seq / d_model) bytes at 16 bits, scaled to the compute dtype, plus the logits.
+  """
+  param_bytes = jnp.dtype(config.param_dtype).itemsize
+  act_bytes = jnp.dtype(config.dtype).itemsize
+  n_params = count_params(config).total
+  tokens = micro_batch * seq_len
+  per_layer = tokens * config.d_model * (34 + 5 * config.n_heads * seq_len / config.d_model) / 2
+  return {
+      'params': n_params * param_bytes // fsdp_shards,
+      'grads': n_params * param_bytes // fsdp_shards,
+      'optimizer': 2 * n_params * param_bytes // fsdp_shards,
+      'activations': int(config.n_layers * per_layer * act_bytes + 2 * tokens * config.vocab_size * 4),
+  }
+
+
 # Dense peak FLOP/s per chip from vendor data sheets: {device_kind substring: {dtype: FLOP/s}}.
 # The first substring (in this order) found in jax.devices()[0].device_kind wins.
 ACCELERATOR_PEAK_FLOPS = {

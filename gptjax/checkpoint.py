@@ -1,12 +1,28 @@
 """Train-state checkpoints with orbax: WORKDIR/checkpoints/<step>/, the newest few kept.
 
-Orbax writes each checkpoint to a temporary directory and renames it when complete, so a run killed
-while saving leaves the previous checkpoint as the latest one.
+Orbax writes each checkpoint into a temporary directory and renames it once complete, so a run
+killed while saving leaves the previous checkpoint as the latest one (tests/test_faults.py kills
+runs to check this). On top of that, every checkpoint's fingerprint (a checksum of every bit of the
+state) is recorded in WORKDIR/checkpoints/fingerprints.json; a checkpoint that fails to load or
+whose bits differ from its fingerprint is moved to WORKDIR/corrupt_checkpoints/ and the previous
+one is used.
 """
+import hashlib
+import json
 import os
+import shutil
+import sys
+import time
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+from gptjax.errors import UserError
+
+_FINGERPRINTS = 'fingerprints.json'
 
 
 def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
@@ -15,17 +31,82 @@ def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
 
+@jax.jit
+def _leaf_checksums(state) -> list[jax.Array]:
+  """Per leaf, the sum of its bits as uint32 weighted by (2 * index + 1): any flipped, lost or moved
+  value changes it (with overwhelming probability)."""
+  def checksum(leaf):
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[leaf.dtype.itemsize]
+    bits = jax.lax.bitcast_convert_type(leaf, unsigned).astype(jnp.uint32)
+    weights = 2 * jnp.arange(bits.size, dtype=jnp.uint32) + 1
+    return jnp.sum(bits.reshape(-1) * weights, dtype=jnp.uint32)
+  return [checksum(leaf) for leaf in jax.tree.leaves(state)]
+
+
+def fingerprint(state) -> str:
+  """A short hex digest of every bit of `state` (all processes must call it: it is a collective)."""
+  sums = np.array(jax.device_get(_leaf_checksums(state)), dtype=np.uint32)
+  return hashlib.sha256(sums.tobytes()).hexdigest()[:24]
+
+
 def save(mngr: ocp.CheckpointManager, state) -> None:
-  """Saves `state` under its step and waits until the checkpoint is on disk."""
-  mngr.save(int(state.step), args=ocp.args.StandardSave(state), force=True)
+  """Saves `state` under its step, waits until it is on disk, then records its fingerprint."""
+  step = int(state.step)
+  digest = fingerprint(state)
+  mngr.save(step, args=ocp.args.StandardSave(state), force=True)
   mngr.wait_until_finished()
+  if jax.process_index() == 0:
+    fingerprints = _read_fingerprints(mngr)
+    fingerprints = {s: d for s, d in fingerprints.items() if int(s) in mngr.all_steps()}
+    fingerprints[str(step)] = digest
+    path = os.path.join(str(mngr.directory), _FINGERPRINTS)
+    with open(path + '.tmp', 'w') as f:
+      json.dump(fingerprints, f)
+    os.replace(path + '.tmp', path)
+
+
+def _read_fingerprints(mngr: ocp.CheckpointManager) -> dict[str, str]:
+  path = os.path.join(str(mngr.directory), _FINGERPRINTS)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
 
 
 def restore_latest(mngr: ocp.CheckpointManager, abstract_state, shardings):
-  """The newest checkpoint laid out with `shardings`, or None when there is none."""
-  step = mngr.latest_step()
-  if step is None:
-    return None
+  """The newest intact checkpoint laid out with `shardings`, or None when there is no checkpoint.
+
+  A checkpoint that cannot be read, or whose fingerprint does not match, is reported in one line
+  and set aside; if none can be restored the run stops rather than silently starting over.
+  """
   target = jax.tree.map(lambda leaf, sharding: jax.ShapeDtypeStruct(
       leaf.shape, leaf.dtype, sharding=sharding), abstract_state, shardings)
-  return mngr.restore(step, args=ocp.args.StandardRestore(target))
+  steps = sorted(mngr.all_steps(), reverse=True)
+  if not steps:
+    return None
+  expected = _read_fingerprints(mngr)
+  for step in steps:
+    try:
+      state = mngr.restore(step, args=ocp.args.StandardRestore(target))
+      problem = None
+      if str(step) in expected and fingerprint(state) != expected[str(step)]:
+        problem = 'its contents do not match the fingerprint recorded when it was saved'
+    except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore raise many kinds
+      problem = ' '.join(f'{type(e).__name__}: {e}'.split())[:300]
+    if problem is None:
+      return state
+    _set_aside(mngr, step, problem)
+  raise UserError(f'none of the checkpoints {steps} in {mngr.directory} could be restored (they '
+                  'are now in corrupt_checkpoints/); refusing to start from scratch over them')
+
+
+def _set_aside(mngr: ocp.CheckpointManager, step: int, problem: str) -> None:
+  directory = str(mngr.directory)
+  print(f'warning: checkpoint {step} is unusable ({problem}); moved to corrupt_checkpoints/, '
+        'trying the previous one', file=sys.stderr)
+  if jax.process_index() == 0:
+    aside = os.path.join(os.path.dirname(directory), 'corrupt_checkpoints')
+    os.makedirs(aside, exist_ok=True)
+    shutil.move(os.path.join(directory, str(step)), os.path.join(aside, f'{step}-{int(time.time())}'))
+  multihost_utils.sync_global_devices(f'checkpoint {step} set aside')
+  mngr.reload()

@@ -17,6 +17,7 @@ _CHOICES = {
     'tokenizer.kind': ('sentencepiece', 'byte', 'char'),
     'data.source': ('stdlib', 'text_files', 'tfds'),
     'train.sharding': ('replicate', 'fsdp'),
+    'train.nonfinite': ('stop', 'skip'),
 }
 _POSITIVE_INTS = (
     'model.n_layers', 'model.n_heads', 'model.d_model', 'model.d_ff', 'model.n_ctx',
@@ -27,7 +28,7 @@ _NON_NEGATIVE_INTS = ('seed', 'data.max_documents', 'data.max_train_tokens', 'tr
                       'sample.max_new_tokens', 'sample.top_k')
 _FRACTIONS = ('model.embd_dropout', 'model.attn_dropout', 'model.resid_dropout', 'train.b1',
               'train.b2')  # in [0, 1)
-_NON_NEGATIVE_FLOATS = ('train.min_lr_ratio', 'train.lr', 'train.eps', 'train.weight_decay', 'train.grad_clip',
+_NON_NEGATIVE_FLOATS = ('train.min_lr_ratio', 'train.lr', 'train.preemption_grace_s', 'train.eps', 'train.weight_decay', 'train.grad_clip',
                         'sample.temperature', 'model.init_std', 'model.layer_norm_eps')
 
 

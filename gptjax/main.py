@@ -1,20 +1,22 @@
 """Train a GPT: python -m gptjax.main --config configs/default.py --workdir runs/default
 
 Any config field can be overridden: --config.model.n_layers=2 --config.train.steps=100.
-Running the same command again resumes from the workdir's latest checkpoint.
+Running the same command again resumes from the workdir's latest checkpoint. After SIGTERM (a
+preemption) the run saves a checkpoint and exits with status 143.
 """
+import signal
 import sys
 
-import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gptjax import train
+from gptjax import sharding, train
 from gptjax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file (configs/*.py).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for the tokenizer, token caches, '
                                'checkpoints and metrics.')
+_DEBUG = flags.DEFINE_bool('debug', False, 'Show the traceback of errors instead of one line.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -46,13 +48,15 @@ def main(argv: list[str]) -> None:
   config = _CONFIG.value
   try:
     if config.distributed.initialize:
-      jax.distributed.initialize(
-          coordinator_address=config.distributed.coordinator_address or None,
-          num_processes=config.distributed.num_processes or None,
-          process_id=None if config.distributed.process_id < 0 else config.distributed.process_id)
+      sharding.initialize_distributed(config.distributed)
     train.train_and_evaluate(config, _WORKDIR.value)
   except UserError as e:
+    if _DEBUG.value:
+      raise
     _fail(str(e))
+  except train.Preempted as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(128 + signal.SIGTERM)  # the conventional status of a process ended by SIGTERM
 
 
 if __name__ == '__main__':

@@ -4,11 +4,26 @@ The batch is split along 'data'. Parameters and optimizer state are either repli
 device (what jax.pmap did) or, with FSDP, each array is split along 'data' on its largest dimension
 that divides evenly, and XLA gathers it where a computation needs the whole array.
 """
+import os
+
 import jax
+import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = 'data'
+
+
+def initialize_distributed(distributed: ml_collections.ConfigDict) -> None:
+  """jax.distributed.initialize with the config's values, else the JAX_* environment variables,
+  else JAX's own cluster detection. CPU processes talk through gloo (for tests on one machine)."""
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  address = distributed.coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')
+  count = distributed.num_processes or int(os.environ.get('JAX_NUM_PROCESSES', 0)) or None
+  process_id = (distributed.process_id if distributed.process_id >= 0
+                else int(os.environ.get('JAX_PROCESS_ID', -1)))
+  jax.distributed.initialize(coordinator_address=address, num_processes=count,
+                             process_id=None if process_id < 0 else process_id)
 
 
 def make_mesh() -> Mesh:

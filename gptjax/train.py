@@ -4,9 +4,12 @@ The loop: make or load the tokenizer and token caches, build or restore the stat
 step take the batch that is a pure function of (seed, step), update, and now and then log, evaluate
 and checkpoint. Running the same command on the same workdir resumes from the latest checkpoint.
 """
+import fcntl
 import json
 import math
 import os
+import signal
+import threading
 import time
 
 import flax.struct
@@ -19,6 +22,7 @@ import tqdm
 from jax.experimental import multihost_utils
 
 from gptjax import accounting, checkpoint, configuration, data, sampling, sharding
+from gptjax.errors import UserError
 from gptjax.metrics import MetricsWriter
 from gptjax.model import GPT
 from gptjax.optimizer import learning_rate_schedule, make_optimizer
@@ -70,11 +74,17 @@ def make_train_step(model: GPT, optimizer: optax.GradientTransformation, grad_ac
         accumulate, (jnp.zeros((), jnp.float32), zeros),
         (jnp.arange(grad_accum_steps), micro_AxMxL1))
     grads = jax.tree.map(lambda g: g / grad_accum_steps, grads_sum)
+    loss, grad_norm = loss_sum / grad_accum_steps, optax.global_norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                              opt_state=opt_state)
-    return new_state, {'train_loss': loss_sum / grad_accum_steps,
-                       'grad_norm': optax.global_norm(grads)}
+    # A step with a non-finite loss or gradient changes nothing but the step counter, so no
+    # non-finite value ever enters the state; the loop then stops or counts the skip.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep_finite(optax.apply_updates(state.params, updates), state.params),
+        opt_state=keep_finite(opt_state, state.opt_state))
+    return new_state, {'train_loss': loss, 'grad_norm': grad_norm}
 
   return train_step
 
@@ -91,7 +101,9 @@ class Run:
     configuration.validate(config, jax.device_count(), jax.process_count())
     self.is_chief = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
+    self._lock = _lock_workdir(workdir) if self.is_chief else None
     if self.is_chief:
+      _check_and_save_config(config, workdir)
       self.tokenizer, self.data = data.load_tokenizer_and_data(config, workdir, config.train.seq_len)
     multihost_utils.sync_global_devices('token caches written')
     if not self.is_chief:
@@ -105,17 +117,45 @@ class Run:
         abstract_state, self.mesh, fsdp=config.train.sharding == 'fsdp')
     replicated = sharding.replicated(self.mesh)
     batch = sharding.batch_sharding(self.mesh)
-    self.train_step = jax.jit(make_train_step(self.model, optimizer, config.train.grad_accum_steps),
-                              in_shardings=(self.state_shardings, batch),
-                              out_shardings=(self.state_shardings, replicated), donate_argnums=0)
+    train = config.train
+    estimate = accounting.memory_estimate(
+        self.model.config, train.global_batch_size // jax.device_count() // train.grad_accum_steps,
+        train.seq_len, fsdp_shards=jax.device_count() if train.sharding == 'fsdp' else 1)
+    if self.is_chief:
+      print('memory per device (estimate): ' + ', '.join(
+          f'{name} {size / 2**20:,.1f} MiB' for name, size in estimate.items()))
+    batch_abstract = jax.ShapeDtypeStruct((train.global_batch_size, train.seq_len + 1), jnp.int32,
+                                          sharding=batch)
+    state_abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                  abstract_state, self.state_shardings)
+    try:  # compile now, so running out of memory is reported with what drives memory
+      self.train_step = jax.jit(
+          make_train_step(self.model, optimizer, train.grad_accum_steps),
+          in_shardings=(self.state_shardings, batch),
+          out_shardings=(self.state_shardings, replicated),
+          donate_argnums=0).lower(state_abstract, batch_abstract).compile()
+    except Exception as e:  # pylint: disable=broad-except
+      if 'RESOURCE_EXHAUSTED' not in str(e) and 'out of memory' not in str(e).lower():
+        raise
+      raise UserError(
+          f'out of memory compiling the train step (batch {train.global_batch_size} / '
+          f'{train.grad_accum_steps} micro-batches, seq_len {train.seq_len}, d_model '
+          f'{config.model.d_model}, n_layers {config.model.n_layers}; estimated '
+          f'{sum(estimate.values()) / 2**30:.2f} GiB per device): lower the batch or raise '
+          f'train.grad_accum_steps') from None
     self.eval_step = jax.jit(make_eval_step(self.model),
                              in_shardings=(self.state_shardings.params, batch),
                              out_shardings=replicated)
-    self.checkpoints = checkpoint.manager(workdir, config.train.keep_checkpoints)
+    self.checkpoints = checkpoint.manager(workdir, train.keep_checkpoints)
     self.state = checkpoint.restore_latest(self.checkpoints, abstract_state, self.state_shardings)
     if self.state is None:
       self.state = jax.jit(lambda: init_state(self.model, optimizer, config.seed),
                            out_shardings=self.state_shardings)()
+
+  def close(self) -> None:
+    self.checkpoints.close()
+    if self._lock is not None:
+      self._lock.close()  # releases the flock
 
   def batch(self, step: int) -> jax.Array:
     train = self.config.train
@@ -135,10 +175,85 @@ class Run:
   def sample(self) -> str:
     cfg = self.config.sample
     prompt = self.tokenizer.encode(cfg.prompt)
-    new_ids = sampling.generate(self.model, self.state.params, [self.tokenizer.bos_id, *prompt],
+    # Gather the (possibly sharded, possibly multi-host) parameters to every host: a collective,
+    # so every process calls sample(); only process 0 prints.
+    params = multihost_utils.process_allgather(self.state.params, tiled=True)
+    new_ids = sampling.generate(self.model, params, [self.tokenizer.bos_id, *prompt],
                                 cfg.max_new_tokens, jax.random.PRNGKey(self.config.seed),
                                 cfg.temperature, cfg.top_k, self.tokenizer.eos_id)
     return cfg.prompt + self.tokenizer.decode(new_ids)
+
+
+# Fields that may change when a run resumes: they do not change what a checkpoint holds.
+RESUMABLE_SECTIONS = ('train', 'sample', 'distributed')
+
+
+def _check_and_save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses a config whose model, tokenizer or data differ from the run already in `workdir`."""
+  path = os.path.join(workdir, 'config.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = _flatten(json.load(f))
+    now = _flatten(json.loads(config.to_json()))
+    changed = [f'{k} {saved.get(k)!r} -> {now.get(k)!r}' for k in sorted(set(saved) | set(now))
+               if saved.get(k) != now.get(k) and k.split('.')[0] not in RESUMABLE_SECTIONS
+               and k != 'data.max_train_tokens']
+    if changed:
+      raise UserError(f'the config differs from the run in {workdir}: {"; ".join(changed)} '
+                      '(only train.*, sample.* and data.max_train_tokens may change; use a new workdir)')
+  with open(path + '.tmp', 'w') as f:
+    f.write(config.to_json(indent=1))
+  os.replace(path + '.tmp', path)
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[prefix + key] = value
+  return flat
+
+
+def _lock_workdir(workdir: str):
+  """An exclusive lock on WORKDIR/.lock, held until closed or the process dies (even by SIGKILL)."""
+  lock = open(os.path.join(workdir, '.lock'), 'w')
+  try:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    lock.close()
+    raise UserError(f'another run is using {workdir} (it holds {workdir}/.lock); wait for it to '
+                    'finish or use another workdir') from None
+  return lock
+
+
+class _Preemption:
+  """SIGTERM (what schedulers send before preempting) sets a flag the loop checks each step; if
+  the loop has not saved and exited within grace_s, the process exits anyway."""
+
+  def __init__(self, grace_s: float):
+    self.grace_s, self.requested = grace_s, False
+    self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+  def _on_sigterm(self, signum, frame) -> None:
+    self.requested = True
+    timer = threading.Timer(self.grace_s, lambda: os._exit(128 + signal.SIGTERM))
+    timer.daemon = True
+    timer.start()
+
+  def agreed(self) -> bool:
+    """Whether any process was asked to stop (every process must call this at the same step)."""
+    if jax.process_count() == 1:
+      return self.requested
+    return bool(multihost_utils.process_allgather(np.array(self.requested)).any())
+
+  def close(self) -> None:
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+class Preempted(Exception):
+  """The run saved a checkpoint after SIGTERM and stopped; the same command continues it."""
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, show_progress: bool = True,
@@ -147,43 +262,82 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, show_pro
 
   stop_at ends this call early, after that step and a checkpoint, as a preempted job would; the
   learning-rate schedule still runs to config.train.steps, so a later call continues the same run.
+  Raises Preempted after SIGTERM (once a checkpoint of the current step is saved).
   """
   run = Run(config, workdir)
-  train = config.train
-  if run.is_chief:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json(indent=1))
   writer = MetricsWriter(workdir, enabled=run.is_chief)
+  preemption = _Preemption(config.train.preemption_grace_s)
+  try:
+    metrics = _train_loop(run, writer, preemption, show_progress, stop_at)
+    if run.is_chief:
+      print(f'eval loss {metrics["eval_loss"]:.4f} nats/token vs unigram entropy '
+            f'{run.data.unigram_entropy:.4f} of the training tokens')
+    if config.sample.max_new_tokens:
+      sample = run.sample()
+      if run.is_chief:
+        print('--- sample ---\n' + sample + '\n--------------')
+    return metrics
+  finally:
+    preemption.close()
+    writer.close()
+    run.close()
+
+
+def _train_loop(run: Run, writer: MetricsWriter, preemption: _Preemption, show_progress: bool,
+                stop_at: int | None) -> dict[str, float]:
+  train = run.config.train
   flops_per_token = accounting.flops_per_token(run.model.config, train.seq_len)
-  peak_flops, _ = accounting.peak_flops_per_s(config.model.dtype)
-  peak_flops *= jax.device_count()
+  peak_flops = accounting.peak_flops_per_s(run.config.model.dtype)[0] * jax.device_count()
   schedule = learning_rate_schedule(train)
   tokens_per_step = train.global_batch_size * train.seq_len
   start_step = int(run.state.step)
-  progress = tqdm.tqdm(total=train.steps, initial=start_step, disable=not (show_progress and run.is_chief),
-                       dynamic_ncols=True, desc='train')
-  metrics: dict[str, float] = {}
-  window_losses, window_start, window_first_step, paused_s = [], time.perf_counter(), start_step, 0.0
   end_step = train.steps if stop_at is None else min(stop_at, train.steps)
+  progress = tqdm.tqdm(total=train.steps, initial=start_step, dynamic_ncols=True, desc='train',
+                       disable=not (show_progress and run.is_chief))
+  metrics: dict[str, float] = {}
+  losses, skipped = [], 0  # of the steps since the last log line
+  window_start, window_first_step, paused_s = time.perf_counter(), start_step, 0.0
+  unchecked = None  # the last step's (step, metrics): checked one step late to keep the device busy
+
+  def check_unchecked() -> None:
+    nonlocal unchecked, skipped
+    if unchecked is None:
+      return
+    step, step_metrics = unchecked
+    unchecked = None
+    loss, grad_norm = float(step_metrics['train_loss']), float(step_metrics['grad_norm'])
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+      losses.append(loss)
+      return
+    if train.nonfinite == 'skip':  # the step left the state unchanged
+      skipped += 1
+      return
+    quantity = f'loss is {loss}' if not math.isfinite(loss) else f'gradient norm is {grad_norm}'
+    raise UserError(f'step {step}: the {quantity}; stopped without saving this state (the last '
+                    'checkpoint is intact; train.nonfinite=skip skips such steps instead)')
+
   for step in range(start_step, end_step):
     run.state, step_metrics = run.train_step(run.state, run.batch(step))
-    window_losses.append(step_metrics['train_loss'])
+    check_unchecked()
     done = step + 1
+    unchecked = (done, step_metrics)
     if step == start_step:  # throughput excludes compilation
       jax.block_until_ready(run.state)
       window_start, window_first_step = time.perf_counter(), done
-    if done % train.log_every == 0 or done == end_step:
-      losses = jax.device_get(window_losses)
+    preempted = preemption.agreed()
+    if done % train.log_every == 0 or done == end_step or preempted:
+      check_unchecked()
       elapsed = time.perf_counter() - window_start - paused_s
       tokens_per_s = tokens_per_step * (done - window_first_step) / max(elapsed, 1e-9)
-      metrics = {'train_loss': float(np.mean(losses)),
-                 'grad_norm': float(step_metrics['grad_norm']),
-                 'lr': float(schedule(step)), 'tokens_per_s': tokens_per_s,
-                 'mfu': flops_per_token * tokens_per_s / peak_flops}
+      metrics = {'train_loss': float(np.mean(losses)) if losses else float('nan'),
+                 'grad_norm': float(step_metrics['grad_norm']), 'lr': float(schedule(step)),
+                 'tokens_per_s': tokens_per_s, 'mfu': flops_per_token * tokens_per_s / peak_flops,
+                 'skipped_steps': skipped}
       writer.write(done, metrics)
       progress.set_postfix(loss=f'{metrics["train_loss"]:.3f}', tok_s=f'{tokens_per_s:,.0f}',
                            mfu=f'{metrics["mfu"]:.1%}')
-      window_losses, window_start, window_first_step, paused_s = [], time.perf_counter(), done, 0.0
+      losses, skipped = [], 0
+      window_start, window_first_step, paused_s = time.perf_counter(), done, 0.0
     pause_start = time.perf_counter()  # evaluation and checkpoints are not training throughput
     if done % train.eval_every == 0 or done == train.steps:
       eval_metrics = run.evaluate()
@@ -191,18 +345,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, show_pro
       metrics.update(eval_metrics)
       progress.write(f'step {done}: eval loss {eval_metrics["eval_loss"]:.4f}, '
                      f'ppl {eval_metrics["eval_ppl"]:.2f}, {eval_metrics["eval_bpb"]:.3f} bits/byte')
-    if done % train.checkpoint_every == 0 or done == end_step:
+    if done % train.checkpoint_every == 0 or done == end_step or preempted:
+      check_unchecked()
       checkpoint.save(run.checkpoints, run.state)
     paused_s += time.perf_counter() - pause_start
     progress.update(1)
+    if preempted:
+      progress.close()
+      raise Preempted(f'stopped by SIGTERM after step {done}; checkpoint {done} saved; run the same '
+                      'command to continue')
   progress.close()
   if 'eval_loss' not in metrics:  # stopped early, or nothing was left to train
     metrics.update(run.evaluate())
-  writer.close()
-  if run.is_chief:
-    print(f'eval loss {metrics["eval_loss"]:.4f} nats/token vs unigram entropy '
-          f'{run.data.unigram_entropy:.4f} of the training tokens')
-    if config.sample.max_new_tokens:
-      print('--- sample ---\n' + run.sample() + '\n--------------')
-  run.checkpoints.close()
   return metrics

@@ -24,7 +24,7 @@ def test_main_trains_evaluates_checkpoints_samples_and_resumes(corpus_glob, tmp_
   assert {'train_loss', 'tokens_per_s', 'mfu', 'lr', 'grad_norm'} <= set(rows[0])
   assert rows[-1]['step'] == 20 and {'eval_loss', 'eval_ppl', 'eval_bpb'} <= set(rows[-1])
   assert any(name.startswith('events.out.tfevents') for name in os.listdir(tmp_path / 'tensorboard'))
-  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['20']
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['20', 'fingerprints.json']
   for name in ('tokenizer.model', 'config.json', 'data/train.bin', 'data/val.bin', 'data/meta.json'):
     assert os.path.exists(tmp_path / name), name
 
@@ -39,4 +39,4 @@ def test_main_trains_evaluates_checkpoints_samples_and_resumes(corpus_glob, tmp_
   # Asking for more steps continues from the checkpoint.
   more = _main(tmp_path, corpus_glob, '--config.train.steps=30')
   assert more.returncode == 0, more.stderr
-  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['20', '30']
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['20', '30', 'fingerprints.json']

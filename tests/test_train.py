@@ -41,7 +41,7 @@ def test_resuming_from_a_checkpoint_continues_the_same_loss_curve(tiny_config, c
   straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
   train.train_and_evaluate(config, straight, show_progress=False)
   train.train_and_evaluate(config, resumed, show_progress=False, stop_at=25)
-  assert sorted(os.listdir(os.path.join(resumed, 'checkpoints'))) == ['10', '20', '25']
+  assert sorted(os.listdir(os.path.join(resumed, 'checkpoints'))) == ['10', '20', '25', 'fingerprints.json']
   train.train_and_evaluate(config, resumed, show_progress=False)
   expected, got = _logged(straight, 'train_loss'), _logged(resumed, 'train_loss')
   assert sorted(got) == list(range(1, 41))
