@@ -343,8 +343,9 @@ def _train_loop(run: Run, writer: MetricsWriter, preemption: _Preemption, show_p
       eval_metrics = run.evaluate()
       writer.write(done, eval_metrics)
       metrics.update(eval_metrics)
-      progress.write(f'step {done}: eval loss {eval_metrics["eval_loss"]:.4f}, '
-                     f'ppl {eval_metrics["eval_ppl"]:.2f}, {eval_metrics["eval_bpb"]:.3f} bits/byte')
+      if run.is_chief:
+        progress.write(f'step {done}: eval loss {eval_metrics["eval_loss"]:.4f}, '
+                       f'ppl {eval_metrics["eval_ppl"]:.2f}, {eval_metrics["eval_bpb"]:.3f} bits/byte')
     if done % train.checkpoint_every == 0 or done == end_step or preempted:
       check_unchecked()
       checkpoint.save(run.checkpoints, run.state)
