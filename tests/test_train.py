@@ -69,6 +69,14 @@ for sharding in ('replicate', 'fsdp'):
   config.data.source, config.data.text_files = 'text_files', sys.argv[1]
   config.train.update(steps=12, log_every=1, sharding=sharding, grad_accum_steps=1)
   train.train_and_evaluate(config, os.path.join(sys.argv[2], sharding), show_progress=False)
+  run = train.Run(config, os.path.join(sys.argv[2], sharding))
+  kernel = run.state.params['h_0']['mlp']['c_fc']['kernel']  # (32, 128)
+  moment = run.state.opt_state[1][0].mu['h_0']['mlp']['c_fc']['kernel']
+  for array in (kernel, moment):
+    shard_shapes = {shard.data.shape for shard in array.addressable_shards}
+    expected = (32, 128 // 8) if sharding == 'fsdp' else (32, 128)
+    assert shard_shapes == {expected}, (sharding, shard_shapes)
+  run.close()
 '''
 
 
