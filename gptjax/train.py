@@ -4,8 +4,6 @@ The loop: make or load the tokenizer and token caches, build or restore the stat
 step take the batch that is a pure function of (seed, step), update, and now and then log, evaluate
 and checkpoint. Running the same command on the same workdir resumes from the latest checkpoint.
 """
-import fcntl
-import json
 import math
 import os
 import signal
@@ -22,6 +20,7 @@ import tqdm
 from jax.experimental import multihost_utils
 
 from gptjax import accounting, checkpoint, configuration, data, sampling, sharding
+from gptjax import workdir as workdir_lib
 from gptjax.errors import UserError
 from gptjax.metrics import MetricsWriter
 from gptjax.model import GPT
@@ -101,9 +100,9 @@ class Run:
     configuration.validate(config, jax.device_count(), jax.process_count())
     self.is_chief = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
-    self._lock = _lock_workdir(workdir) if self.is_chief else None
+    self._lock = workdir_lib.lock(workdir) if self.is_chief else None
     if self.is_chief:
-      _check_and_save_config(config, workdir)
+      workdir_lib.check_and_save_config(config, workdir)
       self.tokenizer, self.data = data.load_tokenizer_and_data(config, workdir, config.train.seq_len)
     multihost_utils.sync_global_devices('token caches written')
     if not self.is_chief:
@@ -182,50 +181,6 @@ class Run:
                                 cfg.max_new_tokens, jax.random.PRNGKey(self.config.seed),
                                 cfg.temperature, cfg.top_k, self.tokenizer.eos_id)
     return cfg.prompt + self.tokenizer.decode(new_ids)
-
-
-# Fields that may change when a run resumes: they do not change what a checkpoint holds.
-RESUMABLE_SECTIONS = ('train', 'sample', 'distributed')
-
-
-def _check_and_save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Refuses a config whose model, tokenizer or data differ from the run already in `workdir`."""
-  path = os.path.join(workdir, 'config.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = _flatten(json.load(f))
-    now = _flatten(json.loads(config.to_json()))
-    changed = [f'{k} {saved.get(k)!r} -> {now.get(k)!r}' for k in sorted(set(saved) | set(now))
-               if saved.get(k) != now.get(k) and k.split('.')[0] not in RESUMABLE_SECTIONS
-               and k != 'data.max_train_tokens']
-    if changed:
-      raise UserError(f'the config differs from the run in {workdir}: {"; ".join(changed)} '
-                      '(only train.*, sample.* and data.max_train_tokens may change; use a new workdir)')
-  with open(path + '.tmp', 'w') as f:
-    f.write(config.to_json(indent=1))
-  os.replace(path + '.tmp', path)
-
-
-def _flatten(tree: dict, prefix: str = '') -> dict:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[prefix + key] = value
-  return flat
-
-
-def _lock_workdir(workdir: str):
-  """An exclusive lock on WORKDIR/.lock, held until closed or the process dies (even by SIGKILL)."""
-  lock = open(os.path.join(workdir, '.lock'), 'w')
-  try:
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except BlockingIOError:
-    lock.close()
-    raise UserError(f'another run is using {workdir} (it holds {workdir}/.lock); wait for it to '
-                    'finish or use another workdir') from None
-  return lock
 
 
 class _Preemption:

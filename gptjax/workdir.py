@@ -1,0 +1,53 @@
+"""What a workdir holds beyond checkpoints: the run's config, and a lock so one run uses it at a time."""
+import fcntl
+import json
+import os
+from typing import IO
+
+import ml_collections
+
+from gptjax.errors import UserError
+
+# Fields that may change when a run resumes: they do not change what a checkpoint holds.
+RESUMABLE_SECTIONS = ('train', 'sample', 'distributed')
+
+
+def check_and_save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses a config whose model, tokenizer or data differ from the run already in `workdir`."""
+  path = os.path.join(workdir, 'config.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = _flatten(json.load(f))
+    now = _flatten(json.loads(config.to_json()))
+    changed = [f'{k} {saved.get(k)!r} -> {now.get(k)!r}' for k in sorted(set(saved) | set(now))
+               if saved.get(k) != now.get(k) and k.split('.')[0] not in RESUMABLE_SECTIONS
+               and k != 'data.max_train_tokens']
+    if changed:
+      raise UserError(f'the config differs from the run in {workdir}: {"; ".join(changed)} '
+                      '(only train.*, sample.*, distributed.* and data.max_train_tokens may change; use a new '
+                      'workdir)')
+  with open(path + '.tmp', 'w') as f:
+    f.write(config.to_json(indent=1))
+  os.replace(path + '.tmp', path)
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[prefix + key] = value
+  return flat
+
+
+def lock(workdir: str) -> IO:
+  """An exclusive lock on WORKDIR/.lock, held until closed or the process dies (even by SIGKILL)."""
+  handle = open(os.path.join(workdir, '.lock'), 'w')
+  try:
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    handle.close()
+    raise UserError(f'another run is using {workdir} (it holds {workdir}/.lock); wait for it to '
+                    'finish or use another workdir') from None
+  return handle
