@@ -102,8 +102,9 @@ class Run:
     os.makedirs(workdir, exist_ok=True)
     self._lock = workdir_lib.lock(workdir) if self.is_chief else None
     if self.is_chief:
-      workdir_lib.check_and_save_config(config, workdir)
+      workdir_lib.check_config(config, workdir)
       self.tokenizer, self.data = data.load_tokenizer_and_data(config, workdir, config.train.seq_len)
+      workdir_lib.save_config(config, workdir)
     multihost_utils.sync_global_devices('token caches written')
     if not self.is_chief:
       self.tokenizer, self.data = data.load_tokenizer_and_data(

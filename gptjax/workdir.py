@@ -12,7 +12,7 @@ from gptjax.errors import UserError
 RESUMABLE_SECTIONS = ('train', 'sample', 'distributed')
 
 
-def check_and_save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+def check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Refuses a config whose model, tokenizer or data differ from the run already in `workdir`."""
   path = os.path.join(workdir, 'config.json')
   if os.path.exists(path):
@@ -26,6 +26,11 @@ def check_and_save_config(config: ml_collections.ConfigDict, workdir: str) -> No
       raise UserError(f'the config differs from the run in {workdir}: {"; ".join(changed)} '
                       '(only train.*, sample.*, distributed.* and data.max_train_tokens may change; use a new '
                       'workdir)')
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Records `config` as the workdir's run (once its data loaded, so a typo is not recorded)."""
+  path = os.path.join(workdir, 'config.json')
   with open(path + '.tmp', 'w') as f:
     f.write(config.to_json(indent=1))
   os.replace(path + '.tmp', path)

@@ -189,6 +189,15 @@ def test_resuming_with_a_different_model_is_refused_but_new_step_budgets_are_fin
   assert _train(config, tmp_path)['eval_loss'] > 0
 
 
+def test_a_failed_start_does_not_pin_the_workdir_to_its_bad_config(tiny_config, corpus_glob, tmp_path):
+  config = _text_config(tiny_config, corpus_glob)
+  config.data.text_files = str(tmp_path / 'typo*.py')
+  with pytest.raises(UserError, match='matches no files'):
+    _train(config, tmp_path / 'w', stop_at=1)
+  config.data.text_files = corpus_glob
+  _train(config, tmp_path / 'w', stop_at=1)
+
+
 @pytest.mark.parametrize('mode', ['stop', 'skip'])
 def test_non_finite_steps_stop_the_run_or_are_skipped(tiny_config, corpus_glob, tmp_path, mode):
   config = _text_config(tiny_config, corpus_glob)
