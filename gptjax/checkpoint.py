@@ -102,9 +102,9 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, shardings):
 
 def _set_aside(mngr: ocp.CheckpointManager, step: int, problem: str) -> None:
   directory = str(mngr.directory)
-  print(f'warning: checkpoint {step} is unusable ({problem}); moved to corrupt_checkpoints/, '
-        'trying the previous one', file=sys.stderr)
   if jax.process_index() == 0:
+    print(f'warning: checkpoint {step} is unusable ({problem}); moved to corrupt_checkpoints/, '
+          'trying the previous one', file=sys.stderr)
     aside = os.path.join(os.path.dirname(directory), 'corrupt_checkpoints')
     os.makedirs(aside, exist_ok=True)
     shutil.move(os.path.join(directory, str(step)), os.path.join(aside, f'{step}-{int(time.time())}'))

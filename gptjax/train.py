@@ -283,15 +283,16 @@ def _train_loop(run: Run, writer: MetricsWriter, preemption: _Preemption, show_p
     preempted = preemption.agreed()
     if done % train.log_every == 0 or done == end_step or preempted:
       check_unchecked()
-      elapsed = time.perf_counter() - window_start - paused_s
-      tokens_per_s = tokens_per_step * (done - window_first_step) / max(elapsed, 1e-9)
       metrics = {'train_loss': float(np.mean(losses)) if losses else float('nan'),
                  'grad_norm': float(step_metrics['grad_norm']), 'lr': float(schedule(step)),
-                 'tokens_per_s': tokens_per_s, 'mfu': flops_per_token * tokens_per_s / peak_flops,
                  'skipped_steps': skipped}
+      if done > window_first_step:  # the first step of a run is compilation, not throughput
+        elapsed = time.perf_counter() - window_start - paused_s
+        metrics['tokens_per_s'] = tokens_per_step * (done - window_first_step) / elapsed
+        metrics['mfu'] = flops_per_token * metrics['tokens_per_s'] / peak_flops
+        progress.set_postfix(loss=f'{metrics["train_loss"]:.3f}',
+                             tok_s=f'{metrics["tokens_per_s"]:,.0f}', mfu=f'{metrics["mfu"]:.1%}')
       writer.write(done, metrics)
-      progress.set_postfix(loss=f'{metrics["train_loss"]:.3f}', tok_s=f'{tokens_per_s:,.0f}',
-                           mfu=f'{metrics["mfu"]:.1%}')
       losses, skipped = [], 0
       window_start, window_first_step, paused_s = time.perf_counter(), done, 0.0
     pause_start = time.perf_counter()  # evaluation and checkpoints are not training throughput

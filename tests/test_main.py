@@ -21,7 +21,7 @@ def test_main_trains_evaluates_checkpoints_samples_and_resumes(corpus_glob, tmp_
   assert 'vs unigram entropy' in first.stdout and '--- sample ---\ndef ' in first.stdout
   with open(tmp_path / 'metrics.jsonl') as f:
     rows = [json.loads(line) for line in f]
-  assert {'train_loss', 'tokens_per_s', 'mfu', 'lr', 'grad_norm'} <= set(rows[0])
+  assert {'train_loss', 'tokens_per_s', 'mfu', 'lr', 'grad_norm', 'skipped_steps'} <= set(rows[0])
   assert rows[-1]['step'] == 20 and {'eval_loss', 'eval_ppl', 'eval_bpb'} <= set(rows[-1])
   assert any(name.startswith('events.out.tfevents') for name in os.listdir(tmp_path / 'tensorboard'))
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['20', 'fingerprints.json']
