@@ -3,6 +3,9 @@
 The fields and their meaning are documented in configs/default.py. Each problem is reported as one
 UserError line naming the field.
 """
+import sys
+
+import jax
 import ml_collections
 
 from gptjax.errors import UserError
@@ -14,7 +17,7 @@ _CHOICES = {
     'model.attention_impl': ('xla', 'cudnn', 'einsum'),
     'model.dtype': ('float32', 'bfloat16', 'float16'),
     'model.param_dtype': ('float32', 'bfloat16'),
-    'tokenizer.kind': ('sentencepiece', 'byte', 'char'),
+    'tokenizer.kind': ('sentencepiece', 'byte', 'char', 'gpt2'),
     'data.source': ('stdlib', 'text_files', 'tfds'),
     'train.sharding': ('replicate', 'fsdp'),
     'train.nonfinite': ('stop', 'skip'),
@@ -90,5 +93,13 @@ def validate(config: ml_collections.ConfigDict, device_count: int, process_count
 
 
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
-  """The model's config: the model fields of `config` plus the tokenizer's vocabulary size."""
-  return ModelConfig(vocab_size=vocab_size, **config.model.to_dict())
+  """The model's config: the model fields of `config` plus the tokenizer's vocabulary size.
+
+  cuDNN attention exists only on NVIDIA GPUs; elsewhere it falls back to XLA's, with a warning.
+  """
+  fields = config.model.to_dict()
+  if fields['attention_impl'] == 'cudnn' and jax.default_backend() != 'gpu':
+    print(f"warning: model.attention_impl='cudnn' needs an NVIDIA GPU; using 'xla' on "
+          f'{jax.default_backend()}', file=sys.stderr)
+    fields['attention_impl'] = 'xla'
+  return ModelConfig(vocab_size=vocab_size, **fields)

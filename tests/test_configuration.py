@@ -61,3 +61,10 @@ def test_cli_reports_a_missing_config_file(tmp_path):
   result = _cli('--config', str(tmp_path / 'missing.py'), '--workdir', str(tmp_path / 'w'))
   assert result.returncode != 0 and 'Traceback' not in result.stderr
   assert 'No such file' in result.stderr
+
+
+def test_cudnn_attention_falls_back_to_xla_off_gpu(capsys):
+  config = tiny.get_config()
+  config.model.attention_impl = 'cudnn'
+  assert configuration.model_config(config, 300).attention_impl == 'xla'
+  assert "needs an NVIDIA GPU; using 'xla' on cpu" in capsys.readouterr().err
