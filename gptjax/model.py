@@ -9,6 +9,9 @@ Two variants share this code:
   - GPT-2: pre-LN blocks, x = x + sublayer(LayerNorm(x)), and a final LayerNorm before the logits.
 Parameter names follow the GPT-2 checkpoints (wte, wpe, h_i/attn/c_attn, ...), which keeps weight
 import a renaming exercise.
+
+For fast sampling the model also decodes with a key/value cache (see GPT and gptjax/sampling.py):
+S below is the cache length, n_ctx.
 """
 import dataclasses
 import math
@@ -61,18 +64,34 @@ def einsum_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, dropout: nn.Dropout | None
   return jnp.einsum('bhqs,bshk->bqhk', probs_BxHxLxL, v_BxLxHxK)
 
 
+def cached_attention(q_BxLxHxK, k_BxHxKxS, v_BxHxSxK, positions_BxL: jax.Array) -> jax.Array:
+  """Attention of queries at positions_BxL over the cache slots at or before each query's position."""
+  logits_BxHxLxS = jnp.einsum('blhk,bhks->bhls', q_BxLxHxK, k_BxHxKxS) / math.sqrt(q_BxLxHxK.shape[3])
+  visible_Bx1xLxS = (jnp.arange(k_BxHxKxS.shape[3]) <= positions_BxL[:, :, None])[:, None]
+  logits_BxHxLxS = jnp.where(visible_Bx1xLxS, logits_BxHxLxS.astype(jnp.float32), -jnp.inf)
+  probs_BxHxLxS = jax.nn.softmax(logits_BxHxLxS, axis=-1).astype(v_BxHxSxK.dtype)
+  return jnp.einsum('bhls,bhsk->blhk', probs_BxHxLxS, v_BxHxSxK)
+
+
 class CausalSelfAttention(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD: jax.Array, deterministic: bool) -> jax.Array:
+  def __call__(self, x_BxLxD: jax.Array, deterministic: bool,
+               cache_positions_BxL: jax.Array | None = None) -> jax.Array:
     cfg = self.config
     batch, seq_len, d_model = x_BxLxD.shape
     head_dim = d_model // cfg.n_heads
     qkv_BxLx3D = _dense(cfg, 3 * d_model, 'c_attn')(x_BxLxD)
     q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = (
         t.reshape(batch, seq_len, cfg.n_heads, head_dim) for t in jnp.split(qkv_BxLx3D, 3, axis=-1))
-    if cfg.attention_impl == 'einsum':
+    if cache_positions_BxL is not None:
+      # Keys as (B, H, K, S), values as (B, H, S, K): XLA multiplies these without transposing them.
+      start_B = cache_positions_BxL[:, 0]
+      k_BxHxKxS = self._write_cache('k', k_BxLxHxK.transpose(0, 2, 3, 1), start_B, axis=3)
+      v_BxHxSxK = self._write_cache('v', v_BxLxHxK.transpose(0, 2, 1, 3), start_B, axis=2)
+      out_BxLxHxK = cached_attention(q_BxLxHxK, k_BxHxKxS, v_BxHxSxK, cache_positions_BxL)
+    elif cfg.attention_impl == 'einsum':
       out_BxLxHxK = einsum_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK,
                                      nn.Dropout(cfg.attn_dropout), deterministic)
     else:
@@ -80,6 +99,21 @@ class CausalSelfAttention(nn.Module):
                                                  implementation=cfg.attention_impl)
     out_BxLxD = out_BxLxHxK.reshape(batch, seq_len, d_model)
     return _dense(cfg, d_model, 'c_proj', residual=True)(out_BxLxD)
+
+  def _write_cache(self, name: str, new: jax.Array, start_B: jax.Array, axis: int) -> jax.Array:
+    """The 'cache' variable `name`: new's shape with n_ctx positions along `axis`, where row b's
+    new entries are written from position start_B[b] on."""
+    n_ctx, n_new = self.config.n_ctx, new.shape[axis]
+    cache = self.variable('cache', name, jnp.zeros, (*new.shape[:axis], n_ctx, *new.shape[axis + 1:]),
+                          new.dtype)
+    # Slot s of row b takes new entry s - start_B[b], where there is one: a select over the whole
+    # cache, which XLA compiles in place, where a scatter with a start per row copies the cache.
+    index_shape = [1] * new.ndim
+    index_shape[0], index_shape[axis] = -1, n_ctx
+    entry = (jnp.arange(n_ctx) - start_B[:, None]).reshape(index_shape)
+    from_new = jnp.take_along_axis(new, jnp.clip(entry, 0, n_new - 1), axis=axis)
+    cache.value = jnp.where((entry >= 0) & (entry < n_new), from_new, cache.value)
+    return cache.value
 
 
 class MLP(nn.Module):
@@ -96,39 +130,50 @@ class Block(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD: jax.Array, deterministic: bool) -> jax.Array:
+  def __call__(self, x_BxLxD: jax.Array, deterministic: bool,
+               cache_positions_BxL: jax.Array | None = None) -> jax.Array:
     cfg = self.config
     ln_1, ln_2 = _layer_norm(cfg, 'ln_1'), _layer_norm(cfg, 'ln_2')
     attn = CausalSelfAttention(cfg, name='attn')
     mlp = MLP(cfg, name='mlp')
     drop = lambda y: nn.Dropout(cfg.resid_dropout)(y, deterministic=deterministic)
     if cfg.norm == 'pre':
-      x_BxLxD = x_BxLxD + drop(attn(ln_1(x_BxLxD), deterministic))
+      x_BxLxD = x_BxLxD + drop(attn(ln_1(x_BxLxD), deterministic, cache_positions_BxL))
       return x_BxLxD + drop(mlp(ln_2(x_BxLxD)))
-    x_BxLxD = ln_1(x_BxLxD + drop(attn(x_BxLxD, deterministic)))
+    x_BxLxD = ln_1(x_BxLxD + drop(attn(x_BxLxD, deterministic, cache_positions_BxL)))
     return ln_2(x_BxLxD + drop(mlp(x_BxLxD)))
 
 
 class GPT(nn.Module):
-  """Token ids (B, L) -> next-token logits (B, L, V), float32."""
+  """Token ids (B, L) -> next-token logits (B, L, V), float32.
+
+  Decoding: with cache_start_B, row b's ids are the tokens at positions cache_start_B[b] + 0..L-1.
+  They attend to the keys and values of earlier positions held in the 'cache' collection and write
+  their own there; apply with mutable=['cache'] (a first call creates the cache).
+  """
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, ids_BxL: jax.Array, deterministic: bool = True) -> jax.Array:
+  def __call__(self, ids_BxL: jax.Array, deterministic: bool = True,
+               cache_start_B: jax.Array | None = None) -> jax.Array:
     cfg = self.config
     seq_len = ids_BxL.shape[1]
+    cache_positions_BxL = None if cache_start_B is None else (
+        cache_start_B[:, None] + jnp.arange(seq_len))
+    # Rows of the position table: the first seq_len, or each row's own when decoding.
+    positions = slice(0, seq_len) if cache_positions_BxL is None else cache_positions_BxL
     wte = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=nn.initializers.normal(cfg.init_std),
                    dtype=cfg.dtype, param_dtype=cfg.param_dtype, name='wte')
     x_BxLxD = wte(ids_BxL)
     if cfg.pos_emb == 'learned':
       wpe = self.param('wpe', nn.initializers.normal(cfg.init_std), (cfg.n_ctx, cfg.d_model),
                        cfg.param_dtype)
-      x_BxLxD = x_BxLxD + wpe[:seq_len].astype(cfg.dtype)
+      x_BxLxD = x_BxLxD + wpe[positions].astype(cfg.dtype)
     else:
-      x_BxLxD = x_BxLxD + sinusoidal_positions(cfg.n_ctx, cfg.d_model)[:seq_len].astype(cfg.dtype)
+      x_BxLxD = x_BxLxD + sinusoidal_positions(cfg.n_ctx, cfg.d_model)[positions].astype(cfg.dtype)
     x_BxLxD = nn.Dropout(cfg.embd_dropout)(x_BxLxD, deterministic=deterministic)
     for i in range(cfg.n_layers):
-      x_BxLxD = Block(cfg, name=f'h_{i}')(x_BxLxD, deterministic)
+      x_BxLxD = Block(cfg, name=f'h_{i}')(x_BxLxD, deterministic, cache_positions_BxL)
     if cfg.norm == 'pre':
       x_BxLxD = _layer_norm(cfg, 'ln_f')(x_BxLxD)
     if cfg.tie_embeddings:

@@ -1,10 +1,11 @@
-"""Tokenizers: SentencePiece BPE (the default), byte-level and character-level.
+"""Tokenizers: SentencePiece BPE (the default), byte-level, character-level and GPT-2's.
 
-All three share one interface and a fixed set of special tokens:
+All four share one interface and a fixed set of special tokens:
   PAD, BOS, EOS   padding, begin and end of a document;
   START, DELIM, EXTRACT   the GPT-1 fine-tuning markers (Radford et al. 2018, section 3.3).
 Every string can be encoded and decoded back exactly: characters a tokenizer does not know are
-written as their UTF-8 bytes (SentencePiece's byte fallback; the character tokenizer does the same).
+written as their UTF-8 bytes (SentencePiece's byte fallback; the character tokenizer does the same;
+GPT-2's byte-level BPE has a token for every byte).
 """
 import abc
 import io
@@ -13,6 +14,7 @@ import os
 from collections.abc import Iterable, Iterator
 
 import sentencepiece as spm
+import tokenizers
 
 from gptjax.errors import UserError
 
@@ -24,6 +26,7 @@ _SP_SPACE = '\u2581'
 
 class Tokenizer(abc.ABC):
   """Text <-> token ids. Subclasses define the vocabulary and the ids of the SPECIALS."""
+  kind: str  # the config's tokenizer.kind
   vocab_size: int
   pad_id: int
   bos_id: int
@@ -59,6 +62,7 @@ class _ByteVocabulary(Tokenizer):
 
 
 class ByteTokenizer(_ByteVocabulary):
+  kind = 'byte'
   vocab_size = len(SPECIALS) + 256
 
   def encode(self, text: str) -> list[int]:
@@ -67,6 +71,7 @@ class ByteTokenizer(_ByteVocabulary):
 
 class CharTokenizer(_ByteVocabulary):
   """One token per frequent character; other characters fall back to their UTF-8 bytes."""
+  kind = 'char'
 
   def __init__(self, chars: list[str], vocab_size: int):
     first = self.byte_offset + 256
@@ -103,6 +108,7 @@ class CharTokenizer(_ByteVocabulary):
 
 class SentencePieceTokenizer(Tokenizer):
   """BPE over text with whitespace and newlines kept verbatim (no normalisation), byte fallback."""
+  kind = 'sentencepiece'
 
   def __init__(self, model_proto: bytes):
     self.model_proto = model_proto
@@ -149,6 +155,49 @@ class SentencePieceTokenizer(Tokenizer):
     return self.sp.decode([int(i) for i in ids])
 
 
+class GPT2Tokenizer(Tokenizer):
+  """GPT-2's byte-level BPE (vocab.json + merges.txt), run by the `tokenizers` package.
+
+  GPT-2 has one special token, <|endoftext|>, which it puts between documents: PAD, BOS and EOS
+  are all that token. It has no fine-tuning markers, so START, DELIM and EXTRACT are three new ids
+  right after the model's vocabulary (vocab_size - 3 .. vocab_size - 1); a converted model gets
+  embedding rows for them. Like every tokenizer here, text that spells a special token, such as
+  "<|endoftext|>", is encoded as ordinary text.
+  """
+  kind = 'gpt2'
+  END_OF_TEXT = '<|endoftext|>'
+  N_MARKERS = len(SPECIALS[3:])  # START, DELIM, EXTRACT
+
+  def __init__(self, vocab: dict[str, int], merges: list[tuple[str, str]], vocab_size: int):
+    self.vocab, self.merges, self.vocab_size = vocab, merges, vocab_size
+    self.pad_id = self.bos_id = self.eos_id = vocab[self.END_OF_TEXT]
+    self.start_id, self.delim_id, self.extract_id = range(vocab_size - self.N_MARKERS, vocab_size)
+    self._text_ids = frozenset(vocab.values()) - {self.eos_id}
+    self._bpe = tokenizers.Tokenizer(tokenizers.models.BPE(vocab, merges))
+    self._bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    self._bpe.decoder = tokenizers.decoders.ByteLevel()
+
+  @classmethod
+  def from_files(cls, vocab_json: str, merges_txt: str, model_vocab_size: int) -> 'GPT2Tokenizer':
+    """The tokenizer of a Hugging Face GPT-2 directory, for a model with model_vocab_size tokens."""
+    vocab, merges = tokenizers.models.BPE.read_file(vocab_json, merges_txt)
+    if cls.END_OF_TEXT not in vocab:
+      raise UserError(f'{vocab_json} has no {cls.END_OF_TEXT} token')
+    if max(vocab.values()) >= model_vocab_size:
+      raise UserError(f'{vocab_json} has ids up to {max(vocab.values())} but the model has only '
+                      f'{model_vocab_size} tokens')
+    return cls(vocab, merges, model_vocab_size + cls.N_MARKERS)
+
+  def encode(self, text: str) -> list[int]:
+    return self._bpe.encode(text, add_special_tokens=False).ids
+
+  def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    return [e.ids for e in self._bpe.encode_batch(texts, add_special_tokens=False)]
+
+  def decode(self, ids: Iterable[int]) -> str:
+    return self._bpe.decode([i for i in map(int, ids) if i in self._text_ids])
+
+
 def _chunks(texts: Iterable[str], max_chars: int = 2000) -> Iterator[str]:
   """Groups of whole lines, so BPE can learn pieces that contain newlines and indentation."""
   for text in texts:
@@ -162,16 +211,20 @@ def _chunks(texts: Iterable[str], max_chars: int = 2000) -> Iterator[str]:
       yield chunk
 
 
-TOKENIZER_FILES = {'sentencepiece': 'tokenizer.model', 'char': 'tokenizer_chars.json'}
+TOKENIZER_FILES = {'sentencepiece': 'tokenizer.model', 'char': 'tokenizer_chars.json',
+                   'gpt2': 'tokenizer_gpt2.json'}
 
 
 def load_or_train(kind: str, vocab_size: int, directory: str,
                   texts: Iterable[str] | None = None) -> Tokenizer:
-  """The tokenizer saved in `directory`, or a new one trained on `texts` and saved there."""
+  """The tokenizer saved in `directory`, or a new one trained on `texts` and saved there.
+
+  GPT-2's tokenizer is not trained here: python -m gptjax.convert hf_gpt2 saves it.
+  """
   if kind == 'byte':
     return ByteTokenizer()
   if kind not in TOKENIZER_FILES:
-    raise UserError(f"unknown tokenizer.kind {kind!r}; use 'sentencepiece', 'byte' or 'char'")
+    raise UserError(f"unknown tokenizer.kind {kind!r}; use 'sentencepiece', 'byte', 'char' or 'gpt2'")
   path = os.path.join(directory, TOKENIZER_FILES[kind])
   if os.path.exists(path):
     tokenizer = _load(kind, path)
@@ -179,6 +232,9 @@ def load_or_train(kind: str, vocab_size: int, directory: str,
       raise UserError(f'{path} has vocab_size {tokenizer.vocab_size} but the config asks for '
                       f'{vocab_size}; use a new workdir or the same vocab_size')
     return tokenizer
+  if kind == 'gpt2':
+    raise UserError(f'no GPT-2 tokenizer at {path}; make the workdir with python -m gptjax.convert '
+                    'hf_gpt2')
   if texts is None:
     raise UserError(f'no tokenizer at {path}')
   try:
@@ -186,7 +242,7 @@ def load_or_train(kind: str, vocab_size: int, directory: str,
                  CharTokenizer.train(texts, vocab_size))
   except RuntimeError as e:  # SentencePiece's trainer reports bad settings this way
     raise UserError(f'could not train the tokenizer: {e}') from None
-  _save(tokenizer, path)
+  save(tokenizer, directory)
   return tokenizer
 
 
@@ -196,13 +252,22 @@ def _load(kind: str, path: str) -> Tokenizer:
   if kind == 'sentencepiece':
     return SentencePieceTokenizer(data)
   saved = json.loads(data)
+  if kind == 'gpt2':
+    return GPT2Tokenizer(saved['vocab'], [tuple(m) for m in saved['merges']], saved['vocab_size'])
   return CharTokenizer(saved['chars'], saved['vocab_size'])
 
 
-def _save(tokenizer: Tokenizer, path: str) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  data = (tokenizer.model_proto if isinstance(tokenizer, SentencePieceTokenizer) else
-          json.dumps({'chars': tokenizer.chars, 'vocab_size': tokenizer.vocab_size}).encode())
+def save(tokenizer: Tokenizer, directory: str) -> None:
+  """Writes `tokenizer` to its file in `directory`, where load_or_train finds it."""
+  path = os.path.join(directory, TOKENIZER_FILES[tokenizer.kind])
+  os.makedirs(directory, exist_ok=True)
+  if isinstance(tokenizer, SentencePieceTokenizer):
+    data = tokenizer.model_proto
+  elif isinstance(tokenizer, GPT2Tokenizer):
+    data = json.dumps({'vocab': tokenizer.vocab, 'merges': tokenizer.merges,
+                       'vocab_size': tokenizer.vocab_size}).encode()
+  else:
+    data = json.dumps({'chars': tokenizer.chars, 'vocab_size': tokenizer.vocab_size}).encode()
   tmp = path + '.tmp'
   with open(tmp, 'wb') as f:
     f.write(data)

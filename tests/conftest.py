@@ -28,3 +28,14 @@ def write_corpus(directory, n_files: int = 30, lines_per_file: int = 40) -> str:
 @pytest.fixture
 def corpus_glob(tmp_path):
   return write_corpus(tmp_path / 'corpus')
+
+
+def write_gpt2_tokenizer_files(directory, texts, vocab_size: int = 600) -> None:
+  """vocab.json and merges.txt of a GPT-2-style byte-level BPE trained on `texts`, as in a Hugging
+  Face GPT-2 directory (<|endoftext|> is id 0 here, 50256 in GPT-2's)."""
+  import tokenizers  # pylint: disable=import-outside-toplevel
+  bpe = tokenizers.ByteLevelBPETokenizer()
+  bpe.train_from_iterator(texts, vocab_size=vocab_size, special_tokens=['<|endoftext|>'],
+                          show_progress=False)
+  os.makedirs(directory, exist_ok=True)
+  bpe.save_model(str(directory))

@@ -1,7 +1,10 @@
+import os
+
 import hypothesis
 import hypothesis.strategies as st
 import pytest
 
+from conftest import write_gpt2_tokenizer_files
 from gptjax import data, tokenizer as tokenizer_lib
 from gptjax.errors import UserError
 
@@ -28,22 +31,30 @@ def char(stdlib_texts):
   return tokenizer_lib.CharTokenizer.train(stdlib_texts, vocab_size=300)
 
 
+@pytest.fixture(scope='module')
+def gpt2(stdlib_texts, tmp_path_factory):
+  directory = tmp_path_factory.mktemp('gpt2')
+  write_gpt2_tokenizer_files(directory, stdlib_texts, vocab_size=600)
+  return tokenizer_lib.GPT2Tokenizer.from_files(
+      os.path.join(directory, 'vocab.json'), os.path.join(directory, 'merges.txt'), 600)
+
+
 def _tokenizers(sentencepiece, char):
   return {'sentencepiece': sentencepiece, 'byte': tokenizer_lib.ByteTokenizer(), 'char': char}
 
 
-@pytest.mark.parametrize('text', TRICKY)
-@pytest.mark.parametrize('kind', ['sentencepiece', 'byte', 'char'])
-def test_round_trip_on_tricky_text(kind, text, sentencepiece, char):
-  tok = _tokenizers(sentencepiece, char)[kind]
+@pytest.mark.parametrize('text', TRICKY + ['<|endoftext|>'])
+@pytest.mark.parametrize('kind', ['sentencepiece', 'byte', 'char', 'gpt2'])
+def test_round_trip_on_tricky_text(kind, text, sentencepiece, char, gpt2):
+  tok = {**_tokenizers(sentencepiece, char), 'gpt2': gpt2}[kind]
   ids = tok.encode(text)
   assert tok.decode(ids) == text
   assert all(0 <= i < tok.vocab_size for i in ids)
 
 
-@pytest.mark.parametrize('kind', ['sentencepiece', 'byte', 'char'])
-def test_round_trip_on_arbitrary_unicode(kind, sentencepiece, char):
-  tok = _tokenizers(sentencepiece, char)[kind]
+@pytest.mark.parametrize('kind', ['sentencepiece', 'byte', 'char', 'gpt2'])
+def test_round_trip_on_arbitrary_unicode(kind, sentencepiece, char, gpt2):
+  tok = {**_tokenizers(sentencepiece, char), 'gpt2': gpt2}[kind]
 
   @hypothesis.settings(max_examples=150, deadline=None)
   @hypothesis.given(ANY_TEXT)
@@ -90,6 +101,20 @@ def test_char_tokenizer_keeps_the_most_frequent_characters():
   assert tok.chars == ['a', 'b']
   assert len(tok.encode('abc')) == 3  # 'c' falls back to its one UTF-8 byte
   assert tok.encode('ab') != tokenizer_lib.ByteTokenizer().encode('ab')
+
+
+def test_gpt2_maps_the_specials_onto_endoftext_and_appends_the_markers(gpt2, tmp_path):
+  end_of_text = gpt2.vocab['<|endoftext|>']
+  assert gpt2.pad_id == gpt2.bos_id == gpt2.eos_id == end_of_text
+  assert [gpt2.start_id, gpt2.delim_id, gpt2.extract_id] == [600, 601, 602] and gpt2.vocab_size == 603
+  assert end_of_text not in gpt2.encode('<|endoftext|> <s> </s>')  # text is never a special token
+  assert gpt2.decode([end_of_text, *gpt2.encode('x = 1'), 600, 601, 602]) == 'x = 1'
+  # Saved into a workdir, it is what load_or_train finds there; it cannot be trained.
+  tokenizer_lib.save(gpt2, str(tmp_path))
+  again = tokenizer_lib.load_or_train('gpt2', 603, str(tmp_path))
+  assert again.encode('def f(x):\n  return x') == gpt2.encode('def f(x):\n  return x')
+  with pytest.raises(UserError, match='gptjax.convert'):
+    tokenizer_lib.load_or_train('gpt2', 603, str(tmp_path / 'new'), ['some text'])
 
 
 def test_unknown_kind_is_a_user_error(tmp_path):

@@ -1,0 +1,38 @@
+"""A run as it lies on disk, read back: what python -m gptjax.main or python -m gptjax.convert left
+in a workdir (config.json, the tokenizer, checkpoints/), for sampling and evaluation."""
+import json
+import os
+
+import jax
+import ml_collections
+
+from gptjax import checkpoint, configuration, sharding, train
+from gptjax import tokenizer as tokenizer_lib
+from gptjax.errors import UserError
+from gptjax.model import GPT
+from gptjax.optimizer import make_optimizer
+
+
+def load_run(workdir: str) -> tuple[tokenizer_lib.Tokenizer, GPT, dict]:
+  """The tokenizer, model and latest parameters (replicated on every device) of `workdir`'s run."""
+  config_path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(config_path):
+    raise UserError(f'{workdir} holds no run (no config.json); train one with python -m gptjax.main '
+                    'or convert one with python -m gptjax.convert')
+  with open(config_path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  tokenizer = tokenizer_lib.load_or_train(config.tokenizer.kind, config.tokenizer.vocab_size, workdir)
+  model = GPT(configuration.model_config(config, tokenizer.vocab_size))
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):  # checked first: manager() creates it
+    raise UserError(f'no checkpoint in {workdir}/checkpoints')
+  optimizer = make_optimizer(config.train)
+  abstract_state = jax.eval_shape(lambda: train.init_state(model, optimizer, config.seed))
+  shardings = sharding.state_shardings(abstract_state, sharding.make_mesh(), fsdp=False)
+  mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
+  try:
+    state = checkpoint.restore_latest(mngr, abstract_state, shardings)
+  finally:
+    mngr.close()
+  if state is None:
+    raise UserError(f'no checkpoint in {workdir}/checkpoints')
+  return tokenizer, model, state.params
