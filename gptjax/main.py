@@ -11,18 +11,13 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gptjax import sharding, train
-from gptjax.errors import UserError
+from gptjax.errors import UserError, fail
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file (configs/*.py).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for the tokenizer, token caches, '
                                'checkpoints and metrics.')
 _DEBUG = flags.DEFINE_bool('debug', False, 'Show the traceback of errors instead of one line.')
 flags.mark_flags_as_required(['config', 'workdir'])
-
-
-def _fail(message: str, status: int = 1) -> None:
-  print('error: ' + ' '.join(message.split()), file=sys.stderr)  # always one line
-  sys.exit(status)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -32,13 +27,13 @@ def _parse_flags(argv: list[str]) -> list[str]:
     _CONFIG.value.keys()  # a config file that failed to load raises on first use; make it fail here
     return args
   except flags.Error as e:
-    _fail(str(e), status=2)
+    fail(str(e), status=2)
   except (AttributeError, KeyError) as e:  # config_flags: an override names a field that is not there
     while e.args and isinstance(e.args[0], BaseException):  # unwrap AttributeError(KeyError(...))
       e = e.args[0]
-    _fail(f'unknown config field in a --config override: {e.args[0] if e.args else e}', status=2)
+    fail(f'unknown config field in a --config override: {e.args[0] if e.args else e}', status=2)
   except Exception as e:  # pylint: disable=broad-except  # the config file's own code failed
-    _fail(f'{type(e).__name__}: {e.__cause__ or e}', status=2)
+    fail(f'{type(e).__name__}: {e.__cause__ or e}', status=2)
 
 
 def main(argv: list[str]) -> None:
@@ -53,7 +48,7 @@ def main(argv: list[str]) -> None:
   except UserError as e:
     if _DEBUG.value:
       raise
-    _fail(str(e))
+    fail(str(e))
   except train.Preempted as e:
     print(str(e), file=sys.stderr)
     sys.exit(128 + signal.SIGTERM)  # the conventional status of a process ended by SIGTERM

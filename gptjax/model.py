@@ -39,6 +39,7 @@ class ModelConfig:
   attention_impl: Literal['einsum', 'xla', 'cudnn'] = 'xla'  # 'xla'/'cudnn': jax.nn.dot_product_attention
   layer_norm_eps: float = 1e-5
   init_std: float = 0.02
+  remat: bool = False  # recompute each block's activations in the backward pass: less memory
   dtype: str = 'float32'  # compute dtype ('bfloat16' on GPU/TPU)
   param_dtype: str = 'float32'
 
@@ -172,8 +173,11 @@ class GPT(nn.Module):
     else:
       x_BxLxD = x_BxLxD + sinusoidal_positions(cfg.n_ctx, cfg.d_model)[positions].astype(cfg.dtype)
     x_BxLxD = nn.Dropout(cfg.embd_dropout)(x_BxLxD, deterministic=deterministic)
+    # With remat, a block keeps only its input for the backward pass (argument 2, deterministic,
+    # is a Python bool and stays static).
+    block_class = nn.remat(Block, static_argnums=(2,)) if cfg.remat else Block
     for i in range(cfg.n_layers):
-      x_BxLxD = Block(cfg, name=f'h_{i}')(x_BxLxD, deterministic, cache_positions_BxL)
+      x_BxLxD = block_class(cfg, name=f'h_{i}')(x_BxLxD, deterministic, cache_positions_BxL)
     if cfg.norm == 'pre':
       x_BxLxD = _layer_norm(cfg, 'ln_f')(x_BxLxD)
     if cfg.tie_embeddings:

@@ -8,8 +8,9 @@ import ml_collections
 
 from gptjax.errors import UserError
 
-# Fields that may change when a run resumes: they do not change what a checkpoint holds.
+# What may change when a run resumes: none of it changes what a checkpoint holds or the data.
 RESUMABLE_SECTIONS = ('train', 'sample', 'distributed')
+RESUMABLE_FIELDS = ('data.max_train_tokens', 'model.remat', 'model.attention_impl', 'model.dtype')
 
 
 def check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -21,11 +22,11 @@ def check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     now = _flatten(json.loads(config.to_json()))
     changed = [f'{k} {saved.get(k)!r} -> {now.get(k)!r}' for k in sorted(set(saved) | set(now))
                if saved.get(k) != now.get(k) and k.split('.')[0] not in RESUMABLE_SECTIONS
-               and k != 'data.max_train_tokens']
+               and k not in RESUMABLE_FIELDS]
     if changed:
-      raise UserError(f'the config differs from the run in {workdir}: {"; ".join(changed)} '
-                      '(only train.*, sample.*, distributed.* and data.max_train_tokens may change; use a new '
-                      'workdir)')
+      raise UserError(f'the config differs from the run in {workdir}: {"; ".join(changed)} (only '
+                      f'{", ".join(s + ".*" for s in RESUMABLE_SECTIONS)} and '
+                      f'{", ".join(RESUMABLE_FIELDS)} may change; use a new workdir)')
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
