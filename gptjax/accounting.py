@@ -6,9 +6,14 @@ Conventions (Kaplan et al. 2020, "Scaling Laws for Neural Language Models"):
   - Training FLOPs per token = 6 N (forward 2N, backward 4N) plus the attention term
     12 * n_layers * n_ctx * d_model: QK^T and AV cost 2 * n_ctx * d_model each per layer and token
     forward (counting the full L x L product, as PaLM and nanoGPT do), times 3 for forward + backward.
+    This is what MFU uses.
+  - Scaling-law compute C uses one of COMPUTE_CONVENTIONS (6ND by default), which follow the
+    papers the fits come from: Kaplan et al.'s attention term counts 2 * n_ctx * d_model per layer
+    and token forward, half the term above.
 """
 import dataclasses
 import functools
+import math
 import time
 
 import jax
@@ -110,3 +115,82 @@ def measured_matmul_flops_per_s(size: int = 1024, repeats: int = 5) -> float:
   for _ in range(repeats):
     matmul(a).block_until_ready()
   return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
+# Training-compute conventions for scaling-law results; every result records the one it used.
+# The attention and embedding variants count per token and, like 6N, triple the forward FLOPs for
+# forward + backward.
+COMPUTE_CONVENTIONS = {
+    '6ND': 'C = 6 N D (Kaplan et al. 2020, Hoffmann et al. 2022): the non-embedding matmuls, '
+           '2N forward and 4N backward per token',
+    '6ND+attn': 'C = (6 N + 6 n_layers seq_len d_model) D: plus Kaplan et al.\'s attention term, '
+                '2 n_layers n_ctx d_model per token forward',
+    '6ND+attn+embed': 'C = (6 N + 6 n_layers seq_len d_model + 12 vocab_size d_model) D: plus the '
+                      'embedding and logit matmuls, 2 vocab_size d_model each per token forward, '
+                      'as Hoffmann et al. 2022 (appendix F) count them',
+}
+
+
+def training_compute(config: ModelConfig, tokens: float, seq_len: int | None = None,
+                     convention: str = '6ND') -> float:
+  """Training FLOPs C of `tokens` tokens of training under one of COMPUTE_CONVENTIONS."""
+  if convention not in COMPUTE_CONVENTIONS:
+    raise ValueError(f'unknown compute convention {convention!r}; use one of '
+                     f'{", ".join(COMPUTE_CONVENTIONS)}')
+  seq_len = config.n_ctx if seq_len is None else seq_len
+  per_token = 6 * count_params(config).non_embedding
+  if convention in ('6ND+attn', '6ND+attn+embed'):
+    per_token += 6 * config.n_layers * seq_len * config.d_model
+  if convention == '6ND+attn+embed':
+    per_token += 12 * config.vocab_size * config.d_model
+  return per_token * tokens
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelShape:
+  n_layers: int
+  d_model: int
+  n_heads: int
+  d_ff: int
+
+  @property
+  def approx_non_embedding(self) -> int:
+    """Kaplan et al.'s N ~ 12 n_layers d_model^2 (d_ff = 4 d_model); count_params is exact."""
+    return 12 * self.n_layers * self.d_model**2
+
+
+def propose_shape(target_n: float, aspect_ratio: float = 32.0, head_dim: int = 16) -> ModelShape:
+  """A GPT shape with about `target_n` non-embedding parameters and d_model / n_layers near
+  `aspect_ratio`.
+
+  Kaplan et al. (2020, fig. 5) found the loss at fixed N within a few percent over aspect ratios
+  of about 10 to 200, so any sane ratio will do; a fixed one makes a ladder of sizes that grow in
+  depth and width together. The depth is (N / (12 aspect_ratio^2))^(1/3) rounded (at least 1), the
+  width the multiple of head_dim that brings 12 n_layers d_model^2 closest to N; d_ff is 4 d_model.
+  """
+  if target_n <= 0 or aspect_ratio <= 0 or head_dim <= 0:
+    raise ValueError('target_n, aspect_ratio and head_dim must be positive')
+  n_layers = max(1, round((target_n / (12 * aspect_ratio**2)) ** (1 / 3)))
+  width = math.sqrt(target_n / (12 * n_layers)) / head_dim
+  d_model = min({head_dim * max(1, math.floor(width)), head_dim * max(1, math.ceil(width))},
+                key=lambda d: abs(math.log(12 * n_layers * d**2 / target_n)))
+  return ModelShape(n_layers, d_model, d_model // head_dim, 4 * d_model)
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetRun:
+  n: float  # non-embedding parameters
+  tokens: int  # D: a whole number of steps of tokens
+  steps: int
+
+
+def runs_for_budget(compute: float, n_params: list[float], batch_size: int,
+                    seq_len: int) -> list[BudgetRun]:
+  """For a budget of C = 6 N D FLOPs, the tokens D = C / (6 N) of each model size N, rounded to
+  whole optimizer steps of batch_size * seq_len tokens (at least one)."""
+  tokens_per_step = batch_size * seq_len
+  runs = []
+  for n in n_params:
+    steps = max(1, round(compute / (6 * n) / tokens_per_step))
+    runs.append(BudgetRun(n=n, tokens=steps * tokens_per_step, steps=steps))
+  return runs

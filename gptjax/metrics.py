@@ -28,3 +28,18 @@ class MetricsWriter:
     if self.enabled:
       self._jsonl.close()
       self._tensorboard.close()
+
+
+def read_metrics(workdir: str, last_step: int | None = None) -> list[dict]:
+  """WORKDIR/metrics.jsonl (empty if there is none) in step order, up to last_step. A run resumed
+  from a checkpoint logs the steps after it again; the later line of a step wins."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  latest = {}
+  with open(path) as f:
+    for line in f:
+      row = json.loads(line)
+      if last_step is None or row['step'] <= last_step:
+        latest[(row['step'], 'eval_loss' in row)] = row  # train and eval lines share steps
+  return [latest[key] for key in sorted(latest)]

@@ -1,0 +1,46 @@
+"""Chinchilla's isoFLOP profiles (Hoffmann et al. 2022, Approach 2) and the data for Approach 3:
+4 compute budgets from 1.5e11 to 1.2e12 FLOPs (C = 6ND) x 5 model sizes each, D = C / (6N).
+
+  python -m gptjax.sweep run experiments/chinchilla_isoflop.py --root runs/chinchilla_isoflop
+  python -m gptjax.scaling report runs/chinchilla_isoflop
+
+The sizes of a budget are 1/4, 1/2, 1, 2 and 4 times sqrt(C / 60), the N that would see 10 tokens
+per parameter, so the optimum (20 tokens per parameter in Chinchilla) lies well inside them. Each
+run's cosine schedule ends at its own last step. About 1.5 hours on 2 CPU cores.
+"""
+import math
+
+from configs import default
+from gptjax import accounting, configuration
+from gptjax.sweep import schedule
+
+BUDGETS = (1.5e11, 3e11, 6e11, 1.2e12)
+SIZE_FACTORS = (0.25, 0.5, 1, 2, 4)
+TOKENS_PER_PARAMETER = 10  # the middle size of each budget
+
+
+def get_config():
+  config = default.get_config()
+  config.train.global_batch_size = 16  # 2,048 tokens a step: even the shortest runs take 50 steps
+  config.sample.max_new_tokens = 0
+  return config
+
+
+def get_runs():
+  base = get_config()
+  runs = []
+  for budget in BUDGETS:
+    middle = math.sqrt(budget / (6 * TOKENS_PER_PARAMETER))
+    for factor in SIZE_FACTORS:
+      shape = accounting.propose_shape(factor * middle)
+      model = {'model.n_layers': shape.n_layers, 'model.d_model': shape.d_model,
+               'model.n_heads': shape.n_heads, 'model.d_ff': shape.d_ff}
+      config = base.copy_and_resolve_references()
+      config.model.update({k.split('.')[1]: v for k, v in model.items()})
+      n = accounting.count_params(
+          configuration.model_config(config, config.tokenizer.vocab_size)).non_embedding
+      (run,) = accounting.runs_for_budget(budget, [n], base.train.global_batch_size,
+                                          base.train.seq_len)
+      runs.append((f'C{budget:.1e}_L{shape.n_layers}_d{shape.d_model}'.replace('+', ''),
+                   {**model, **schedule(run.steps)}))
+  return runs

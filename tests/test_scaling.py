@@ -1,0 +1,248 @@
+"""Scaling-law accounting, fits, report and command line, on synthetic runs drawn from known laws."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gptjax import accounting, scaling, scaling_report
+from gptjax.errors import UserError
+from gptjax.model import ModelConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Hoffmann et al.'s fit as Besiroglu et al. re-estimated it.
+TRUE = scaling.ChinchillaLaw(E=1.82, A=482.0, B=2085.4, alpha=0.3478, beta=0.3658)
+
+
+def _chinchilla_runs(n_runs: int = 60, noise: float = 0.003, seed: int = 0):
+  rng = np.random.default_rng(seed)
+  n = np.exp(rng.uniform(math.log(1e6), math.log(1e9), n_runs))
+  d = np.exp(rng.uniform(math.log(1e8), math.log(1e11), n_runs))
+  return n, d, TRUE.predict(n, d) * np.exp(rng.normal(0, noise, n_runs))
+
+
+def _isoflop_runs(budgets=(1e18, 1e19, 1e20, 1e21), sizes_per_budget: int = 7):
+  """Runs on isoFLOP lines of TRUE (no noise), sizes spread around the true optimum."""
+  n, c = [], []
+  for budget in budgets:
+    n_opt, _ = TRUE.compute_optimal(budget)
+    for factor in np.geomspace(1 / 8, 8, sizes_per_budget):
+      n.append(n_opt * factor)
+      c.append(budget)
+  n, c = np.array(n), np.array(c)
+  return n, c / (6 * n), c
+
+
+def test_training_compute_conventions():
+  model = ModelConfig(vocab_size=1000, n_ctx=128, n_layers=2, n_heads=2, d_model=64, d_ff=256)
+  n = accounting.count_params(model).non_embedding
+  tokens = 1e6
+  assert accounting.training_compute(model, tokens) == 6 * n * tokens
+  attn = 6 * 2 * 64 * 64 * tokens  # 2 n_layers seq_len d_model forward, x3; seq_len 64
+  assert accounting.training_compute(model, tokens, 64, '6ND+attn') == 6 * n * tokens + attn
+  assert (accounting.training_compute(model, tokens, 64, '6ND+attn+embed')
+          == 6 * n * tokens + attn + 12 * 1000 * 64 * tokens)
+  with pytest.raises(ValueError, match='6ND'):
+    accounting.training_compute(model, tokens, convention='7ND')
+
+
+def test_proposed_shapes_hit_the_size_with_a_sane_aspect_ratio():
+  targets = np.geomspace(1e4, 1e8, 13)
+  shapes = [accounting.propose_shape(t) for t in targets]
+  for target, shape in zip(targets, shapes):
+    assert shape.d_model == 16 * shape.n_heads and shape.d_ff == 4 * shape.d_model
+    assert 1 / 1.6 < shape.approx_non_embedding / target < 1.6
+    if shape.n_layers > 1:
+      assert 16 <= shape.d_model / shape.n_layers <= 64  # around the default aspect ratio 32
+  sizes = [s.approx_non_embedding for s in shapes]
+  assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+  exact = accounting.count_params(ModelConfig(vocab_size=512, n_ctx=64, **{
+      k: getattr(shapes[4], k) for k in ('n_layers', 'd_model', 'n_heads', 'd_ff')})).non_embedding
+  assert exact == pytest.approx(shapes[4].approx_non_embedding, rel=0.02)
+  wide = accounting.propose_shape(85e6, aspect_ratio=64, head_dim=64)  # GPT-2 small's N
+  assert (wide.n_layers, wide.d_model, wide.n_heads) == (12, 768, 12)
+
+
+def test_budget_gives_each_size_its_tokens_and_steps():
+  runs = accounting.runs_for_budget(1e15, [1e6, 4e6, 1e12], batch_size=32, seq_len=128)
+  assert [r.steps for r in runs] == [40690, 10173, 1]  # C / (6 N) / 4096, rounded; at least 1
+  for run in runs[:2]:
+    assert run.tokens == run.steps * 4096
+    assert 6 * run.n * run.tokens == pytest.approx(1e15, rel=1e-4)
+
+
+def test_kaplan_power_law_recovers_its_exponent_with_and_without_irreducible_loss():
+  rng = np.random.default_rng(1)
+  n = np.geomspace(1e5, 1e9, 12)
+  loss = (8.8e13 / n) ** 0.076 * np.exp(rng.normal(0, 0.002, len(n)))  # Kaplan et al.'s L(N)
+  fitted = scaling.fit_power_law(n, loss)
+  assert fitted.alpha == pytest.approx(0.076, abs=0.003)
+  assert fitted.x_c == pytest.approx(8.8e13, rel=0.5)
+  loss = 1.7 + (1e6 / n) ** 0.35 * np.exp(rng.normal(0, 0.001, len(n)))
+  fitted = scaling.fit_power_law(n, loss, irreducible=True)
+  assert (fitted.E, fitted.alpha) == (pytest.approx(1.7, rel=0.02), pytest.approx(0.35, rel=0.05))
+
+
+def test_chinchilla_fit_recovers_the_law_from_the_full_grid():
+  n, d, loss = _chinchilla_runs()
+  fitted = scaling.fit_chinchilla(n, d, loss)
+  assert fitted.alpha == pytest.approx(TRUE.alpha, abs=0.02)
+  assert fitted.beta == pytest.approx(TRUE.beta, abs=0.02)
+  assert fitted.E == pytest.approx(TRUE.E, rel=0.03)
+  assert fitted.a == pytest.approx(TRUE.a, abs=0.02)
+  n_opt, d_opt = fitted.compute_optimal(1e21)
+  assert 6 * n_opt * d_opt == pytest.approx(1e21)
+  assert n_opt == pytest.approx(TRUE.compute_optimal(1e21)[0], rel=0.2)
+
+
+def test_summed_huber_loss_fits_where_the_mean_stops_early():
+  """Besiroglu et al.'s point: averaging the Huber loss over runs shrinks its gradient below
+  L-BFGS's tolerance long before the optimum; summing does not."""
+  n, d, loss = _chinchilla_runs(n_runs=40, noise=0.01)
+  start = np.zeros((1, 5))
+  summed = scaling.fit_chinchilla(n, d, loss, starts=start, reduce='sum')
+  averaged = scaling.fit_chinchilla(n, d, loss, starts=start, reduce='mean')
+  assert summed.beta == pytest.approx(TRUE.beta, abs=0.03)
+  assert abs(averaged.beta - TRUE.beta) > 0.1
+  objective = scaling.chinchilla_objective(np.log(n)[None], np.log(d)[None], np.log(loss)[None])
+  at = lambda law: objective(law.theta[None], np.zeros(1, int))[0][0]
+  assert at(averaged) > 1.5 * at(summed)
+
+
+def test_isoflop_minima_follow_the_true_compute_optimal_allocation():
+  n, d, c = _isoflop_runs()
+  obs = scaling.Observations(tuple(map(str, range(len(n)))), TRUE.predict(n, d), n=n, d=d, c=c)
+  fitted = scaling.fit_isoflop(obs)
+  assert [len(b.index) for b in fitted.budgets] == [7] * 4
+  assert fitted.a == pytest.approx(TRUE.a, abs=0.03)
+  assert fitted.b == pytest.approx(TRUE.b, abs=0.03)
+  for budget in fitted.budgets:
+    assert budget.inside
+    assert budget.n_opt == pytest.approx(TRUE.compute_optimal(budget.compute)[0], rel=0.25)
+
+
+def test_bootstrap_intervals_cover_the_truth_and_holdout_predicts_the_largest_budget():
+  n, d, c = _isoflop_runs(sizes_per_budget=5)
+  loss = TRUE.predict(n, d) * np.exp(np.random.default_rng(2).normal(0, 0.003, len(n)))
+  obs = scaling.Observations(tuple(f'run{i}' for i in range(len(n))), loss, n=n, d=d, c=c)
+  fitted = scaling.fit_chinchilla(n, d, loss, starts=scaling.grid_starts(scaling.BOOTSTRAP_GRID))
+  intervals, failed = scaling.bootstrap(obs, 'chinchilla', fitted, k=20)
+  assert failed == 0
+  for key in ('alpha', 'beta', 'a'):
+    low, high = intervals[key]
+    assert low <= getattr(fitted, key) <= high
+  predictions = scaling.holdout(obs, 'kaplan_c', 'largest')
+  assert sorted(p['C'] for p in predictions) == [1e21] * 5
+  predictions = scaling.holdout(obs, 'chinchilla', '3')
+  assert len(predictions) == 3 and all(abs(p['relative_error']) < 0.02 for p in predictions)
+
+
+def test_compute_groups_and_the_frontier():
+  c = np.array([1e10, 1.2e10, 1.4e10, 3e10, 3.1e10, 1e11])
+  assert [list(g) for g in scaling.group_by_compute(c)] == [[0, 1, 2], [3, 4], [5]]
+  loss = np.array([5.0, 4.0, 4.5, 3.9, 3.0, 3.5])
+  assert list(scaling.pareto_frontier(c, loss)) == [0, 1, 3, 4]
+
+
+def test_observations_derive_d_from_c_and_reject_bad_values():
+  rows = [{'name': 'a', 'N': 10, 'C': 600, 'loss': 3.0}, {'name': 'b', 'N': '20', 'C': 1200, 'loss': 2.5}]
+  obs = scaling.observations(rows, loss_col='loss')
+  np.testing.assert_allclose(obs.d, [10, 10])
+  assert obs.c_convention == 'as given in column C'
+  with pytest.raises(UserError, match=r'b: N=-20.0 must be a positive number'):
+    scaling.observations([rows[0], {**rows[1], 'N': -20}], loss_col='loss')
+  with pytest.raises(UserError, match="no column 'eval_loss'"):
+    scaling.observations(rows)
+  with pytest.raises(UserError, match='chinchilla has 5 parameters but there are only 2 runs'):
+    scaling.fit(obs, 'chinchilla')
+
+
+def _synthetic_sweep(root):
+  """A results.jsonl and metrics.jsonl files as python -m gptjax.sweep leaves them, from TRUE."""
+  n, d, c = _isoflop_runs(budgets=(1e18, 1e19, 1e20), sizes_per_budget=5)
+  os.makedirs(root)
+  with open(os.path.join(root, 'results.jsonl'), 'w') as results:
+    for i, (n_i, d_i, c_i) in enumerate(zip(n, d, c)):
+      name = f'run{i}'
+      steps = 100
+      os.makedirs(os.path.join(root, name))
+      with open(os.path.join(root, name, 'metrics.jsonl'), 'w') as metrics:
+        for step in range(10, steps + 1, 10):
+          loss = float(TRUE.predict(n_i, d_i * step / steps))
+          metrics.write(json.dumps({'step': step, 'train_loss': loss + 0.01}) + '\n')
+          metrics.write(json.dumps({'step': step, 'eval_loss': loss}) + '\n')
+      results.write(json.dumps({
+          'name': name, 'N': n_i, 'N_total': n_i * 1.1, 'D': d_i, 'unique_tokens': 1e13, 'C': c_i,
+          'C_convention': '6ND', 'steps': steps, 'train_loss': loss + 0.01, 'eval_loss': loss,
+          'best_eval_loss': loss, 'tokens_per_s': 1e3, 'wall_s': 1.0, 'config': {}}) + '\n')
+
+
+def test_report_writes_plots_and_markdown(tmp_path):
+  root = str(tmp_path / 'sweep')
+  _synthetic_sweep(root)
+  assert set(scaling_report.supported_laws(scaling.read_rows(root))) == {'isoflop', 'chinchilla'}
+  path = scaling_report.write_report(root, str(tmp_path / 'out'), bootstrap_k=5)
+  for name in ('training_curves.png', 'loss_vs_c.png', 'isoflop.png', 'compute_optimal.png'):
+    with open(tmp_path / 'out' / name, 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n', name
+  with open(path) as f:
+    report = f.read()
+  for text in ('## Conventions', '`6ND`', 'isoflop: N_opt', 'chinchilla: L(N, D)', 'Hold-out test',
+               '95% CI (5 bootstrap fits)', '![compute-optimal N and D](compute_optimal.png)'):
+    assert text in report, text
+
+
+def _scaling(*args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, '-m', 'gptjax.scaling', *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+
+
+def test_fit_command_prints_json_with_user_column_names(tmp_path):
+  n, d, c = _isoflop_runs()
+  path = tmp_path / 'runs.csv'
+  path.write_text('params,flops,loss\n' + ''.join(
+      f'{n_i},{c_i},{loss}\n' for n_i, c_i, loss in zip(n, c, TRUE.predict(n, d))))
+  result = _scaling('fit', str(path), '--law', 'isoflop', '--n_col', 'params', '--c_col', 'flops',
+                    '--loss_col', 'loss', '--bootstrap', '10', '--json')
+  assert result.returncode == 0, result.stderr
+  fitted = json.loads(result.stdout)
+  assert fitted['a'] == pytest.approx(TRUE.a, abs=0.03) and fitted['runs'] == 28
+  assert fitted['C_convention'] == 'as given in column flops'
+  assert set(fitted['ci95']) == {'a', 'b', 'N_opt_coefficient', 'D_opt_coefficient'}
+  table = _scaling('fit', str(path), '--law', 'kaplan_n', '--n_col', 'params', '--loss_col', 'loss')
+  assert table.returncode == 0 and 'alpha_N' in table.stdout
+
+
+@pytest.mark.parametrize('content, args, message', [
+    ('N,D,loss\n1e6,1e9,3.0\n2e6,2e9,2.9\n', ['--law', 'chinchilla'], 'only 2 runs'),
+    ('N,D,loss\n1e6,1e9,3.0\n0,2e9,2.9\n', ['--law', 'kaplan_n'], 'N=0.0 must be a positive number'),
+    ('N,D,loss\n1e6,1e9,3.0\n2e6,2e9,-1\n', ['--law', 'kaplan_n'], 'loss=-1.0 must be'),
+    ('N,D,loss\n1e6,1e9,3.0\n2e6,2e9,2.9\n', ['--law', 'kaplan_c', '--loss_col', 'x'], "no column 'x'"),
+    ('N,loss\n1e6,3.0\n2e6,2.9\n', ['--law', 'kaplan_d'], 'kaplan_d needs D'),
+    ('N,C,loss\n1e6,1e9,3.0\n2e6,2e9,2.9\n', ['--law', 'kaplan_n', '--n_col', 'params'],
+     "no column 'params' (--n_col)"),
+    ('N,D,loss\n1e6,1e9,3.0\n2e6,2e9,2.9\n', ['--law', 'kaplan'], "invalid choice: 'kaplan'"),
+    ('N,D,loss\n1e6,1e9,3.0\n2e6,2e9,2.9\n', ['--law', 'kaplan_n', '--bootstrap', '-1'], 'whole number'),
+    ('N,D,loss\n1e6,1e9,3.0\n2e6,2e9,2.9\n', ['--law', 'kaplan_n', '--no_such_flag'], 'no_such_flag'),
+])
+def test_bad_input_is_one_error_line(tmp_path, capsys, content, args, message):
+  path = tmp_path / 'runs.csv'
+  path.write_text(content)
+  with pytest.raises(SystemExit) as exit_status:
+    scaling.main(['fit', str(path), '--loss_col', 'loss', *args])
+  assert exit_status.value.code in (1, 2)
+  stderr = capsys.readouterr().err
+  assert stderr.startswith('error: ') and stderr.count('\n') == 1, stderr
+  assert message in stderr
+
+
+def test_a_directory_without_results_is_one_error_line(tmp_path, capsys):
+  result = _scaling('report', str(tmp_path))
+  assert result.returncode == 1
+  assert result.stderr == f'error: no results file at {tmp_path}/results.jsonl\n'
+  with pytest.raises(SystemExit):
+    scaling.main(['holdout', str(tmp_path)])
+  assert capsys.readouterr().err == f'error: no results file at {tmp_path}/results.jsonl\n'

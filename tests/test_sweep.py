@@ -1,0 +1,135 @@
+"""The sweep runner: python -m gptjax.sweep run SWEEP.py --root ROOT [--list]"""
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from conftest import write_corpus
+from configs import tiny
+from gptjax import accounting, configuration, metrics, sweep
+from gptjax.errors import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+MICRO_SWEEP = '''
+from configs import tiny
+
+
+def get_config():
+  config = tiny.get_config()
+  config.tokenizer.kind = 'byte'
+  config.sample.max_new_tokens = 0
+  config.data.source, config.data.text_files = 'text_files', {corpus!r}
+  config.train.update(steps=4, warmup_steps=1, eval_every=2, checkpoint_every=4, log_every=1)
+  return config
+
+
+def get_runs():
+  return [('narrow', {{'model.d_model': 16, 'model.n_heads': 1, 'model.d_ff': 64}}),
+          ('base', {{'data.max_train_tokens': 20000}})]
+'''
+
+
+@pytest.fixture
+def micro_sweep(tmp_path):
+  path = tmp_path / 'micro.py'
+  path.write_text(MICRO_SWEEP.format(corpus=write_corpus(tmp_path / 'corpus')))
+  return str(path)
+
+
+def _results(root) -> list[dict]:
+  with open(os.path.join(root, 'results.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_runner_shares_tokens_records_rows_and_skips_finished_runs(micro_sweep, tmp_path, capsys):
+  root = str(tmp_path / 'runs')
+  rows = sweep.run_sweep(micro_sweep, root, show_progress=False)
+  assert [row['name'] for row in rows] == ['narrow', 'base'] and _results(root) == rows
+  narrow, base = rows
+  base_config, runs = sweep.load_sweep(micro_sweep)
+  params = accounting.count_params(
+      configuration.model_config(sweep.run_config(base_config, runs[0][1]), 262))
+  assert (narrow['N'], narrow['N_total']) == (params.non_embedding, params.total)
+  assert narrow['D'] == 4 * 8 * 32 and narrow['steps'] == 4 and narrow['resumed_from_step'] == 0
+  assert narrow['C'] == 6 * params.non_embedding * narrow['D'] and narrow['C_convention'] == '6ND'
+  assert base['unique_tokens'] == 20000 and narrow['unique_tokens'] > 20000
+  assert narrow['config']['model']['d_model'] == 16 and base['config']['model']['d_model'] == 32
+  assert narrow['best_eval_loss'] <= narrow['eval_loss'] < narrow['train_loss'] + 1
+  assert narrow['tokens_per_s'] > 0 and narrow['wall_s'] > 0
+  for name in ('narrow', 'base'):  # one token cache on disk, linked into each workdir
+    assert os.path.samefile(os.path.join(root, '_shared', 'data', 'train.bin'),
+                            os.path.join(root, name, 'data', 'train.bin'))
+
+  capsys.readouterr()
+  assert sweep.run_sweep(micro_sweep, root, show_progress=False) == rows
+  assert capsys.readouterr().out.count('finished, skipped') == 2
+  assert len(_results(root)) == 2
+
+
+def test_list_prints_one_main_command_per_run(micro_sweep, tmp_path, capsys):
+  root = str(tmp_path / 'runs')
+  sweep.main(['run', micro_sweep, '--root', root, '--list'])
+  commands = [shlex.split(line) for line in capsys.readouterr().out.splitlines()]
+  assert commands == [
+      ['python', '-m', 'gptjax.main', '--config', micro_sweep, '--workdir', f'{root}/narrow',
+       '--config.model.d_model=16', '--config.model.n_heads=1', '--config.model.d_ff=64'],
+      ['python', '-m', 'gptjax.main', '--config', micro_sweep, '--workdir', f'{root}/base',
+       '--config.data.max_train_tokens=20000']]
+  assert not os.path.exists(root)
+
+
+@pytest.mark.parametrize('source, message', [
+    ('def get_config():\n  return None\n', 'does not define a sweep'),
+    ('from configs import tiny\nget_config = tiny.get_config\ndef get_runs():\n  return []\n',
+     'non-empty list'),
+    ('from configs import tiny\nget_config = tiny.get_config\n'
+     'def get_runs():\n  return [("a", {}), ("a", {})]\n', 'repeated: a'),
+    ('from configs import tiny\nget_config = tiny.get_config\n'
+     'def get_runs():\n  return [("../a", {})]\n', "run name '../a'"),
+    ('from configs import tiny\nget_config = tiny.get_config\n'
+     'def get_runs():\n  return [("a", {"model.width": 3})]\n', 'run a: the config has no field model.width'),
+    ('from configs import tiny\nget_config = tiny.get_config\n'
+     'def get_runs():\n  return [("a", {"model.n_layers": "two"})]\n', "model.n_layers='two'"),
+    ('raise ValueError("broken")\n', 'ValueError: broken'),
+])
+def test_a_file_that_is_not_a_sweep_is_one_user_error(tmp_path, source, message):
+  path = tmp_path / 'bad.py'
+  path.write_text(source)
+  with pytest.raises(UserError, match=message.replace('(', r'\(').replace('.', r'\.')):
+    sweep.load_sweep(str(path))
+
+
+def test_command_line_errors_are_one_line(micro_sweep, tmp_path, capsys):
+  result = subprocess.run([sys.executable, '-m', 'gptjax.sweep', 'run', str(tmp_path / 'missing.py')],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 1
+  assert result.stderr == f'error: no sweep file at {tmp_path}/missing.py (a .py file that defines ' \
+      'get_config and get_runs)\n'
+  for args, message in ((['run', micro_sweep, '--convention', '5ND'], "invalid choice: '5ND'"),
+                        (['walk', micro_sweep], "invalid choice: 'walk'")):
+    with pytest.raises(SystemExit) as exit_status:
+      sweep.main(args)
+    assert exit_status.value.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith('error: ') and stderr.count('\n') == 1 and message in stderr, stderr
+
+
+def test_schedule_matches_the_run_length():
+  assert sweep.schedule(1000) == {'train.steps': 1000, 'train.warmup_steps': 100,
+                                  'train.eval_every': 125, 'train.checkpoint_every': 125,
+                                  'train.log_every': 25}
+  assert sweep.schedule(5)['train.warmup_steps'] == 1
+  config = sweep.run_config(tiny.get_config(), sweep.schedule(52))
+  assert (config.train.steps, config.train.eval_every) == (52, 7)
+
+
+def test_read_metrics_keeps_the_last_line_of_each_step(tmp_path):
+  lines = [{'step': 1, 'train_loss': 5.0}, {'step': 2, 'train_loss': 4.0}, {'step': 2, 'eval_loss': 4.5},
+           {'step': 2, 'train_loss': 3.9}, {'step': 3, 'train_loss': 3.0}]  # resumed after step 1
+  (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(line) + '\n' for line in lines))
+  assert metrics.read_metrics(str(tmp_path), last_step=2) == [lines[0], lines[3], lines[2]]
+  assert metrics.read_metrics(str(tmp_path / 'nothing')) == []
