@@ -1,7 +1,14 @@
 """Shared fixtures: a tiny config and small corpora written by the tests themselves."""
 import os
+import tempfile
 
 import pytest
+
+# Most tests train the same tiny model: share XLA's compiled programs between tests and the
+# subprocesses they start (set before any test module imports jax).
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(tempfile.gettempdir(), 'gptjax_test_xla_cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
 from configs import tiny
 

@@ -12,7 +12,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from gptjax import checkpoint, train
+from gptjax import train
+from gptjax import workdir as workdir_lib
 from gptjax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -168,13 +169,13 @@ def test_a_half_written_checkpoint_is_never_restored(tiny_config, corpus_glob, t
 
 def test_a_second_run_on_the_same_workdir_is_refused(tiny_config, corpus_glob, tmp_path):
   config = _text_config(tiny_config, corpus_glob)
-  first = train.Run(config, str(tmp_path))
+  first = workdir_lib.lock(str(tmp_path))  # what a running run holds
   try:
     with pytest.raises(UserError, match='another run is using'):
       train.Run(config, str(tmp_path))
   finally:
     first.close()
-  train.Run(config, str(tmp_path)).close()  # free again once the first run is gone
+  workdir_lib.lock(str(tmp_path)).close()  # free again once the first run is gone
 
 
 def test_resuming_with_a_different_model_is_refused_but_new_step_budgets_are_fine(
