@@ -4,14 +4,12 @@ Any config field can be overridden: --config.model.n_layers=2 --config.train.ste
 Running the same command again resumes from the workdir's latest checkpoint. After SIGTERM (a
 preemption) the run saves a checkpoint and exits with status 143.
 """
-import signal
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gptjax import sharding, train
-from gptjax.errors import UserError, fail
+from gptjax.errors import fail, reported
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file (configs/*.py).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for the tokenizer, token caches, '
@@ -41,17 +39,10 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.WARNING)  # orbax and jax log every step of a save at INFO
   config = _CONFIG.value
-  try:
+  with reported(debug=_DEBUG.value):
     if config.distributed.initialize:
       sharding.initialize_distributed(config.distributed)
     train.train_and_evaluate(config, _WORKDIR.value)
-  except UserError as e:
-    if _DEBUG.value:
-      raise
-    fail(str(e))
-  except train.Preempted as e:
-    print(str(e), file=sys.stderr)
-    sys.exit(128 + signal.SIGTERM)  # the conventional status of a process ended by SIGTERM
 
 
 if __name__ == '__main__':

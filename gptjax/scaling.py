@@ -31,7 +31,7 @@ import os
 import numpy as np
 import scipy.optimize
 
-from gptjax.errors import UserError, fail
+from gptjax.errors import UserError, fail, reported
 
 LAWS = ('kaplan_n', 'kaplan_d', 'kaplan_c', 'isoflop', 'chinchilla')
 HUBER_DELTA = 1e-3
@@ -700,7 +700,7 @@ def _non_negative(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> None:
   args = _parser().parse_args(argv)
-  try:
+  with reported(debug=args.debug):
     if args.command == 'report':
       from gptjax import scaling_report  # pylint: disable=import-outside-toplevel  # matplotlib
       path = scaling_report.write_report(args.root, args.out or args.root, args.bootstrap,
@@ -735,10 +735,6 @@ def main(argv: list[str] | None = None) -> None:
       print(f'  {p["name"]:<24} {p["C"]:>10.4g} {p["loss"]:>8.4f} {p["predicted"]:>10.4f} '
             f'{p["relative_error"]:>+8.2%}')
     print(f'  mean |relative error| {mean_error:.2%}')
-  except UserError as e:
-    if args.debug:
-      raise
-    fail(str(e))
 
 
 if __name__ == '__main__':

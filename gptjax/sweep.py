@@ -25,8 +25,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import sys
 import time
 from typing import Any
 
@@ -37,7 +35,7 @@ from absl import logging
 from gptjax import accounting, configuration, data, scaling, train
 from gptjax import metrics as metrics_lib
 from gptjax import tokenizer as tokenizer_lib
-from gptjax.errors import UserError, fail
+from gptjax.errors import UserError, fail, reported
 
 SHARED = '_shared'
 _NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]*')
@@ -266,19 +264,12 @@ def main(argv: list[str] | None = None) -> None:
   args = _parser().parse_args(argv)
   root = args.root or os.path.join('runs', os.path.splitext(os.path.basename(args.sweep))[0])
   logging.set_verbosity(logging.WARNING)  # orbax logs every step of a save at INFO
-  try:
+  with reported(debug=args.debug):
     if args.list:
       print('\n'.join(list_commands(args.sweep, root)))
       return
     rows = run_sweep(args.sweep, root, args.convention)
     print(f'{len(rows)} runs finished; results in {os.path.join(root, "results.jsonl")}')
-  except UserError as e:
-    if args.debug:
-      raise
-    fail(str(e))
-  except train.Preempted as e:
-    print(str(e), file=sys.stderr)
-    sys.exit(128 + signal.SIGTERM)
 
 
 if __name__ == '__main__':

@@ -21,7 +21,7 @@ from jax.experimental import multihost_utils
 
 from gptjax import accounting, checkpoint, configuration, data, sampling, sharding
 from gptjax import workdir as workdir_lib
-from gptjax.errors import UserError
+from gptjax.errors import Preempted, UserError
 from gptjax.metrics import MetricsWriter
 from gptjax.model import GPT
 from gptjax.optimizer import learning_rate_schedule, make_optimizer
@@ -206,10 +206,6 @@ class _Preemption:
 
   def close(self) -> None:
     signal.signal(signal.SIGTERM, self._previous)
-
-
-class Preempted(Exception):
-  """The run saved a checkpoint after SIGTERM and stopped; the same command continues it."""
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, show_progress: bool = True,
