@@ -151,12 +151,16 @@ class GPT(nn.Module):
   Decoding: with cache_start_B, row b's ids are the tokens at positions cache_start_B[b] + 0..L-1.
   They attend to the keys and values of earlier positions held in the 'cache' collection and write
   their own there; apply with mutable=['cache'] (a first call creates the cache).
+
+  With return_hidden, also the final hidden states (B, L, D) the logits are read from (after the
+  final LayerNorm in pre-LN): the features task heads in fine-tuning build on.
   """
   config: ModelConfig
 
   @nn.compact
   def __call__(self, ids_BxL: jax.Array, deterministic: bool = True,
-               cache_start_B: jax.Array | None = None) -> jax.Array:
+               cache_start_B: jax.Array | None = None,
+               return_hidden: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
     cfg = self.config
     seq_len = ids_BxL.shape[1]
     cache_positions_BxL = None if cache_start_B is None else (
@@ -184,7 +188,15 @@ class GPT(nn.Module):
       logits_BxLxV = wte.attend(x_BxLxD)
     else:
       logits_BxLxV = _dense(cfg, cfg.vocab_size, 'lm_head', use_bias=False)(x_BxLxD)
-    return logits_BxLxV.astype(jnp.float32)
+    logits_BxLxV = logits_BxLxV.astype(jnp.float32)
+    return (logits_BxLxV, x_BxLxD) if return_hidden else logits_BxLxV
+
+
+def output_embedding(config: ModelConfig, params) -> jax.Array:
+  """The (V, D) matrix the logits are hidden @ matrix.T of: the token embedding when tied."""
+  if config.tie_embeddings:
+    return params['wte']['embedding']
+  return params['lm_head']['kernel'].T
 
 
 def _dense(cfg: ModelConfig, features: int, name: str, residual: bool = False,

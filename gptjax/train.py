@@ -23,7 +23,8 @@ from gptjax import accounting, checkpoint, configuration, data, sampling, shardi
 from gptjax import workdir as workdir_lib
 from gptjax.errors import Preempted, UserError
 from gptjax.metrics import MetricsWriter
-from gptjax.model import GPT
+from gptjax.loss import fused_cross_entropy
+from gptjax.model import GPT, output_embedding
 from gptjax.optimizer import learning_rate_schedule, make_optimizer
 
 
@@ -46,9 +47,30 @@ def cross_entropy(model: GPT, params, batch_BxL1: jax.Array, deterministic: bool
                   rng: jax.Array | None = None) -> jax.Array:
   """Mean next-token loss (nats) of windows (B, L + 1): inputs are [:, :-1], targets [:, 1:]."""
   rngs = None if deterministic else {'dropout': rng}
-  logits_BxLxV = model.apply({'params': params}, batch_BxL1[:, :-1], deterministic=deterministic,
-                             rngs=rngs)
-  return optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, batch_BxL1[:, 1:]).mean()
+  # The logits the model also returns are unused here, and jit drops their computation: the loss
+  # fuses the output projection with the softmax (see gptjax/loss.py).
+  _, hidden_BxLxD = model.apply({'params': params}, batch_BxL1[:, :-1], deterministic=deterministic,
+                                rngs=rngs, return_hidden=True)
+  return fused_cross_entropy(hidden_BxLxD.reshape(-1, hidden_BxLxD.shape[-1]),
+                             output_embedding(model.config, params), batch_BxL1[:, 1:].reshape(-1))
+
+
+def accumulate_gradients(grad_fn, params, batch_BxL1: jax.Array, step_rng: jax.Array,
+                         grad_accum_steps: int) -> tuple[jax.Array, dict]:
+  """Mean loss and gradients over grad_accum_steps micro-batches, computed one after another."""
+  # Micro-batch a takes rows a, a + A, a + 2A, ...: every device keeps an equal share of each.
+  micro_AxMxL1 = batch_BxL1.reshape(-1, grad_accum_steps, batch_BxL1.shape[1]).swapaxes(0, 1)
+
+  def accumulate(carry, micro):
+    loss_sum, grads_sum = carry
+    index, micro_MxL1 = micro
+    loss, grads = grad_fn(params, micro_MxL1, jax.random.fold_in(step_rng, index))
+    return (loss_sum + loss, jax.tree.map(jnp.add, grads_sum, grads)), None
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  (loss_sum, grads_sum), _ = jax.lax.scan(
+      accumulate, (jnp.zeros((), jnp.float32), zeros), (jnp.arange(grad_accum_steps), micro_AxMxL1))
+  return loss_sum / grad_accum_steps, jax.tree.map(lambda g: g / grad_accum_steps, grads_sum)
 
 
 def make_train_step(model: GPT, optimizer: optax.GradientTransformation, grad_accum_steps: int):
@@ -58,22 +80,13 @@ def make_train_step(model: GPT, optimizer: optax.GradientTransformation, grad_ac
 
   def train_step(state: TrainState, batch_BxL1: jax.Array):
     step_rng = jax.random.fold_in(state.rng, state.step)
-    # Micro-batch a takes rows a, a + A, a + 2A, ...: every device keeps an equal share of each.
-    micro_AxMxL1 = batch_BxL1.reshape(-1, grad_accum_steps, batch_BxL1.shape[1]).swapaxes(0, 1)
     grad_fn = jax.value_and_grad(lambda p, b, r: cross_entropy(model, p, b, deterministic, r))
-
-    def accumulate(carry, micro):
-      loss_sum, grads_sum = carry
-      index, micro_MxL1 = micro
-      loss, grads = grad_fn(state.params, micro_MxL1, jax.random.fold_in(step_rng, index))
-      return (loss_sum + loss, jax.tree.map(jnp.add, grads_sum, grads)), None
-
-    zeros = jax.tree.map(jnp.zeros_like, state.params)
-    (loss_sum, grads_sum), _ = jax.lax.scan(
-        accumulate, (jnp.zeros((), jnp.float32), zeros),
-        (jnp.arange(grad_accum_steps), micro_AxMxL1))
-    grads = jax.tree.map(lambda g: g / grad_accum_steps, grads_sum)
-    loss, grad_norm = loss_sum / grad_accum_steps, optax.global_norm(grads)
+    if grad_accum_steps == 1:  # no loop: XLA optimises a while loop's body less
+      loss, grads = grad_fn(state.params, batch_BxL1, jax.random.fold_in(step_rng, 0))
+    else:
+      loss, grads = accumulate_gradients(grad_fn, state.params, batch_BxL1, step_rng,
+                                         grad_accum_steps)
+    grad_norm = optax.global_norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     # A step with a non-finite loss or gradient changes nothing but the step counter, so no
     # non-finite value ever enters the state; the loop then stops or counts the skip.
@@ -86,6 +99,39 @@ def make_train_step(model: GPT, optimizer: optax.GradientTransformation, grad_ac
     return new_state, {'train_loss': loss, 'grad_norm': grad_norm}
 
   return train_step
+
+
+def compile_train_step(model: GPT, optimizer: optax.GradientTransformation,
+                       train: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, abstract_state,
+                       state_shardings, announce: bool = False):
+  """The jitted, compiled train step for global batches of train.global_batch_size windows, the
+  state donated (updated in place). Training and gptjax.bench both run this function."""
+  estimate = accounting.memory_estimate(
+      model.config, train.global_batch_size // jax.device_count() // train.grad_accum_steps,
+      train.seq_len, fsdp_shards=jax.device_count() if train.sharding == 'fsdp' else 1)
+  if announce:
+    print('memory per device (estimate): ' + ', '.join(
+        f'{name} {size / 2**20:,.1f} MiB' for name, size in estimate.items()))
+  batch = sharding.batch_sharding(mesh)
+  batch_abstract = jax.ShapeDtypeStruct((train.global_batch_size, train.seq_len + 1), jnp.int32,
+                                        sharding=batch)
+  state_abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                abstract_state, state_shardings)
+  try:  # compile now, so running out of memory is reported with what drives memory
+    return jax.jit(
+        make_train_step(model, optimizer, train.grad_accum_steps),
+        in_shardings=(state_shardings, batch),
+        out_shardings=(state_shardings, sharding.replicated(mesh)),
+        donate_argnums=0).lower(state_abstract, batch_abstract).compile()
+  except Exception as e:  # pylint: disable=broad-except
+    if 'RESOURCE_EXHAUSTED' not in str(e) and 'out of memory' not in str(e).lower():
+      raise
+    raise UserError(
+        f'out of memory compiling the train step (batch {train.global_batch_size} / '
+        f'{train.grad_accum_steps} micro-batches, seq_len {train.seq_len}, d_model '
+        f'{model.config.d_model}, n_layers {model.config.n_layers}; estimated '
+        f'{sum(estimate.values()) / 2**30:.2f} GiB per device): lower the batch or raise '
+        f'train.grad_accum_steps') from None
 
 
 def make_eval_step(model: GPT):
@@ -115,38 +161,14 @@ class Run:
     abstract_state = jax.eval_shape(lambda: init_state(self.model, optimizer, config.seed))
     self.state_shardings = sharding.state_shardings(
         abstract_state, self.mesh, fsdp=config.train.sharding == 'fsdp')
-    replicated = sharding.replicated(self.mesh)
-    batch = sharding.batch_sharding(self.mesh)
-    train = config.train
-    estimate = accounting.memory_estimate(
-        self.model.config, train.global_batch_size // jax.device_count() // train.grad_accum_steps,
-        train.seq_len, fsdp_shards=jax.device_count() if train.sharding == 'fsdp' else 1)
-    if self.is_chief:
-      print('memory per device (estimate): ' + ', '.join(
-          f'{name} {size / 2**20:,.1f} MiB' for name, size in estimate.items()))
-    batch_abstract = jax.ShapeDtypeStruct((train.global_batch_size, train.seq_len + 1), jnp.int32,
-                                          sharding=batch)
-    state_abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                  abstract_state, self.state_shardings)
-    try:  # compile now, so running out of memory is reported with what drives memory
-      self.train_step = jax.jit(
-          make_train_step(self.model, optimizer, train.grad_accum_steps),
-          in_shardings=(self.state_shardings, batch),
-          out_shardings=(self.state_shardings, replicated),
-          donate_argnums=0).lower(state_abstract, batch_abstract).compile()
-    except Exception as e:  # pylint: disable=broad-except
-      if 'RESOURCE_EXHAUSTED' not in str(e) and 'out of memory' not in str(e).lower():
-        raise
-      raise UserError(
-          f'out of memory compiling the train step (batch {train.global_batch_size} / '
-          f'{train.grad_accum_steps} micro-batches, seq_len {train.seq_len}, d_model '
-          f'{config.model.d_model}, n_layers {config.model.n_layers}; estimated '
-          f'{sum(estimate.values()) / 2**30:.2f} GiB per device): lower the batch or raise '
-          f'train.grad_accum_steps') from None
+    self.train_step = compile_train_step(self.model, optimizer, config.train, self.mesh,
+                                         abstract_state, self.state_shardings,
+                                         announce=self.is_chief)
     self.eval_step = jax.jit(make_eval_step(self.model),
-                             in_shardings=(self.state_shardings.params, batch),
-                             out_shardings=replicated)
-    self.checkpoints = checkpoint.manager(workdir, train.keep_checkpoints)
+                             in_shardings=(self.state_shardings.params,
+                                           sharding.batch_sharding(self.mesh)),
+                             out_shardings=sharding.replicated(self.mesh))
+    self.checkpoints = checkpoint.manager(workdir, config.train.keep_checkpoints)
     self.state = checkpoint.restore_latest(self.checkpoints, abstract_state, self.state_shardings)
     if self.state is None:
       self.state = jax.jit(lambda: init_state(self.model, optimizer, config.seed),

@@ -1,0 +1,52 @@
+"""python -m gptjax.bench: what it reports and how it fails."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import tiny
+from gptjax import accounting, bench, configuration
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _bench(*args):
+  return subprocess.run([sys.executable, '-m', 'gptjax.bench', '--config', 'configs/tiny.py', *args],
+                        cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_train_mode_json_reports_the_step_and_its_flops():
+  result = _bench('--shape', '2,2,32,32,4,300', '--steps', '3', '--warmup', '1', '--json')
+  assert result.returncode == 0, result.stderr
+  report = json.loads(result.stdout)
+  config = tiny.get_config()
+  bench.apply_shape(config, '2,2,32,32,4,300')
+  model_config = configuration.model_config(config, 300)
+  assert report['flops_per_token'] == accounting.flops_per_token(model_config, 32)
+  assert report['tokens_per_s'] == pytest.approx(4 * 32 / (report['step_ms'] / 1e3))
+  assert report['mfu'] == pytest.approx(report['flops_per_s'] / report['peak_flops_per_s'])
+  assert report['mfu'] > 0
+  assert report['step_ms_min'] <= report['step_ms'] <= report['step_ms_max']
+  assert report['compile_s'] > 0 and report['peak_source'].startswith('measured fp32 matmul')
+  assert (report['n_layers'], report['d_model'], report['batch'], report['vocab']) == (2, 32, 4, 300)
+
+
+def test_decode_mode_compares_cached_and_uncached_decoding():
+  result = _bench('--mode', 'decode', '--new_tokens', '8', '--prompt_len', '4',
+                  '--decode_batch', '2', '--json')
+  assert result.returncode == 0, result.stderr
+  report = json.loads(result.stdout)
+  assert report['same_tokens'] and report['batch_size'] == 2 and report['new_tokens'] == 8
+  assert report['speedup'] == pytest.approx(
+      report['cached_tokens_per_s'] / report['uncached_tokens_per_s'])
+
+
+def test_bad_shape_and_config_are_one_line_errors():
+  for args, message in ((['--shape', '2,2,32'], 'expected six integers'),
+                        (['--shape', '2,3,32,32,4,300'], 'not divisible by model.n_heads'),
+                        (['--config.model.bogus=1'], 'unknown config field')):
+    result = _bench(*args)
+    assert result.returncode != 0
+    assert result.stderr.strip().count('\n') == 0 and message in result.stderr, result.stderr
