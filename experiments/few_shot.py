@@ -1,0 +1,76 @@
+"""GPT-3's claim in miniature: few-shot accuracy rises with the number of demonstrations k.
+
+  python -m experiments.few_shot '/work/sweep_runs/chinchilla_isoflop/C8.0e11_*' --shots 0,1,2,4,8
+
+Evaluates each pre-training workdir given (the larger models, for the claim) on the built-in
+multiple-choice and cloze tasks with k demonstrations from the task's train split (fixed seed,
+blank-line separator; see gptjax.evaluate) and writes experiments/results/few_shot/results.json
+(one row per model, task and k, with the share of prompts cut to fit the context) and
+few_shot.png (accuracy against k, one line per model). With a context of 128 tokens a few
+demonstrations already fill it: the prompt keeps the most recent ones, and `truncated` says how
+often that happened.
+"""
+import argparse
+import json
+import os
+
+from absl import logging
+from matplotlib.figure import Figure
+
+from experiments.zero_shot_size import expand, model_row, plot_accuracy
+from gptjax import evaluate, runs, tasks
+from gptjax.errors import UserError, reported
+
+NAME = 'few_shot'
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(prog=f'python -m experiments.{NAME}', description=__doc__.split('\n\n')[0])
+  parser.add_argument('workdirs', nargs='+', help='pre-training workdirs (paths or quoted globs)')
+  parser.add_argument('--shots', default='0,1,2,4,8', help='comma-separated k')
+  parser.add_argument('--tasks', default='stdlib_next_line,stdlib_cloze', help='comma-separated')
+  parser.add_argument('--limit', type=int, default=0, help='examples per task; 0 = all')
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--out', default=os.path.join('experiments', 'results', NAME))
+  args = parser.parse_args(argv)
+  logging.set_verbosity(logging.WARNING)
+  with reported():
+    shots = [int(k) for k in args.shots.split(',')]
+    if min(shots) < 0:
+      raise UserError('--shots must be >= 0')
+    workdirs = expand(args.workdirs)
+    task_list = [tasks.load_task(name, args.seed) for name in args.tasks.split(',')]
+    rows = []
+    for workdir in workdirs:
+      tokenizer, model, params = runs.load_run(workdir)
+      for task in task_list:
+        for k in shots:
+          result = evaluate.evaluate_task(tokenizer, model, params, task, k, args.seed,
+                                          limit=args.limit)
+          rows.append({**model_row(workdir, model), **result})
+          print(f'{rows[-1]["model"]} {task.name} k={k}: accuracy {result["accuracy"]:.3f} ± '
+                f'{result["stderr"]:.3f} (prompts cut: {result["truncated"]:.0%})', flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, 'results.json'), 'w') as f:
+      json.dump({'rows': rows, 'seed': args.seed, 'limit': args.limit}, f, indent=1)
+    fig = Figure(figsize=(5 * len(task_list), 4), layout='constrained')
+    for ax, task in zip(fig.subplots(1, len(task_list), squeeze=False)[0], task_list):
+      metric, stderr = (('accuracy_norm', 'stderr_norm') if task.kind == 'multiple_choice'
+                        else ('accuracy', 'stderr'))
+      for workdir in workdirs:
+        model_rows = [r for r in rows if r['task'] == task.name and r['workdir'] == workdir]
+        plot_accuracy(ax, model_rows, 'shots', f'{model_rows[0]["model"]} (N={model_rows[0]["N"]:,})',
+                      metric, stderr)
+      if task.kind == 'multiple_choice':
+        chance = next(r['chance'] for r in rows if r['task'] == task.name)
+        ax.axhline(chance, color='grey', linestyle='--', label='chance')
+      ax.set(xscale='symlog', xlabel='demonstrations k', title=task.name,
+             ylabel='length-normalised accuracy' if task.kind == 'multiple_choice' else 'accuracy')
+      ax.set_xticks(shots, [str(k) for k in shots])
+      ax.legend(fontsize='small')
+    fig.savefig(os.path.join(args.out, f'{NAME}.png'), dpi=120)
+    print(f'wrote {args.out}/results.json and {NAME}.png')
+
+
+if __name__ == '__main__':
+  main()

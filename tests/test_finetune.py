@@ -1,0 +1,231 @@
+"""GPT-1 fine-tuning: input transformations, the objective, vocabulary extension, a whole run."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import finetune as finetune_config
+from configs import tiny
+from gptjax import checkpoint, configuration, finetune, tasks, train
+from gptjax import workdir as workdir_lib
+from gptjax.errors import UserError
+from gptjax.model import GPT, ModelConfig
+from gptjax.optimizer import make_optimizer
+from gptjax.tokenizer import ByteTokenizer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOK = ByteTokenizer()
+
+
+def make_pretrained_workdir(path, vocab_rows: int | None = None) -> str:
+  """A pre-training workdir of configs/tiny.py (byte tokenizer) holding a step-0 checkpoint:
+  what gptjax.main leaves, without spending time on training. vocab_rows below the tokenizer's
+  262 makes a checkpoint without embedding rows for the last tokens."""
+  config = tiny.get_config()
+  config.tokenizer.kind, config.sample.max_new_tokens = 'byte', 0
+  os.makedirs(path)
+  workdir_lib.save_config(config, str(path))
+  model = GPT(configuration.model_config(config, vocab_rows or TOK.vocab_size))
+  mngr = checkpoint.manager(str(path), 1)
+  checkpoint.save(mngr, jax.jit(lambda: train.init_state(model, make_optimizer(config.train), config.seed))())
+  mngr.close()
+  return str(path)
+
+
+@pytest.fixture(scope='module')
+def pretrained(tmp_path_factory):
+  """A checkpoint 3 embedding rows short of its tokenizer's vocabulary (as a converted model
+  without the fine-tuning markers would be): every run here goes through extend_vocab."""
+  return make_pretrained_workdir(tmp_path_factory.mktemp('pretrained') / 'run',
+                                 vocab_rows=TOK.vocab_size - 3)
+
+
+def _ids(text: str) -> list[int]:
+  return TOK.encode(text)
+
+
+def test_input_transformations_are_the_documented_sequences():
+  s, d, x = TOK.start_id, TOK.delim_id, TOK.extract_id
+  assert finetune.transform(TOK, 'classification', {'text': 'ab', 'label': 0}, 64) == [
+      [s, *_ids('ab'), x]]
+  assert finetune.transform(TOK, 'entailment', {'premise': 'p', 'hypothesis': 'hq', 'label': 1}, 64) == [
+      [s, *_ids('p'), d, *_ids('hq'), x]]
+  assert finetune.transform(TOK, 'similarity', {'a': 'a1', 'b': 'b', 'label': 0}, 64) == [
+      [s, *_ids('a1'), d, *_ids('b'), x], [s, *_ids('b'), d, *_ids('a1'), x]]
+  assert finetune.transform(TOK, 'multiple_choice',
+                            {'context': 'c', 'choices': ['y', 'zz'], 'label': 1}, 64) == [
+      [s, *_ids('c'), d, *_ids('y'), x], [s, *_ids('c'), d, *_ids('zz'), x]]
+  # Too long: the first segment loses its start; the second must fit with the 3 markers.
+  assert finetune.transform(TOK, 'entailment', {'premise': 'abcdef', 'hypothesis': 'xy', 'label': 0},
+                            8) == [[s, *_ids('def'), d, *_ids('xy'), x]]
+  with pytest.raises(ValueError, match='second segment'):
+    finetune.transform(TOK, 'entailment', {'premise': 'a', 'hypothesis': 'xyzuvw', 'label': 0}, 8)
+
+
+def _finetuner(kind: str, num_labels: int = 3) -> tuple[finetune.Finetuner, dict]:
+  config = ModelConfig(vocab_size=TOK.vocab_size, n_ctx=16, n_layers=2, n_heads=2, d_model=16, d_ff=32)
+  model = finetune.Finetuner(GPT(config), kind, num_labels, head_dropout=0.1)
+  params = {'gpt': model.gpt.init(jax.random.PRNGKey(0), jnp.zeros((1, 16), jnp.int32))['params'],
+            'head': model.init_head(jax.random.PRNGKey(1))}
+  return model, params
+
+
+def _batch(kind: str, examples: list[dict], n_rows: int | None = None) -> dict:
+  encoded = finetune.encode_split(TOK, kind, examples, 16, 'test')
+  encoded = finetune.pad_to(encoded, n_rows or encoded.ids_NxRxL.shape[1], 16, TOK.pad_id)
+  return next(finetune.batches(encoded, len(examples) + 1))  # one padding row at weight 0
+
+
+def test_similarity_is_symmetric_in_its_inputs():
+  model, params = _finetuner('similarity')
+  examples = [{'a': 'def f(x):', 'b': 'return x', 'label': 1}, {'a': 'ab', 'b': 'cdefg', 'label': 0}]
+  swapped = [{'a': e['b'], 'b': e['a'], 'label': e['label']} for e in examples]
+  apply = jax.jit(model.apply)
+  scores = [apply(params, b['ids'], b['lengths'])[0]
+            for b in (_batch('similarity', examples), _batch('similarity', swapped))]
+  np.testing.assert_array_equal(scores[0], scores[1])
+  assert not np.allclose(scores[0][0], scores[0][1])  # and the two examples do differ
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+  x = x - x.max(axis=-1, keepdims=True)
+  return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def _one_row(model: finetune.Finetuner):
+  """(logits (L, V), hidden (L, D)) of one unpadded sequence, run alone. It is right-padded to
+  n_ctx only to reuse one compilation: causal attention keeps the padding out of every position
+  before it."""
+  apply = jax.jit(lambda p, ids_1xL: model.gpt.apply({'params': p}, ids_1xL, return_hidden=True))
+  def run(params, ids: list[int]):
+    padded = jnp.array([ids + [TOK.pad_id] * (model.gpt.config.n_ctx - len(ids))])
+    logits, hidden = apply(params['gpt'], padded)
+    return logits[0, :len(ids)], hidden[0, :len(ids)]
+  return run
+
+
+@pytest.mark.parametrize('kind, examples', [
+    ('classification', [{'text': 'abc', 'label': 2}, {'text': 'hello there', 'label': 0}]),
+    ('multiple_choice', [{'context': 'x = ', 'choices': ['1', '22', '333'], 'label': 1},
+                         {'context': 'y', 'choices': ['a', 'bb'], 'label': 0}]),  # a missing choice
+])
+def test_the_objective_is_the_task_loss_plus_lambda_times_the_lm_loss(kind, examples):
+  model, params = _finetuner(kind)
+  batch = _batch(kind, examples)
+  scores_BxK, logits = jax.jit(model.apply)(params, batch['ids'], batch['lengths'])
+  pure, parts = finetune.objective(scores_BxK, logits, batch, lm_coef=0.0)
+  with_lm, _ = finetune.objective(scores_BxK, logits, batch, lm_coef=0.5)
+  # Row by row: the task's cross-entropy from the hidden state at EXTRACT, and the next-token
+  # cross-entropy of every token after the first.
+  one_row = _one_row(model)
+  kernel, bias = (np.asarray(params['head']['linear'][k], np.float64) for k in ('kernel', 'bias'))
+  task_losses, token_losses = [], []
+  for i, example in enumerate(examples):
+    rows = finetune.transform(TOK, kind, example, 16)
+    outputs = [[np.asarray(a, np.float64) for a in one_row(params, r)] for r in rows]
+    scores = [hidden[-1] @ kernel + bias for _, hidden in outputs]
+    scores = np.concatenate(scores) if kind == 'multiple_choice' else scores[0]
+    task_losses.append(-_log_softmax(scores)[example['label']])
+    for ids, (logits_LxV, _) in zip(rows, outputs):
+      token_losses += list(-_log_softmax(logits_LxV[:-1])[np.arange(len(ids) - 1), ids[1:]])
+    if kind == 'multiple_choice' and len(rows) < scores_BxK.shape[1]:
+      assert scores_BxK[i, len(rows):].max() <= -1e9  # padding choices never win
+  np.testing.assert_allclose(pure, np.mean(task_losses), rtol=1e-5)
+  np.testing.assert_allclose(parts['task_loss'], pure, rtol=1e-6)
+  np.testing.assert_allclose(with_lm - pure, 0.5 * np.mean(token_losses), rtol=1e-4)
+
+
+def test_missing_embedding_rows_are_added_from_a_normal_distribution(pretrained):
+  params = {'wte': {'embedding': jnp.ones((5, 4000))}, 'lm_head': {'kernel': jnp.ones((4000, 5))}}
+  extended = finetune.extend_vocab(params, 8, jax.random.PRNGKey(0))
+  assert extended['wte']['embedding'].shape == (8, 4000)
+  assert extended['lm_head']['kernel'].shape == (4000, 8)
+  np.testing.assert_array_equal(extended['wte']['embedding'][:5], 1)
+  assert float(jnp.std(extended['wte']['embedding'][5:])) == pytest.approx(0.02, rel=0.05)
+  assert float(jnp.std(extended['lm_head']['kernel'][:, 5:])) == pytest.approx(0.02, rel=0.05)
+  # The checkpoint of `pretrained` lacks 3 rows: it loads with them added, the others unchanged.
+  _, _, model_config, loaded = finetune.load_pretrained(pretrained, seed=0)
+  assert model_config.vocab_size == TOK.vocab_size
+  table = loaded['wte']['embedding']
+  assert table.shape == (TOK.vocab_size, 32)
+  assert 0 < float(jnp.std(table[-3:])) < 0.05
+
+
+def _easy_task(directory) -> str:
+  """Classify whether a line holds 'yes' or 'no', among random numbers."""
+  rng = np.random.default_rng(0)
+  os.makedirs(directory)
+  for split, n in (('train', 160), ('validation', 48), ('test', 48)):
+    with open(os.path.join(directory, f'{split}.jsonl'), 'w') as f:
+      for _ in range(n):
+        label = int(rng.integers(2))
+        f.write(json.dumps({'text': f'{rng.integers(100)} {"yes" if label else "no"} '
+                                    f'{rng.integers(100)}', 'label': label}) + '\n')
+  return str(directory)
+
+
+def _config(pretrained: str, task: str, **overrides):
+  config = finetune_config.get_config('cpu')
+  config.finetune.update({'init_from': pretrained, 'task': task, 'lr': 3e-3, 'epochs': 2, **overrides})
+  return config
+
+
+def _listing(directory: str) -> dict[str, float]:
+  return {os.path.join(root, name): os.path.getmtime(os.path.join(root, name))
+          for root, dirs, files in os.walk(directory) for name in files + dirs}
+
+
+def test_finetuning_learns_an_easy_task_and_keeps_the_best_checkpoint(pretrained, tmp_path):
+  before = _listing(pretrained)
+  workdir = str(tmp_path / 'ft')
+  results = finetune.finetune(_config(pretrained, _easy_task(tmp_path / 'task')), workdir,
+                              show_progress=False)
+  assert results['validation_accuracy'] >= 0.9
+  assert results['test_accuracy'] >= 0.85
+  assert _listing(pretrained) == before  # the pre-training workdir is left as it was
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    epochs = [json.loads(line) for line in f]
+  assert [e['epoch'] for e in epochs] == [1, 2]
+  best = max(epochs, key=lambda e: e['validation_accuracy'])
+  assert results['best_step'] == best['step']
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == [str(best['step']), 'fingerprints.json']
+  run = finetune.load_finetuned(workdir)
+  validation = tasks.load_task(str(tmp_path / 'task')).split('validation')
+  predicted = finetune.predict(run, validation)
+  assert np.mean(predicted == [e['label'] for e in validation]) == results['validation_accuracy']
+  with pytest.raises(UserError, match='already holds a run'):
+    finetune.finetune(_config(pretrained, str(tmp_path / 'task')), workdir, show_progress=False)
+
+
+@pytest.mark.parametrize('task, overrides, message', [
+    ('{dir}/nothing.jsonl', {}, 'does not exist'),
+    ('no_such_task', {}, 'unknown task'),
+    ('stdlib_cloze', {}, 'cloze task; fine-tuning needs'),
+    ('{easy}', {'init_from': '{dir}/nowhere'}, 'holds no pre-training run'),
+    ('{easy}', {'num_labels': 1}, 'outside the 1 classes'),
+    ('{easy}', {'lm_coef': -1.0}, 'lm_coef=-1.0 must be >= 0'),
+])
+def test_bad_input_raises_a_user_error(pretrained, tmp_path, task, overrides, message):
+  easy = _easy_task(tmp_path / 'task')
+  fill = lambda v: v.format(dir=tmp_path, easy=easy) if isinstance(v, str) else v
+  config = _config(pretrained, fill(task), **{k: fill(v) for k, v in overrides.items()})
+  with pytest.raises(UserError, match=message):
+    finetune.finetune(config, str(tmp_path / 'ft'), show_progress=False)
+  assert not os.path.exists(tmp_path / 'ft' / 'config.json')
+
+
+def test_the_command_line_reports_bad_input_in_one_line(pretrained, tmp_path):
+  bad = tmp_path / 'train.jsonl'
+  bad.write_text('{"text": "a", "label": 0}\n{"text": "b", "label": \n')
+  result = subprocess.run(
+      [sys.executable, '-m', 'gptjax.finetune', '--config', 'configs/finetune.py:cpu',
+       '--workdir', str(tmp_path / 'ft'), f'--config.finetune.init_from={pretrained}',
+       f'--config.finetune.task=train={bad},validation={bad}'],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  assert result.stderr == f'error: {bad}:2: not valid JSON (Expecting value)\n'

@@ -1,0 +1,132 @@
+"""Task files and the built-in tasks made from the held-out standard library."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import default
+from gptjax import data, tasks
+from gptjax.errors import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def held_out():
+  return tasks.held_out_documents()
+
+
+@pytest.fixture(scope='module')
+def built(held_out):
+  return {name: tasks.build_stdlib_task(name, 0, 20, held_out) for name in tasks.STDLIB_TASKS}
+
+
+def test_built_in_tasks_use_only_documents_pre_training_holds_out(held_out, built):
+  train_names = {name for name, _ in data.split_documents(default.get_config().data)[0]}
+  assert {name for name, _ in held_out}.isdisjoint(train_names)
+  by_split = tasks.split_by_document(held_out, 0)
+  assert sorted(d for docs in by_split.values() for d in docs) == sorted(held_out)
+  for name, task in built.items():
+    assert set(task.splits) == set(tasks.SPLITS)
+    for split, examples in task.splits.items():
+      assert examples, (name, split)
+      allowed = {n for n, _ in by_split[split]}
+      for example in examples:
+        tasks.check_example(example, task.kind, name)
+        assert set(example['source'].split(' | ')) <= allowed
+
+
+def test_built_in_tasks_are_deterministic_given_the_seed(held_out, built):
+  again = tasks.build_stdlib_task('stdlib_next_line', 0, 20, held_out)
+  assert again == built['stdlib_next_line']
+  assert tasks.build_stdlib_task('stdlib_next_line', 1, 20, held_out) != again
+
+
+def test_built_in_answers_come_from_their_documents(held_out, built):
+  text = dict(held_out)
+  for example in built['stdlib_next_line'].split('test'):
+    assert len(example['choices']) == 4 and len({c.strip() for c in example['choices']}) == 4
+    answer = example['choices'][example['label']]
+    assert example['context'] + answer + '\n' in text[example['source']] + '\n'
+    indents = {c[:len(c) - len(c.lstrip())] for c in example['choices']}
+    assert len(indents) == 1  # the distractors are indented like the answer
+  for example in built['stdlib_cloze'].split('test'):
+    assert (example['context'] + example['target']) in text[example['source']]
+    assert example['target'].isidentifier()
+    assert example['target'] in example['context']
+  for example in built['stdlib_same_file'].split('test'):
+    sources = example['source'].split(' | ')
+    assert example['label'] == (len(sources) == 1)
+    assert example['a'] in text[sources[0]] or example['a'] in text[sources[-1]]
+  classified = built['stdlib_test_or_lib'].split('train')
+  assert sum(e['label'] for e in classified) * 2 == len(classified)  # balanced
+  for example in classified:
+    assert example['label'] == tasks.is_test_module(example['source'])
+    assert example['text'] in text[example['source']]
+
+
+def test_jsonl_files_round_trip(built, tmp_path):
+  counts = tasks.write_jsonl(built['stdlib_same_file'], str(tmp_path / 'same'))
+  loaded = tasks.load_task(str(tmp_path / 'same'))
+  assert loaded.kind == 'similarity' and loaded.num_labels == 2
+  assert loaded.splits == built['stdlib_same_file'].splits
+  assert counts == {s: len(e) for s, e in loaded.splits.items()}
+  pairs = tasks.load_task(f'train={tmp_path}/same/train.jsonl,validation={tmp_path}/same/test.jsonl')
+  assert set(pairs.splits) == {'train', 'validation'}
+
+
+@pytest.mark.parametrize('lines, message', [
+    (['{"text": "a", "label": 0}', '{"text": "b", "label": '], ':2: not valid JSON'),
+    (['[1, 2]'], ':1: expected a JSON object'),
+    (['{"premise": "a", "label": 0}'], 'match no task kind'),
+    (['{"text": "a", "label": 0}', '{"text": "b"}'], ":2: missing field 'label'"),
+    (['{"text": "a", "label": "1"}'], "field 'label' must be int"),
+    (['{"text": "a", "label": -1}'], 'label -1 is negative'),
+    (['{"context": "a", "choices": ["b"], "label": 0}'], '2 or more non-empty strings'),
+    (['{"context": "a", "choices": ["b", "c"], "label": 2}'], 'label 2 is outside 0..1'),
+    (['{"context": "a", "target": ""}'], '"target" is empty'),
+    ([], 'holds no examples'),
+])
+def test_malformed_files_name_the_line_and_the_problem(tmp_path, lines, message):
+  path = tmp_path / 'task.jsonl'
+  path.write_text(''.join(line + '\n' for line in lines))
+  with pytest.raises(UserError, match=message):
+    tasks.load_task(str(path))
+
+
+def test_labels_outside_the_declared_classes_are_refused(tmp_path):
+  for split, label in (('train', 1), ('validation', 2)):
+    (tmp_path / f'{split}.jsonl').write_text(json.dumps({'text': 'x', 'label': label}) + '\n')
+  with pytest.raises(UserError, match='validation.jsonl: example 1 has label 2, outside the 2'):
+    tasks.load_task(str(tmp_path))
+  assert tasks.load_task(str(tmp_path), num_labels=3).num_labels == 3
+
+
+@pytest.mark.parametrize('spec, message', [
+    ('no_such_task', 'unknown task'),
+    ('{tmp}/missing.jsonl', 'does not exist'),
+    ('{tmp}', 'holds none of train.jsonl'),
+    ('dev={tmp}/a.jsonl', "'dev' is not a split"),
+    ('tfds:glue/cola', 'not supported'),
+    ('glue/sst2', 'TFDS dataset glue/sst2 is not prepared in {tmp}'),
+])
+def test_unknown_or_missing_tasks_are_refused(tmp_path, spec, message):
+  with pytest.raises(UserError, match=message.format(tmp=tmp_path)):
+    tasks.load_task(spec.format(tmp=tmp_path), tfds_data_dir=str(tmp_path))
+
+
+def test_the_builder_command_line(tmp_path):
+  result = subprocess.run([sys.executable, '-m', 'gptjax.tasks', 'build', '--out', str(tmp_path),
+                           '--tasks', 'stdlib_cloze,nope'], cwd=REPO, capture_output=True, text=True)
+  assert result.returncode == 1
+  assert result.stderr == ("error: unknown built-in task 'nope'; use stdlib_next_line, "
+                           'stdlib_same_file, stdlib_test_or_lib, stdlib_cloze\n')
+  assert not os.listdir(tmp_path)
+  result = subprocess.run([sys.executable, '-m', 'gptjax.tasks', 'build', '--out', str(tmp_path),
+                           '--tasks', 'stdlib_cloze', '--max_per_document', '5'],
+                          cwd=REPO, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr
+  assert sorted(os.listdir(tmp_path / 'stdlib_cloze')) == ['test.jsonl', 'train.jsonl',
+                                                            'validation.jsonl']
