@@ -25,7 +25,9 @@ def get_config() -> ml_collections.ConfigDict:
   model.attention_impl = 'xla'  # 'xla' or 'cudnn' (jax.nn.dot_product_attention), 'einsum' (reference)
   model.dtype = 'float32'  # compute dtype; 'bfloat16' on GPU/TPU
   model.param_dtype = 'float32'  # parameter (and optimizer state) dtype
-  model.remat = False  # recompute activations in the backward pass (less memory, ~1/3 more compute)
+  model.remat = 'none'  # backward-pass recomputation: 'none', 'full' (least memory, ~1/3 more
+  # compute) or 'dots_saveable' (keeps matmul outputs, recomputes elementwise ops)
+  model.scan_layers = False  # jax.lax.scan over the blocks: compile time flat in depth
   model.init_std = 0.02  # N(0, init_std) init; residual projections get init_std / sqrt(2 n_layers)
   model.layer_norm_eps = 1e-5
 

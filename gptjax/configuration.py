@@ -15,6 +15,7 @@ _CHOICES = {
     'model.norm': ('pre', 'post'),
     'model.pos_emb': ('learned', 'sinusoidal'),
     'model.attention_impl': ('xla', 'cudnn', 'einsum'),
+    'model.remat': ('none', 'full', 'dots_saveable'),
     'model.dtype': ('float32', 'bfloat16', 'float16'),
     'model.param_dtype': ('float32', 'bfloat16'),
     'tokenizer.kind': ('sentencepiece', 'byte', 'char', 'gpt2'),

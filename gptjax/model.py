@@ -39,7 +39,13 @@ class ModelConfig:
   attention_impl: Literal['einsum', 'xla', 'cudnn'] = 'xla'  # 'xla'/'cudnn': jax.nn.dot_product_attention
   layer_norm_eps: float = 1e-5
   init_std: float = 0.02
-  remat: bool = False  # recompute each block's activations in the backward pass: less memory
+  # What a block keeps for the backward pass: 'none' recomputes nothing; 'full' keeps only the
+  # block's input and recomputes the rest; 'dots_saveable' keeps matmul outputs and recomputes
+  # the cheap elementwise work (LayerNorm, GELU, softmax) between them.
+  remat: Literal['none', 'full', 'dots_saveable'] = 'none'
+  # One block's computation applied n_layers times with jax.lax.scan (parameters stacked along a
+  # leading axis, under params['h']['block']): compile time stops growing with depth.
+  scan_layers: bool = False
   dtype: str = 'float32'  # compute dtype ('bfloat16' on GPU/TPU)
   param_dtype: str = 'float32'
 
@@ -177,11 +183,14 @@ class GPT(nn.Module):
     else:
       x_BxLxD = x_BxLxD + sinusoidal_positions(cfg.n_ctx, cfg.d_model)[positions].astype(cfg.dtype)
     x_BxLxD = nn.Dropout(cfg.embd_dropout)(x_BxLxD, deterministic=deterministic)
-    # With remat, a block keeps only its input for the backward pass (argument 2, deterministic,
-    # is a Python bool and stays static).
-    block_class = nn.remat(Block, static_argnums=(2,)) if cfg.remat else Block
-    for i in range(cfg.n_layers):
-      x_BxLxD = block_class(cfg, name=f'h_{i}')(x_BxLxD, deterministic, cache_positions_BxL)
+    if cfg.scan_layers:
+      layers = nn.scan(_ScannedBlock, variable_axes={'params': 0, 'cache': 0},
+                       split_rngs={'params': True, 'dropout': True}, in_axes=nn.broadcast,
+                       length=cfg.n_layers)
+      x_BxLxD, _ = layers(cfg, deterministic, name='h')(x_BxLxD, cache_positions_BxL)
+    else:
+      for i in range(cfg.n_layers):
+        x_BxLxD = _block_class(cfg)(cfg, name=f'h_{i}')(x_BxLxD, deterministic, cache_positions_BxL)
     if cfg.norm == 'pre':
       x_BxLxD = _layer_norm(cfg, 'ln_f')(x_BxLxD)
     if cfg.tie_embeddings:
@@ -190,6 +199,27 @@ class GPT(nn.Module):
       logits_BxLxV = _dense(cfg, cfg.vocab_size, 'lm_head', use_bias=False)(x_BxLxD)
     logits_BxLxV = logits_BxLxV.astype(jnp.float32)
     return (logits_BxLxV, x_BxLxD) if return_hidden else logits_BxLxV
+
+
+REMAT_POLICIES = {'full': None, 'dots_saveable': jax.checkpoint_policies.dots_saveable}
+
+
+def _block_class(cfg: ModelConfig) -> type[Block]:
+  if cfg.remat == 'none':
+    return Block
+  # Argument 2, deterministic, is a Python bool and stays static.
+  return nn.remat(Block, static_argnums=(2,), policy=REMAT_POLICIES[cfg.remat])
+
+
+class _ScannedBlock(nn.Module):
+  """A block in the (carry, output) form nn.scan wants; `deterministic` an attribute, so static."""
+  config: ModelConfig
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array, cache_positions_BxL: jax.Array | None):
+    block = _block_class(self.config)(self.config, name='block')
+    return block(x_BxLxD, self.deterministic, cache_positions_BxL), None
 
 
 def output_embedding(config: ModelConfig, params) -> jax.Array:

@@ -4,6 +4,8 @@ The loop: make or load the tokenizer and token caches, build or restore the stat
 step take the batch that is a pure function of (seed, step), update, and now and then log, evaluate
 and checkpoint. Running the same command on the same workdir resumes from the latest checkpoint.
 """
+import collections
+import contextlib
 import math
 import os
 import signal
@@ -161,9 +163,12 @@ class Run:
     abstract_state = jax.eval_shape(lambda: init_state(self.model, optimizer, config.seed))
     self.state_shardings = sharding.state_shardings(
         abstract_state, self.mesh, fsdp=config.train.sharding == 'fsdp')
+    compile_start = time.perf_counter()
     self.train_step = compile_train_step(self.model, optimizer, config.train, self.mesh,
                                          abstract_state, self.state_shardings,
                                          announce=self.is_chief)
+    # Wall time by phase, for the overhead report at the end of train_and_evaluate.
+    self.seconds = collections.Counter(compile=time.perf_counter() - compile_start)
     self.eval_step = jax.jit(make_eval_step(self.model),
                              in_shardings=(self.state_shardings.params,
                                            sharding.batch_sharding(self.mesh)),
@@ -238,12 +243,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, show_pro
   learning-rate schedule still runs to config.train.steps, so a later call continues the same run.
   Raises Preempted after SIGTERM (once a checkpoint of the current step is saved).
   """
+  start = time.perf_counter()
   run = Run(config, workdir)
+  run.seconds['setup'] = time.perf_counter() - start - run.seconds['compile']
   writer = MetricsWriter(workdir, enabled=run.is_chief)
   preemption = _Preemption(config.train.preemption_grace_s)
   try:
+    loop_start = time.perf_counter()
     metrics = _train_loop(run, writer, preemption, show_progress, stop_at)
+    seconds = run.seconds
+    seconds['train_steps'] = (time.perf_counter() - loop_start - seconds['data'] - seconds['eval']
+                              - seconds['checkpoint'])
+    metrics.update({f'seconds_{phase}': value for phase, value in seconds.items()})
     if run.is_chief:
+      total = sum(seconds.values())
+      print(f'wall time {total:.1f} s: ' + ', '.join(
+          f'{phase.replace("_", " ")} {seconds[phase]:.1f}' for phase in
+          ('setup', 'compile', 'train_steps', 'data', 'eval', 'checkpoint')) +
+          f' (overhead {1 - seconds["train_steps"] / total:.1%})')
       print(f'eval loss {metrics["eval_loss"]:.4f} nats/token vs unigram entropy '
             f'{run.data.unigram_entropy:.4f} of the training tokens')
     if config.sample.max_new_tokens:
@@ -291,7 +308,9 @@ def _train_loop(run: Run, writer: MetricsWriter, preemption: _Preemption, show_p
                     'checkpoint is intact; train.nonfinite=skip skips such steps instead)')
 
   for step in range(start_step, end_step):
-    run.state, step_metrics = run.train_step(run.state, run.batch(step))
+    with _timed(run.seconds, 'data'):
+      batch = run.batch(step)
+    run.state, step_metrics = run.train_step(run.state, batch)
     check_unchecked()
     done = step + 1
     unchecked = (done, step_metrics)
@@ -315,7 +334,8 @@ def _train_loop(run: Run, writer: MetricsWriter, preemption: _Preemption, show_p
       window_start, window_first_step, paused_s = time.perf_counter(), done, 0.0
     pause_start = time.perf_counter()  # evaluation and checkpoints are not training throughput
     if done % train.eval_every == 0 or done == train.steps:
-      eval_metrics = run.evaluate()
+      with _timed(run.seconds, 'eval'):
+        eval_metrics = run.evaluate()
       writer.write(done, eval_metrics)
       metrics.update(eval_metrics)
       if run.is_chief:
@@ -323,7 +343,8 @@ def _train_loop(run: Run, writer: MetricsWriter, preemption: _Preemption, show_p
                        f'ppl {eval_metrics["eval_ppl"]:.2f}, {eval_metrics["eval_bpb"]:.3f} bits/byte')
     if done % train.checkpoint_every == 0 or done == end_step or preempted:
       check_unchecked()
-      checkpoint.save(run.checkpoints, run.state)
+      with _timed(run.seconds, 'checkpoint'):
+        checkpoint.save(run.checkpoints, run.state)
     paused_s += time.perf_counter() - pause_start
     progress.update(1)
     if preempted:
@@ -332,5 +353,13 @@ def _train_loop(run: Run, writer: MetricsWriter, preemption: _Preemption, show_p
                       'command to continue')
   progress.close()
   if 'eval_loss' not in metrics:  # stopped early, or nothing was left to train
-    metrics.update(run.evaluate())
+    with _timed(run.seconds, 'eval'):
+      metrics.update(run.evaluate())
   return metrics
+
+
+@contextlib.contextmanager
+def _timed(seconds: collections.Counter, phase: str):
+  start = time.perf_counter()
+  yield
+  seconds[phase] += time.perf_counter() - start

@@ -151,10 +151,11 @@ def test_flops_per_token_is_6n_plus_attention():
   assert accounting.flops_per_token(config, seq_len=512) == 6 * n + 12 * 12 * 512 * 768
 
 
-def test_remat_changes_memory_not_results():
+@pytest.mark.parametrize('policy, max_kept_share', [('full', 1 / 5), ('dots_saveable', 0.9)])
+def test_remat_changes_memory_not_results(policy, max_kept_share):
   config = dataclasses.replace(SMALL, n_layers=4, d_model=32, d_ff=128, n_ctx=64)
   params, ids_BxL = init(config, batch=4)
-  plain, remat = GPT(config), GPT(dataclasses.replace(config, remat=True))
+  plain, remat = GPT(config), GPT(dataclasses.replace(config, remat=policy))
   assert jax.tree.structure(remat.init(jax.random.key(0), ids_BxL)['params']) == jax.tree.structure(params)
 
   def loss_fn(model):
@@ -168,4 +169,26 @@ def test_remat_changes_memory_not_results():
   param_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
   kept = {name: sum(x.nbytes for x in jax.tree.leaves(jax.vjp(loss_fn(model), params)[1])) - param_bytes
           for name, model in (('plain', plain), ('remat', remat))}
-  assert kept['remat'] < kept['plain'] / 5, kept
+  assert kept['remat'] < kept['plain'] * max_kept_share, kept
+
+
+def stack_layers(params, n_layers: int):
+  """Unscanned parameters (h_0, h_1, ...) in the layout of scan_layers=True (h/block, stacked)."""
+  layers = [params.pop(f'h_{i}') for i in range(n_layers)]
+  return {**params, 'h': {'block': jax.tree.map(lambda *xs: jnp.stack(xs), *layers)}}
+
+
+@pytest.mark.parametrize('remat', ['none', 'full'])
+def test_scanned_layers_compute_what_the_unrolled_ones_do(remat):
+  config = dataclasses.replace(SMALL, n_layers=3)
+  params, ids_BxL = init(config)
+  scanned = GPT(dataclasses.replace(config, scan_layers=True, remat=remat))
+  scanned_params = stack_layers(dict(params), config.n_layers)
+  assert (jax.tree.structure(scanned.init(jax.random.key(0), ids_BxL)['params'])
+          == jax.tree.structure(scanned_params))
+  loss = lambda model: lambda p: model.apply({'params': p}, ids_BxL).std()
+  np.testing.assert_allclose(loss(scanned)(scanned_params), loss(GPT(config))(params), rtol=1e-6)
+  grads = jax.grad(loss(GPT(config)))(params)
+  np.testing.assert_allclose(jax.grad(loss(scanned))(scanned_params)['h']['block']['mlp']['c_fc']['kernel'],
+                             jnp.stack([grads[f'h_{i}']['mlp']['c_fc']['kernel'] for i in range(3)]),
+                             rtol=1e-4, atol=1e-7)

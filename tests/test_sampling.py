@@ -17,7 +17,7 @@ def _params(config: ModelConfig = CONFIG):
 
 
 @pytest.mark.parametrize('variant', [
-    {}, {'norm': 'post', 'pos_emb': 'sinusoidal', 'tie_embeddings': False}])
+    {}, {'norm': 'post', 'pos_emb': 'sinusoidal', 'tie_embeddings': False}, {'scan_layers': True}])
 def test_cached_greedy_decoding_matches_the_full_model_step_by_step(variant):
   """The cache is exact: prefill + one decode step per token gives the logits (and so the greedy
   tokens) of re-running the whole model on the growing sequence, for rows of different lengths."""
