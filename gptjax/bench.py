@@ -123,7 +123,8 @@ def _machine() -> dict:
           'cpu_count': os.cpu_count(), 'load_average_1m': os.getloadavg()[0]}
 
 
-def _table(result: dict) -> str:
+def format_report(result: dict) -> str:
+  """The report of bench_train or bench_decode as a few readable lines."""
   if result['mode'] == 'decode':
     return (f"decode {result['new_tokens']} tokens x {result['batch_size']}: "
             f"{result['cached_tokens_per_s']:,.1f} tokens/s with the cache, "
@@ -155,7 +156,7 @@ def main(argv: list[str]) -> None:
       result = bench_train(config, _STEPS.value, _WARMUP.value)
     else:
       result = bench_decode(config, _NEW_TOKENS.value, _PROMPT_LEN.value, _DECODE_BATCH.value)
-  print(json.dumps(result) if _JSON.value else _table(result))
+  print(json.dumps(result) if _JSON.value else format_report(result))
 
 
 if __name__ == '__main__':

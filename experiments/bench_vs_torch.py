@@ -1,0 +1,82 @@
+"""gptjax's train step against the PyTorch reference on the same machine and shapes.
+
+  python -m experiments.bench_vs_torch > experiments/results/bench_vs_torch_cpu.json
+
+For each round and shape it runs ../shared/bench/torch_gpt_ref.py (nanoGPT's architecture in
+PyTorch eager, AdamW, clipping; --torch_compile adds a torch.compile run) and then
+`python -m gptjax.bench --shape ... --json`, one after the other, so that both see the same
+machine. Reported per shape: the median tokens/s of each over the rounds and the median of the
+per-round ratios gptjax / PyTorch. A busy machine slows both; the load average is recorded.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+from absl import app, flags
+
+from gptjax.errors import parse_flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# (layers, heads, d_model, seq, batch, vocab)
+SHAPES = ((4, 4, 128, 128, 16, 4096), (4, 4, 256, 256, 16, 4096), (6, 6, 384, 256, 8, 8192),
+          (2, 2, 64, 128, 32, 512))
+
+_TORCH_REF = flags.DEFINE_string('torch_ref', os.path.join(REPO, '..', 'shared', 'bench',
+                                                           'torch_gpt_ref.py'),
+                                 'The PyTorch reference script.')
+_TORCH_PYTHON = flags.DEFINE_string('torch_python', sys.executable,
+                                    'A Python with torch installed.')
+_TORCH_COMPILE = flags.DEFINE_bool('torch_compile', False, 'Also time torch.compile.')
+_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Alternations of the two per shape.', lower_bound=1)
+_STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps per run.', lower_bound=1)
+_GPTJAX_ARGS = flags.DEFINE_multi_string('gptjax_arg', [], 'Extra gptjax.bench arguments, '
+                                         'e.g. --gptjax_arg=--config.model.attention_impl=einsum')
+
+
+def _torch(shape: tuple[int, ...], compile_: bool) -> float:
+  layers, heads, d_model, seq, batch, vocab = shape
+  command = [_TORCH_PYTHON.value, _TORCH_REF.value, '--layers', str(layers), '--heads', str(heads),
+             '--d', str(d_model), '--seq', str(seq), '--batch', str(batch), '--vocab', str(vocab),
+             '--steps', str(_STEPS.value)] + (['--compile'] if compile_ else [])
+  out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+  fields = dict(item.split('=') for item in out.split())
+  return float(fields['tokens_per_s'])
+
+
+def _gptjax(shape: tuple[int, ...]) -> dict:
+  command = [sys.executable, '-m', 'gptjax.bench', '--shape', ','.join(map(str, shape)),
+             '--steps', str(_STEPS.value), '--json', *_GPTJAX_ARGS.value]
+  return json.loads(subprocess.run(command, capture_output=True, text=True, check=True,
+                                   cwd=REPO).stdout)
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  runs = {shape: [] for shape in SHAPES}
+  for _ in range(_ROUNDS.value):
+    for shape in SHAPES:
+      row = {'torch': _torch(shape, compile_=False)}
+      if _TORCH_COMPILE.value:
+        row['torch_compile'] = _torch(shape, compile_=True)
+      report = _gptjax(shape)
+      row.update(gptjax=report['tokens_per_s'], mfu=report['mfu'], compile_s=report['compile_s'],
+                 load_average_1m=report['load_average_1m'])
+      runs[shape].append(row)
+      print(f'{shape}: {row}', file=sys.stderr)
+  results = []
+  for shape, rows in runs.items():
+    result = {'shape': dict(zip(('layers', 'heads', 'd_model', 'seq', 'batch', 'vocab'), shape))}
+    for key in rows[0]:
+      result[key] = statistics.median(row[key] for row in rows)
+    result['ratio'] = statistics.median(row['gptjax'] / row['torch'] for row in rows)
+    if _TORCH_COMPILE.value:
+      result['ratio_compile'] = statistics.median(row['gptjax'] / row['torch_compile'] for row in rows)
+    results.append(result)
+  print(json.dumps({'rounds': _ROUNDS.value, 'steps': _STEPS.value, 'gptjax_args': _GPTJAX_ARGS.value,
+                    'cpu_count': os.cpu_count(), 'results': results}, indent=1))
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)
