@@ -20,7 +20,6 @@ def test_shipped_configs_are_valid(module):
     ('model.n_heads', 5, 'not divisible by model.n_heads'),
     ('model.norm', 'sandwich', "model.norm='sandwich'; choose one of pre, post"),
     ('model.n_layers', 0, 'model.n_layers=0 must be positive'),
-    ('model.attn_dropout', 0.1, 'needs model.attention_impl=einsum'),
     ('train.seq_len', 1000, 'longer than model.n_ctx'),
     ('train.global_batch_size', 12, 'not divisible by the 8 devices'),
     ('train.grad_accum_steps', 3, 'not divisible by train.grad_accum_steps=3'),
@@ -35,6 +34,13 @@ def test_inconsistent_configs_are_rejected_with_the_field_named(field, value, me
   config[section][name] = value
   with pytest.raises(UserError, match=message.replace('(', r'\(').replace(')', r'\)')):
     configuration.validate(config, device_count=8 if 'batch' in field else 1)
+
+
+def test_attention_dropout_needs_the_einsum_attention():
+  config = default.get_config()
+  config.model.update(attn_dropout=0.1, attention_impl='xla')
+  with pytest.raises(UserError, match='needs model.attention_impl=einsum'):
+    configuration.validate(config, device_count=1)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
