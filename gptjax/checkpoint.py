@@ -100,6 +100,21 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, shardings):
                   'are now in corrupt_checkpoints/); refusing to start from scratch over them')
 
 
+def restore_run(workdir: str, abstract_state, shardings, keep: int):
+  """The newest intact checkpoint of a finished or running workdir, for reading it back; a
+  UserError when it has none."""
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):  # checked first: manager() creates it
+    raise UserError(f'no checkpoint in {workdir}/checkpoints')
+  mngr = manager(workdir, keep)
+  try:
+    state = restore_latest(mngr, abstract_state, shardings)
+  finally:
+    mngr.close()
+  if state is None:
+    raise UserError(f'no checkpoint in {workdir}/checkpoints')
+  return state
+
+
 def _set_aside(mngr: ocp.CheckpointManager, step: int, problem: str) -> None:
   directory = str(mngr.directory)
   if jax.process_index() == 0:

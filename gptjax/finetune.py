@@ -510,15 +510,7 @@ def load_finetuned(workdir: str) -> FinetunedRun:
 
   abstract = jax.eval_shape(init)
   shardings = sharding.state_shardings(abstract, sharding.make_mesh(), fsdp=False)
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
-    raise UserError(f'no checkpoint in {workdir}/checkpoints')
-  mngr = checkpoint.manager(workdir, keep=1)
-  try:
-    state = checkpoint.restore_latest(mngr, abstract, shardings)
-  finally:
-    mngr.close()
-  if state is None:
-    raise UserError(f'no checkpoint in {workdir}/checkpoints')
+  state = checkpoint.restore_run(workdir, abstract, shardings, keep=1)
   return FinetunedRun(tokenizer, finetuner, state.params, saved['seq_len'])
 
 

@@ -23,16 +23,8 @@ def load_run(workdir: str) -> tuple[tokenizer_lib.Tokenizer, GPT, dict]:
     config = ml_collections.ConfigDict(json.load(f))
   tokenizer = tokenizer_lib.load_or_train(config.tokenizer.kind, config.tokenizer.vocab_size, workdir)
   model = GPT(configuration.model_config(config, tokenizer.vocab_size))
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):  # checked first: manager() creates it
-    raise UserError(f'no checkpoint in {workdir}/checkpoints')
   optimizer = make_optimizer(config.train)
   abstract_state = jax.eval_shape(lambda: train.init_state(model, optimizer, config.seed))
   shardings = sharding.state_shardings(abstract_state, sharding.make_mesh(), fsdp=False)
-  mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
-  try:
-    state = checkpoint.restore_latest(mngr, abstract_state, shardings)
-  finally:
-    mngr.close()
-  if state is None:
-    raise UserError(f'no checkpoint in {workdir}/checkpoints')
+  state = checkpoint.restore_run(workdir, abstract_state, shardings, config.train.keep_checkpoints)
   return tokenizer, model, state.params

@@ -327,14 +327,17 @@ def _plot_isoflop(obs: scaling.Observations, isoflop: scaling.IsoflopFit,
   ax = fig.subplots()
   for i, budget in enumerate(isoflop.budgets):
     n = obs.n[budget.index]
-    grid = np.geomspace(min(n.min(), budget.n_opt) / 1.3, max(n.max(), budget.n_opt) * 1.3, 100)
+    # The curves span the sizes trained and a factor 2 beyond: a minimum further out is an
+    # extrapolation the report flags, and drawing it would squash the data into a corner.
+    grid = np.geomspace(n.min() / 2, n.max() * 2, 100)
     ax.plot(n, obs.loss[budget.index], 'o', color=f'C{i}', label=f'C = {budget.compute:.2g}')
     ax.plot(grid, np.polyval(budget.parabola, np.log(grid)), '-', color=f'C{i}', lw=1)
-    ax.plot(budget.n_opt, budget.loss_opt, '*', color=f'C{i}', ms=14, mec='black')
+    if budget.inside:
+      ax.plot(budget.n_opt, budget.loss_opt, '*', color=f'C{i}', ms=14, mec='black')
     if chinchilla is not None:
       ax.plot(grid, chinchilla.predict(grid, budget.compute / (6 * grid)), ':', color=f'C{i}', lw=1)
   ax.set(xscale='log', xlabel='N (non-embedding parameters)', ylabel='final eval loss (nats/token)',
-         title='IsoFLOP profiles: parabolas in log N, minima (stars)'
+         title='IsoFLOP profiles: parabolas in log N, interior minima (stars)'
                + (', Approach 3 (dotted)' if chinchilla is not None else ''))
   ax.grid(True, which='both', alpha=0.3)
   ax.legend()

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from gptjax import train
-from gptjax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
