@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gptjax.loss import CHUNK_TOKENS
 from gptjax.model import GPT, ModelConfig
 
 # Parameters that hold one row per vocabulary entry or position (excluded from N).
@@ -62,7 +63,8 @@ def memory_estimate(config: ModelConfig, micro_batch: int, seq_len: int,
   the activations kept for the backward pass of one micro-batch of `micro_batch` sequences.
 
   Activations per layer follow Korthikanti et al. 2022 (no recomputation): seq * batch * d_model *
-  (34 + 5 * n_heads * seq / d_model) bytes at 16 bits, scaled to the compute dtype, plus the logits.
+  (34 + 5 * n_heads * seq / d_model) bytes at 16 bits, scaled to the compute dtype, plus the logits
+  of one chunk of the loss.
   """
   param_bytes = jnp.dtype(config.param_dtype).itemsize
   act_bytes = jnp.dtype(config.dtype).itemsize
@@ -73,7 +75,9 @@ def memory_estimate(config: ModelConfig, micro_batch: int, seq_len: int,
       'params': n_params * param_bytes // fsdp_shards,
       'grads': n_params * param_bytes // fsdp_shards,
       'optimizer': 2 * n_params * param_bytes // fsdp_shards,
-      'activations': int(config.n_layers * per_layer * act_bytes + 2 * tokens * config.vocab_size * 4),
+      # The loss holds float32 logits and their gradient for one chunk of tokens at a time.
+      'activations': int(config.n_layers * per_layer * act_bytes
+                         + 2 * min(tokens, CHUNK_TOKENS) * config.vocab_size * 4),
   }
 
 
