@@ -99,6 +99,8 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> ModelCon
   cuDNN attention exists only on NVIDIA GPUs; elsewhere it falls back to XLA's, with a warning.
   """
   fields = config.model.to_dict()
+  if isinstance(fields['remat'], bool):  # a config.json written before remat policies existed
+    fields['remat'] = 'full' if fields['remat'] else 'none'
   if fields['attention_impl'] == 'cudnn' and jax.default_backend() != 'gpu':
     print(f"warning: model.attention_impl='cudnn' needs an NVIDIA GPU; using 'xla' on "
           f'{jax.default_backend()}', file=sys.stderr)

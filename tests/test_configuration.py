@@ -1,11 +1,13 @@
+import json
 import os
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 
 from configs import default, gpt1, gpt2_small, tiny
-from gptjax import configuration
+from gptjax import configuration, workdir
 from gptjax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,3 +76,21 @@ def test_cudnn_attention_falls_back_to_xla_off_gpu(capsys):
   config.model.attention_impl = 'cudnn'
   assert configuration.model_config(config, 300).attention_impl == 'xla'
   assert "needs an NVIDIA GPU; using 'xla' on cpu" in capsys.readouterr().err
+
+
+def test_a_config_saved_before_newer_fields_existed_still_loads_and_resumes(tmp_path):
+  """config.json of a run from an earlier gptjax: remat as a bool, no scan_layers."""
+  saved = default.get_config().to_dict()
+  saved['model']['remat'] = False
+  del saved['model']['scan_layers']
+  with open(tmp_path / 'config.json', 'w') as f:
+    json.dump(saved, f)
+  workdir.check_config(default.get_config(), str(tmp_path))  # resuming with today's defaults
+  old = ml_collections.ConfigDict(saved)
+  assert configuration.model_config(old, 4096).remat == 'none'
+  old.model.remat = True
+  assert configuration.model_config(old, 4096).remat == 'full'
+  changed = default.get_config()
+  changed.model.d_model = 256
+  with pytest.raises(UserError, match='model.d_model 192 -> 256'):
+    workdir.check_config(changed, str(tmp_path))
