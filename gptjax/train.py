@@ -288,32 +288,31 @@ def _train_loop(run: Run, writer: MetricsWriter, preemption: _Preemption, show_p
   metrics: dict[str, float] = {}
   losses, skipped = [], 0  # of the steps since the last log line
   window_start, window_first_step, paused_s = time.perf_counter(), start_step, 0.0
-  unchecked = None  # the last step's (step, metrics): checked one step late to keep the device busy
+  # Steps' (step, metrics) not yet read back: reading a value waits for its step, so the loop
+  # reads them only when it logs or saves, and the host keeps queueing steps in between.
+  unchecked: list[tuple[int, dict]] = []
 
   def check_unchecked() -> None:
-    nonlocal unchecked, skipped
-    if unchecked is None:
-      return
-    step, step_metrics = unchecked
-    unchecked = None
-    loss, grad_norm = float(step_metrics['train_loss']), float(step_metrics['grad_norm'])
-    if math.isfinite(loss) and math.isfinite(grad_norm):
-      losses.append(loss)
-      return
-    if train.nonfinite == 'skip':  # the step left the state unchanged
-      skipped += 1
-      return
-    quantity = f'loss is {loss}' if not math.isfinite(loss) else f'gradient norm is {grad_norm}'
-    raise UserError(f'step {step}: the {quantity}; stopped without saving this state (the last '
-                    'checkpoint is intact; train.nonfinite=skip skips such steps instead)')
+    nonlocal skipped
+    pending = jax.device_get(unchecked)
+    unchecked.clear()
+    for step, step_metrics in pending:
+      loss, grad_norm = float(step_metrics['train_loss']), float(step_metrics['grad_norm'])
+      if math.isfinite(loss) and math.isfinite(grad_norm):
+        losses.append(loss)
+      elif train.nonfinite == 'skip':  # the step left the state unchanged
+        skipped += 1
+      else:
+        quantity = f'loss is {loss}' if not math.isfinite(loss) else f'gradient norm is {grad_norm}'
+        raise UserError(f'step {step}: the {quantity}; stopped without saving this state (the '
+                        'last checkpoint is intact; train.nonfinite=skip skips such steps instead)')
 
   for step in range(start_step, end_step):
     with _timed(run.seconds, 'data'):
       batch = run.batch(step)
     run.state, step_metrics = run.train_step(run.state, batch)
-    check_unchecked()
     done = step + 1
-    unchecked = (done, step_metrics)
+    unchecked.append((done, step_metrics))
     if step == start_step:  # throughput excludes compilation
       jax.block_until_ready(run.state)
       window_start, window_first_step = time.perf_counter(), done
