@@ -10,8 +10,8 @@ reserved START, DELIM and EXTRACT tokens:
   similarity       START a DELIM b EXTRACT  and  START b DELIM a EXTRACT (both orders: the task
                    has none); the two final hidden states at EXTRACT are added
   multiple choice  START context DELIM choice_k EXTRACT for each k
-A sequence longer than the context loses the start of its first segment; if the rest alone does
-not fit, the example is refused.
+A sequence longer than the context is cut away from the delimiter: the first segment loses its
+start and the second its end, the second keeping at least half the room when it needs it.
 
 A linear head reads the final hidden state at EXTRACT (after dropout): class logits, or one score
 per choice with a softmax over the choices. The objective is L3 = L2 + lm_coef * L1: L2 the task's
@@ -68,14 +68,17 @@ def transform(tokenizer: tokenizer_lib.Tokenizer, kind: str, example: dict,
                     '(evaluate cloze tasks with python -m gptjax.evaluate)')
   sequences = []
   for first, second in pairs:
-    tail = [] if second is None else [tokenizer.delim_id, *tokenizer.encode(second)]
-    room = max_len - 2 - len(tail)  # what is left for the first segment beside START and EXTRACT
-    if room < 0:
-      raise ValueError(f'its second segment alone is {len(tail) - 1} tokens; the context holds '
-                       f'{max_len} with the 3 markers')
     first_ids = tokenizer.encode(first)
-    sequences.append([tokenizer.start_id, *first_ids[max(0, len(first_ids) - room):], *tail,
-                      tokenizer.extract_id])
+    second_ids = [] if second is None else tokenizer.encode(second)
+    room = max_len - (2 if second is None else 3)  # beside START, (DELIM,) EXTRACT
+    if len(first_ids) + len(second_ids) > room:
+      # Cut away from the delimiter: the first segment loses its start, the second its end, and
+      # the second keeps at least half the room when it needs that much.
+      keep_second = min(len(second_ids), max(room - len(first_ids), room // 2))
+      second_ids = second_ids[:keep_second]
+      first_ids = first_ids[len(first_ids) - (room - keep_second):]
+    tail = [] if second is None else [tokenizer.delim_id, *second_ids]
+    sequences.append([tokenizer.start_id, *first_ids, *tail, tokenizer.extract_id])
   return sequences
 
 
@@ -87,14 +90,9 @@ class Encoded:
   labels_N: np.ndarray  # int32
 
 
-def encode_split(tokenizer: tokenizer_lib.Tokenizer, kind: str, examples: list[dict], max_len: int,
-                 name: str) -> Encoded:
-  rows = []
-  for i, example in enumerate(examples):
-    try:
-      rows.append(transform(tokenizer, kind, example, max_len))
-    except ValueError as e:
-      raise UserError(f'{name} example {i + 1} does not fit the context: {e}') from None
+def encode_split(tokenizer: tokenizer_lib.Tokenizer, kind: str, examples: list[dict],
+                 max_len: int) -> Encoded:
+  rows = [transform(tokenizer, kind, example, max_len) for example in examples]
   n_rows = max(len(r) for r in rows)
   seq_len = max(len(s) for r in rows for s in r)
   ids = np.full((len(rows), n_rows, seq_len), tokenizer.pad_id, np.int32)
@@ -381,7 +379,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, show_progress: boo
     splits = {'train': train_examples, 'validation': val_examples}
     if 'test' in task.splits:
       splits['test'] = task.splits['test']
-    encoded = {name: encode_split(tokenizer, task.kind, examples, model_config.n_ctx, name)
+    encoded = {name: encode_split(tokenizer, task.kind, examples, model_config.n_ctx)
                for name, examples in splits.items()}
     n_rows = max(e.ids_NxRxL.shape[1] for e in encoded.values())
     seq_len = min(model_config.n_ctx, -(-max(e.ids_NxRxL.shape[2] for e in encoded.values()) // 8) * 8)
@@ -516,8 +514,7 @@ def load_finetuned(workdir: str) -> FinetunedRun:
 
 def predict(run: FinetunedRun, examples: list[dict], batch_size: int = 32) -> np.ndarray:
   """The predicted label (or choice) of each example."""
-  encoded = encode_split(run.tokenizer, run.finetuner.kind, examples, run.finetuner.gpt.config.n_ctx,
-                         'input')
+  encoded = encode_split(run.tokenizer, run.finetuner.kind, examples, run.finetuner.gpt.config.n_ctx)
   apply = jax.jit(lambda p, ids, lengths: jnp.argmax(run.finetuner.apply(p, ids, lengths)[0], -1))
   return np.concatenate([np.asarray(apply(run.params, b['ids'], b['lengths']))
                          for b in batches(encoded, batch_size)])[:len(examples)]

@@ -60,11 +60,16 @@ def test_input_transformations_are_the_documented_sequences():
   assert finetune.transform(TOK, 'multiple_choice',
                             {'context': 'c', 'choices': ['y', 'zz'], 'label': 1}, 64) == [
       [s, *_ids('c'), d, *_ids('y'), x], [s, *_ids('c'), d, *_ids('zz'), x]]
-  # Too long: the first segment loses its start; the second must fit with the 3 markers.
+  # Too long for 8 positions (5 beside the markers): cut away from the delimiter, the first segment
+  # losing its start, the second its end, the second keeping at least half the room.
   assert finetune.transform(TOK, 'entailment', {'premise': 'abcdef', 'hypothesis': 'xy', 'label': 0},
                             8) == [[s, *_ids('def'), d, *_ids('xy'), x]]
-  with pytest.raises(ValueError, match='second segment'):
-    finetune.transform(TOK, 'entailment', {'premise': 'a', 'hypothesis': 'xyzuvw', 'label': 0}, 8)
+  assert finetune.transform(TOK, 'entailment', {'premise': 'a', 'hypothesis': 'xyzuvw', 'label': 0},
+                            8) == [[s, *_ids('a'), d, *_ids('xyzu'), x]]
+  assert finetune.transform(TOK, 'entailment', {'premise': 'abcdef', 'hypothesis': 'uvwxyz',
+                                                'label': 0}, 8) == [[s, *_ids('def'), d, *_ids('uv'), x]]
+  assert finetune.transform(TOK, 'classification', {'text': 'abcdefghij', 'label': 0}, 8) == [
+      [s, *_ids('efghij'), x]]
 
 
 def _finetuner(kind: str, num_labels: int = 3) -> tuple[finetune.Finetuner, dict]:
@@ -76,7 +81,7 @@ def _finetuner(kind: str, num_labels: int = 3) -> tuple[finetune.Finetuner, dict
 
 
 def _batch(kind: str, examples: list[dict], n_rows: int | None = None) -> dict:
-  encoded = finetune.encode_split(TOK, kind, examples, 16, 'test')
+  encoded = finetune.encode_split(TOK, kind, examples, 16)
   encoded = finetune.pad_to(encoded, n_rows or encoded.ids_NxRxL.shape[1], 16, TOK.pad_id)
   return next(finetune.batches(encoded, len(examples) + 1))  # one padding row at weight 0
 
