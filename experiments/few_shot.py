@@ -10,14 +10,13 @@ few_shot.png (accuracy against k, one line per model). With a context of 128 tok
 demonstrations already fill it: the prompt keeps the most recent ones, and `truncated` says how
 often that happened.
 """
-import argparse
 import json
 import os
 
 from absl import logging
 from matplotlib.figure import Figure
 
-from experiments.zero_shot_size import expand, model_row, plot_accuracy
+from experiments.zero_shot_size import evaluation_parser, expand, model_row, plot_accuracy
 from gptjax import evaluate, runs, tasks
 from gptjax.errors import UserError, reported
 
@@ -25,13 +24,8 @@ NAME = 'few_shot'
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog=f'python -m experiments.{NAME}', description=__doc__.split('\n\n')[0])
-  parser.add_argument('workdirs', nargs='+', help='pre-training workdirs (paths or quoted globs)')
+  parser = evaluation_parser(NAME, __doc__)
   parser.add_argument('--shots', default='0,1,2,4,8', help='comma-separated k')
-  parser.add_argument('--tasks', default='stdlib_next_line,stdlib_cloze', help='comma-separated')
-  parser.add_argument('--limit', type=int, default=0, help='examples per task; 0 = all')
-  parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--out', default=os.path.join('experiments', 'results', NAME))
   args = parser.parse_args(argv)
   logging.set_verbosity(logging.WARNING)
   with reported():

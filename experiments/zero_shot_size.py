@@ -50,14 +50,19 @@ def plot_accuracy(ax, rows: list[dict], x_key: str, label: str | None = None, me
               marker='o', capsize=3, label=label, **style)
 
 
-def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog=f'python -m experiments.{NAME}', description=__doc__.split('\n\n')[0])
+def evaluation_parser(name: str, doc: str) -> argparse.ArgumentParser:
+  """The arguments the zero- and few-shot experiments share."""
+  parser = argparse.ArgumentParser(prog=f'python -m experiments.{name}', description=doc.split('\n\n')[0])
   parser.add_argument('workdirs', nargs='+', help='pre-training workdirs (paths or quoted globs)')
   parser.add_argument('--tasks', default='stdlib_next_line,stdlib_cloze', help='comma-separated')
   parser.add_argument('--limit', type=int, default=0, help='examples per task; 0 = all')
   parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--out', default=os.path.join('experiments', 'results', NAME))
-  args = parser.parse_args(argv)
+  parser.add_argument('--out', default=os.path.join('experiments', 'results', name))
+  return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+  args = evaluation_parser(NAME, __doc__).parse_args(argv)
   logging.set_verbosity(logging.WARNING)
   with reported():
     workdirs = expand(args.workdirs)
