@@ -8,7 +8,8 @@ import pytest
 
 from configs import gpt1, gpt2_small
 from gptjax import accounting, configuration
-from gptjax.model import GPT, ModelConfig, einsum_attention, sinusoidal_positions
+from gptjax.layers import causal_mask, einsum_attention, sinusoidal_positions
+from gptjax.model import GPT, ModelConfig
 
 SMALL = ModelConfig(vocab_size=97, n_ctx=16, n_layers=2, n_heads=4, d_model=32, d_ff=64)
 
@@ -67,7 +68,7 @@ def test_gradient_of_output_at_t_ignores_inputs_after_t():
 def test_fused_attention_matches_einsum_reference():
   keys = jax.random.split(jax.random.key(0), 3)
   q, k, v = (jax.random.normal(key, (2, 24, 4, 16)) for key in keys)
-  reference = einsum_attention(q, k, v)
+  reference = einsum_attention(q, k, v, causal_mask(24))
   fused = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation='xla')
   np.testing.assert_allclose(fused, reference, atol=1e-5, rtol=1e-5)
   params, ids_BxL = init(SMALL)
@@ -78,7 +79,7 @@ def test_fused_attention_matches_einsum_reference():
 
 def test_einsum_attention_matches_a_loop_over_positions():
   q, k, v = (jax.random.normal(key, (1, 5, 1, 3)) for key in jax.random.split(jax.random.key(1), 3))
-  out = einsum_attention(q, k, v)
+  out = einsum_attention(q, k, v, causal_mask(5))
   for t in range(5):
     scores = np.array([q[0, t, 0] @ k[0, s, 0] for s in range(t + 1)]) / math.sqrt(3)
     weights = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
