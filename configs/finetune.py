@@ -21,6 +21,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.seed = 0  # head init, dropout, the order of examples, and the built-in tasks' examples
   config.model = base.model  # only with init_from='': the model trained from scratch
   config.tokenizer = base.tokenizer  # only with init_from='': trained on the task's training texts
+  config.distributed = base.distributed  # multi-host fine-tuning, as in configs/default.py
 
   config.finetune = ft = ml_collections.ConfigDict()
   ft.init_from = ''  # pre-training workdir to start from; '' = a random init of config.model

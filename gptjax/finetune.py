@@ -35,6 +35,7 @@ import numpy as np
 import optax
 import tqdm
 from absl import app, flags, logging
+from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from gptjax import checkpoint, configuration, sharding, tasks
@@ -226,17 +227,21 @@ def make_eval_step(finetuner: Finetuner):
   return eval_step
 
 
-def batches(encoded: Encoded, batch_size: int, order: np.ndarray | None = None):
+def batches(encoded: Encoded, batch_size: int, order: np.ndarray | None = None,
+            process_index: int = 0, process_count: int = 1):
   """Batches of batch_size examples in `order` (default: as stored); the last one is filled up
-  with copies of the first example at weight 0, so every batch has one shape."""
+  with copies of the first example at weight 0, so every batch has one shape. Of each batch,
+  process p of P gets only its share: rows p*n/P .. (p+1)*n/P (what sharding.global_batch takes)."""
   order = np.arange(len(encoded.labels_N)) if order is None else order
+  share = batch_size // process_count
+  rows = slice(process_index * share, (process_index + 1) * share)
   for start in range(0, len(order), batch_size):
     index = order[start:start + batch_size]
     weights = np.zeros(batch_size, np.float32)
     weights[:len(index)] = 1
-    index = np.concatenate([index, np.full(batch_size - len(index), order[0])])
+    index = np.concatenate([index, np.full(batch_size - len(index), order[0])])[rows]
     yield {'ids': encoded.ids_NxRxL[index], 'lengths': encoded.lengths_NxR[index],
-           'labels': encoded.labels_N[index], 'weights': weights}
+           'labels': encoded.labels_N[index], 'weights': weights[rows]}
 
 
 # --- Where the weights come from --------------------------------------------------------------
@@ -313,6 +318,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not ft.task:
     raise UserError('finetune.task is empty; name a built-in task, a TFDS task or JSONL file(s)')
   checks = [('lr', ft.lr > 0, 'must be > 0'), ('batch_size', ft.batch_size >= 1, 'must be >= 1'),
+            ('eval_batch_size', ft.eval_batch_size >= 1, 'must be >= 1'),
             ('epochs', ft.epochs >= 1, 'must be >= 1'), ('lm_coef', ft.lm_coef >= 0, 'must be >= 0'),
             ('warmup_fraction', 0 <= ft.warmup_fraction <= 1, 'must be in [0, 1]'),
             ('head_dropout', 0 <= ft.head_dropout < 1, 'must be in [0, 1)'),
@@ -322,9 +328,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for field, ok, why in checks:
     if not ok:
       raise UserError(f'finetune.{field}={ft[field]!r} {why}')
-  if ft.batch_size % jax.device_count() or ft.eval_batch_size % jax.device_count():
+  n_devices, n_processes = jax.device_count(), jax.process_count()
+  if any(size % n_devices or size % n_processes for size in (ft.batch_size, ft.eval_batch_size)):
     raise UserError(f'finetune.batch_size={ft.batch_size} and eval_batch_size={ft.eval_batch_size} '
-                    f'must be divisible by the {jax.device_count()} devices')
+                    f'must be divisible by the {n_devices} devices and the {n_processes} processes')
 
 
 def _start_model(config: ml_collections.ConfigDict, workdir: str, train_texts: list[str]):
@@ -337,9 +344,13 @@ def _start_model(config: ml_collections.ConfigDict, workdir: str, train_texts: l
     run_config, tokenizer = read_run(ft.init_from)
     return tokenizer, configuration.model_config(run_config, tokenizer.vocab_size), None
   # No pre-training run: this config's model; its tokenizer (if it needs training) learns from
-  # the task's training texts.
-  tokenizer = tokenizer_lib.load_or_train(config.tokenizer.kind, config.tokenizer.vocab_size,
-                                          workdir, train_texts)
+  # the task's training texts, on process 0, which saves it for the others to load.
+  kind, vocab_size = config.tokenizer.kind, config.tokenizer.vocab_size
+  if jax.process_index() == 0:
+    tokenizer = tokenizer_lib.load_or_train(kind, vocab_size, workdir, train_texts)
+  multihost_utils.sync_global_devices('finetune: tokenizer saved')
+  if jax.process_index() != 0:
+    tokenizer = tokenizer_lib.load_or_train(kind, vocab_size, workdir)
   return tokenizer, configuration.model_config(config, tokenizer.vocab_size), None
 
 
@@ -351,8 +362,13 @@ def _texts(kind: str, examples: list[dict]) -> list[str]:
 
 def finetune(config: ml_collections.ConfigDict, workdir: str, show_progress: bool = True) -> dict:
   """Fine-tunes as config.finetune says, keeps the best checkpoint in the new `workdir`, and
-  returns the results (also written to WORKDIR/results.json)."""
+  returns the results (also written to WORKDIR/results.json).
+
+  With several JAX processes every one calls this; each feeds its share of every batch, and only
+  process 0 writes files and prints.
+  """
   ft = config.finetune
+  is_chief = jax.process_index() == 0
   validate(config)
   if ft.init_from and os.path.realpath(ft.init_from) == os.path.realpath(workdir):
     raise UserError('--workdir is finetune.init_from; fine-tune into a new workdir')
@@ -367,8 +383,9 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, show_progress: boo
   train_examples, val_examples = task.split('train'), task.split('validation')
   if ft.max_train_examples:
     train_examples = train_examples[:ft.max_train_examples]
+  multihost_utils.sync_global_devices('finetune: workdir checked')  # before process 0 writes to it
   os.makedirs(workdir, exist_ok=True)
-  lock = workdir_lib.lock(workdir)
+  lock = workdir_lib.lock(workdir) if is_chief else None
   writer = None
   try:
     tokenizer, model_config, gpt_params = _start_model(config, workdir, _texts(task.kind, train_examples))
@@ -384,18 +401,22 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, show_progress: boo
     n_rows = max(e.ids_NxRxL.shape[1] for e in encoded.values())
     seq_len = min(model_config.n_ctx, -(-max(e.ids_NxRxL.shape[2] for e in encoded.values()) // 8) * 8)
     encoded = {name: pad_to(e, n_rows, seq_len, tokenizer.pad_id) for name, e in encoded.items()}
-    _write_run_files(config, workdir, tokenizer, model_config, task, seq_len)
-    writer = MetricsWriter(workdir)
-    results = _train(config, workdir, finetuner, gpt_params, encoded, writer, show_progress)
+    if is_chief:
+      _write_run_files(config, workdir, tokenizer, model_config, task, seq_len)
+    writer = MetricsWriter(workdir, enabled=is_chief)
+    results = _train(config, workdir, finetuner, gpt_params, encoded, writer,
+                     show_progress and is_chief)
   finally:
     if writer is not None:
       writer.close()
-    lock.close()
+    if lock is not None:
+      lock.close()
   results.update(task=task.name, kind=task.kind, n_train=len(train_examples),
                  n_validation=len(val_examples), init_from=ft.init_from, random_init=ft.random_init,
                  lm_coef=ft.lm_coef)
-  with open(os.path.join(workdir, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=1)
+  if is_chief:
+    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+      json.dump(results, f, indent=1)
   return results
 
 
@@ -434,11 +455,19 @@ def _train(config, workdir, finetuner: Finetuner, gpt_params, encoded: dict[str,
   train_step = jax.jit(make_train_step(finetuner, optimizer, ft.lm_coef),
                        in_shardings=(state_shardings, batch_sharding),
                        out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
-  eval_step = jax.jit(make_eval_step(finetuner), in_shardings=(state_shardings.params, batch_sharding))
+  # Replicated sums over the global batch: every process reads the same counts.
+  eval_step = jax.jit(make_eval_step(finetuner), in_shardings=(state_shardings.params, batch_sharding),
+                      out_shardings=sharding.replicated(mesh))
+
+  def split_batches(split: str, batch_size: int, order: np.ndarray | None = None):
+    """Global batches, each process feeding only its rows."""
+    for rows in batches(encoded[split], batch_size, order, jax.process_index(), jax.process_count()):
+      yield {key: sharding.global_batch(rows_B, mesh, batch_size) for key, rows_B in rows.items()}
 
   def accuracy(params, split: str) -> float:
-    correct = sum(float(eval_step(params, jax.device_put(b, batch_sharding))['correct'])
-                  for b in batches(encoded[split], ft.eval_batch_size))
+    # Padding rows weigh 0, so each example counts once whatever the processes and devices.
+    correct = sum(float(eval_step(params, b)['correct'])
+                  for b in split_batches(split, ft.eval_batch_size))
     return correct / len(encoded[split].labels_N)
 
   mngr = checkpoint.manager(workdir, keep=1)  # saved only on improvement: the kept one is the best
@@ -449,8 +478,8 @@ def _train(config, workdir, finetuner: Finetuner, gpt_params, encoded: dict[str,
     for epoch in range(1, ft.epochs + 1):
       order = np.random.default_rng([config.seed, epoch]).permutation(n_train)
       sums = {'loss': 0.0, 'task_loss': 0.0, 'lm_loss': 0.0}
-      for batch in batches(encoded['train'], ft.batch_size, order):
-        state, metrics = train_step(state, jax.device_put(batch, batch_sharding))
+      for batch in split_batches('train', ft.batch_size, order):
+        state, metrics = train_step(state, batch)
         for key in sums:
           sums[key] += float(metrics[key])
         progress.update(1)
@@ -459,11 +488,12 @@ def _train(config, workdir, finetuner: Finetuner, gpt_params, encoded: dict[str,
       row = {f'train_{k}': v / steps_per_epoch for k, v in sums.items()}
       row.update(epoch=epoch, validation_accuracy=accuracy(state.params, 'validation'))
       writer.write(step, row)
-      progress.write(f'epoch {epoch}: train loss {row["train_loss"]:.4f} (task '
-                     f'{row["train_task_loss"]:.4f}, LM {row["train_lm_loss"]:.4f}), validation '
-                     f'accuracy {row["validation_accuracy"]:.4f}')
+      if jax.process_index() == 0:
+        progress.write(f'epoch {epoch}: train loss {row["train_loss"]:.4f} (task '
+                       f'{row["train_task_loss"]:.4f}, LM {row["train_lm_loss"]:.4f}), validation '
+                       f'accuracy {row["validation_accuracy"]:.4f}')
       if row['validation_accuracy'] > best['validation_accuracy']:
-        checkpoint.save(mngr, state)
+        checkpoint.save(mngr, state)  # a collective: every process saves
         best = {'validation_accuracy': row['validation_accuracy'], 'best_epoch': epoch,
                 'best_step': step}
     progress.close()
@@ -535,9 +565,13 @@ def main() -> None:
     if len(argv) > 1:
       fail(f'unexpected arguments: {" ".join(argv[1:])}', status=2)
     logging.set_verbosity(logging.WARNING)  # orbax logs every step of a save at INFO
+    config = config_flag.value
     with reported(debug=debug_flag.value):
-      results = finetune(config_flag.value, workdir_flag.value)
-    print(json.dumps(results))
+      if 'distributed' in config and config.distributed.initialize:  # configs/finetune.py has none
+        sharding.initialize_distributed(config.distributed)
+      results = finetune(config, workdir_flag.value)
+    if jax.process_index() == 0:
+      print(json.dumps(results))
 
   app.run(run, flags_parser=lambda argv: parse_config_flags(argv, config_flag))
 

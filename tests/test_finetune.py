@@ -1,6 +1,7 @@
 """GPT-1 fine-tuning: input transformations, the objective, vocabulary extension, a whole run."""
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -234,3 +235,51 @@ def test_the_command_line_reports_bad_input_in_one_line(pretrained, tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode == 1
   assert result.stderr == f'error: {bad}:2: not valid JSON (Expecting value)\n'
+
+
+def test_batch_sizes_must_divide_among_the_processes(pretrained, tmp_path, monkeypatch):
+  monkeypatch.setattr(jax, 'process_count', lambda: 3)
+  config = _config(pretrained, _easy_task(tmp_path / 'task'), batch_size=8, eval_batch_size=9)
+  with pytest.raises(UserError, match=r'must be divisible by the \d+ devices and the 3 processes'):
+    finetune.finetune(config, str(tmp_path / 'ft'), show_progress=False)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_of_four_devices_match_one_device(pretrained, tmp_path):
+  """The same global batches on 1 device and on 2 processes of 4 devices each (on loopback): the
+  same losses and accuracies, the validation split counted once, only process 0 writing."""
+  task = _easy_task(tmp_path / 'task')
+  # 6 steps an epoch; the validation and test splits' second batch of 40 is mostly padding.
+  overrides = {'batch_size': 8, 'eval_batch_size': 40, 'max_train_examples': 48}
+  single = finetune.finetune(_config(pretrained, task, **overrides), str(tmp_path / 'single'),
+                             show_progress=False)
+  flags = [f'--config.finetune.{k}={v}' for k, v in
+           {'init_from': pretrained, 'task': task, 'lr': 3e-3, 'epochs': 2, **overrides}.items()]
+  port, four = _free_port(), {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
+  processes = [subprocess.Popen(
+      [sys.executable, '-m', 'gptjax.finetune', '--config', 'configs/finetune.py:cpu', '--workdir',
+       str(tmp_path / 'multi'), *flags, '--config.distributed.initialize=True',
+       f'--config.distributed.coordinator_address=127.0.0.1:{port}',
+       '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}'],
+      cwd=REPO, env=four, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+  outputs = [p.communicate(timeout=300) for p in processes]
+  assert [p.returncode for p in processes] == [0, 0], outputs
+  # Only process 0 reports (gloo's connection messages, from every process, aside).
+  assert 'epoch 2' in outputs[0][0] and 'epoch' not in outputs[1][0] and '{' not in outputs[1][0]
+  results = json.loads(outputs[0][0].splitlines()[-1])
+  assert results['test_accuracy'] == single['test_accuracy']
+
+  def epochs(workdir):
+    with open(tmp_path / workdir / 'metrics.jsonl') as f:
+      return [json.loads(line) for line in f]
+  multi, expected = epochs('multi'), epochs('single')
+  assert [e['validation_accuracy'] for e in multi] == [e['validation_accuracy'] for e in expected]
+  np.testing.assert_allclose([e['train_loss'] for e in multi], [e['train_loss'] for e in expected],
+                             rtol=1e-5)
+  with open(tmp_path / 'multi' / 'checkpoints' / 'fingerprints.json') as f:
+    assert list(json.load(f)) == [str(single['best_step'])]  # both processes took part in saving
