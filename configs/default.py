@@ -11,14 +11,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0  # parameter init, dropout and batch order all derive from it
 
   config.model = model = ml_collections.ConfigDict()
-  model.n_layers = 4
+  model.architecture = 'gpt'  # 'gpt' (decoder), 'bert' (encoder, masked LM) or 'encoder_decoder'
+  model.n_layers = 4  # blocks of the decoder (gpt, encoder_decoder) or of the encoder (bert)
+  model.n_encoder_layers = 0  # encoder blocks of an encoder_decoder
   model.n_heads = 4
   model.d_model = 192
   model.d_ff = 768  # MLP hidden width; 4 * d_model in GPT-1/2
   model.n_ctx = 128  # context window (learned position table size)
   model.norm = 'pre'  # 'pre' (GPT-2: x + f(LN(x))) or 'post' (GPT-1: LN(x + f(x)))
-  model.pos_emb = 'learned'  # 'learned' (GPT-1/2) or 'sinusoidal' (Vaswani et al. 2017)
-  model.tie_embeddings = True  # output projection = token embedding transposed
+  model.pos_emb = 'learned'  # 'learned' (GPT-1/2, BERT), 'sinusoidal' (Vaswani et al. 2017) or
+  # 'rotary' (Su et al. 2021: queries and keys rotated by position inside attention)
+  model.tie_embeddings = True  # output projection = token embedding transposed (encoder_decoder:
+  # also one embedding for source and target)
+  model.type_vocab_size = 2  # bert: segment embeddings (sentence A / B)
   model.embd_dropout = 0.0  # dropout on token + position embeddings
   model.attn_dropout = 0.0  # dropout on attention probabilities (needs attention_impl='einsum')
   model.resid_dropout = 0.0  # dropout on each sublayer's output
@@ -37,30 +42,40 @@ def get_config() -> ml_collections.ConfigDict:
   tokenizer.vocab_size = 4096  # for 'sentencepiece' and 'char'; 'byte' always has 262
 
   config.data = data = ml_collections.ConfigDict()
-  data.source = 'stdlib'  # 'stdlib' (this Python's own source), 'text_files' or 'tfds'
+  data.source = 'stdlib'  # 'stdlib' (this Python's own source), 'text_files' or 'tfds'; for an
+  # encoder_decoder, (source, target) pairs: 'stdlib_docstrings' (function -> first sentence of its
+  # docstring), 'pairs_jsonl' or 'tfds'
   data.text_files = ''  # with source='text_files': a glob or a directory, e.g. '~/data/*.txt'
   data.tfds_name = ''  # with source='tfds': e.g. 'tiny_shakespeare', prepared as ArrayRecord
   data.tfds_data_dir = ''  # TFDS data_dir; '' = TFDS's default (~/tensorflow_datasets)
   data.tfds_text_key = 'text'  # the feature that holds the text
   data.tfds_train_split = 'train'
   data.tfds_eval_split = 'validation'
+  data.pairs_files = ''  # with source='pairs_jsonl': a glob of JSONL files, one pair per line
+  data.source_key = 'source'  # pairs: the JSONL field / TFDS feature of the source (e.g. 'de')
+  data.target_key = 'target'  # pairs: the JSONL field / TFDS feature of the target (e.g. 'en')
   data.val_fraction = 0.02  # share of documents held out for validation (non-TFDS sources)
   data.max_documents = 0  # use only the first N documents; 0 = all
   data.max_train_tokens = 0  # train on only the first D tokens (scaling-law data axis); 0 = all
 
   config.train = train = ml_collections.ConfigDict()
-  train.seq_len = 128  # tokens per training window, at most model.n_ctx
+  train.seq_len = 128  # tokens per training window (encoder_decoder: per target), at most n_ctx
+  train.source_len = 128  # encoder_decoder: source tokens per example (longer ones are cut)
   train.global_batch_size = 32  # sequences per optimizer step, over all devices and hosts
   train.grad_accum_steps = 1  # micro-batches per step (each global_batch_size / grad_accum_steps)
   train.steps = 450  # optimizer steps
   train.lr = 2e-3  # peak learning rate
-  train.warmup_steps = 50  # linear warmup from 0, then cosine decay to min_lr_ratio * lr
+  train.warmup_steps = 50  # linear warmup from 0, then the schedule's decay
+  train.schedule = 'cosine'  # 'cosine' to min_lr_ratio * lr at train.steps, or 'rsqrt':
+  # lr * sqrt(warmup_steps / step), the schedule of "Attention Is All You Need"
   train.min_lr_ratio = 0.1
   train.b1 = 0.9  # AdamW betas and epsilon
   train.b2 = 0.95
   train.eps = 1e-8
   train.weight_decay = 0.1  # decoupled; not applied to biases, LayerNorm and embeddings
   train.grad_clip = 1.0  # clip the global gradient norm to this; 0 = off
+  train.label_smoothing = 0.0  # encoder_decoder: target smoothing (0.1 in Vaswani et al.)
+  train.mlm_probability = 0.15  # bert: share of tokens chosen for masked-LM prediction
   train.sharding = 'replicate'  # parameters and optimizer state: 'replicate' or 'fsdp'
   train.log_every = 25  # steps between train metrics
   train.eval_every = 150  # steps between evaluations (and at the end)

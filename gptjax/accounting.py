@@ -20,11 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gptjax import models
+from gptjax.layers import ModelConfig
 from gptjax.loss import CHUNK_TOKENS
-from gptjax.model import GPT, ModelConfig
-
-# Parameters that hold one row per vocabulary entry or position (excluded from N).
-EMBEDDING_PARAMS = ('wte', 'wpe', 'lm_head')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,26 +33,29 @@ class ParamCount:
 
 def abstract_params(config: ModelConfig):
   """Parameter shapes and dtypes without allocating them."""
-  ids = jax.ShapeDtypeStruct((1, config.n_ctx), jnp.int32)
-  return jax.eval_shape(lambda i: GPT(config).init(jax.random.key(0), i), ids)['params']
+  return jax.eval_shape(lambda: models.init_params(models.build(config), jax.random.key(0)))
 
 
 def count_params(config: ModelConfig) -> ParamCount:
+  """All parameters, and those outside the embedding tables (every nn.Embed and the learned
+  position table 'wpe') and an untied output projection 'lm_head'."""
   params = abstract_params(config)
   total = embedding = 0
   for path, leaf in jax.tree_util.tree_leaves_with_path(params):
     size = int(np.prod(leaf.shape))
     total += size
-    if path[0].key in EMBEDDING_PARAMS:
+    keys = [entry.key for entry in path]
+    if keys[-1] == 'embedding' or 'wpe' in keys or 'lm_head' in keys:
       embedding += size
   return ParamCount(total=total, non_embedding=total - embedding)
 
 
 def flops_per_token(config: ModelConfig, seq_len: int | None = None) -> float:
-  """Training (forward + backward) FLOPs per token: 6N + 12 n_layers seq_len d_model."""
+  """Training (forward + backward) FLOPs per token: 6N + 12 n_layers seq_len d_model (for an
+  encoder-decoder, counting encoder and decoder layers alike: an estimate)."""
   seq_len = config.n_ctx if seq_len is None else seq_len
   n = count_params(config).non_embedding
-  return 6 * n + 12 * config.n_layers * seq_len * config.d_model
+  return 6 * n + 12 * (config.n_layers + config.n_encoder_layers) * seq_len * config.d_model
 
 
 def memory_estimate(config: ModelConfig, micro_batch: int, seq_len: int,

@@ -25,7 +25,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gptjax import accounting, configuration, sampling, sharding, train
+from gptjax import accounting, configuration, models, sampling, sharding, train
 from gptjax.errors import UserError, parse_config_flags, reported
 from gptjax.model import GPT
 from gptjax.optimizer import make_optimizer
@@ -62,6 +62,9 @@ def apply_shape(config: ml_collections.ConfigDict, shape: str) -> None:
 def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 2) -> dict:
   """Times the train step on random tokens; the vocabulary is config.tokenizer.vocab_size."""
   configuration.validate(config, jax.device_count(), jax.process_count())
+  if config.model.architecture != 'gpt':
+    raise UserError(f'gptjax.bench times GPT configs; model.architecture is '
+                    f'{config.model.architecture!r}')
   model = GPT(configuration.model_config(config, config.tokenizer.vocab_size))
   optimizer = make_optimizer(config.train)
   mesh = sharding.make_mesh()
@@ -69,7 +72,8 @@ def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int 
   state_shardings = sharding.state_shardings(abstract_state, mesh,
                                              fsdp=config.train.sharding == 'fsdp')
   start = time.perf_counter()
-  step_fn = train.compile_train_step(model, optimizer, config.train, mesh, abstract_state,
+  objective = models.make_objective(model, config.train, tokenizer=None)
+  step_fn = train.compile_train_step(model, objective, optimizer, config, mesh, abstract_state,
                                      state_shardings)
   compile_s = time.perf_counter() - start
   state = jax.jit(lambda: train.init_state(model, optimizer, config.seed),

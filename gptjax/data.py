@@ -116,8 +116,19 @@ def _cap(docs: list[Document], max_documents: int) -> list[Document]:
 class TokenData:
   train: np.ndarray  # uint16/uint32 token ids, memory-mapped; the first max_train_tokens only
   val: np.ndarray
+  seq_len: int  # windows are seq_len + 1 tokens
   val_bytes_per_token: float  # UTF-8 bytes of validation text per validation token (for bits/byte)
   unigram_entropy: float  # nats/token of the training tokens' unigram distribution: a baseline
+
+  def train_batch(self, step: int, seed: int, global_batch: int, process_index: int = 0,
+                  process_count: int = 1) -> np.ndarray:
+    return train_batch(self.train, step, seed, global_batch, self.seq_len, process_index,
+                       process_count)
+
+  def eval_batches(self, n_batches: int, global_batch: int, process_index: int = 0,
+                   process_count: int = 1) -> Iterator[np.ndarray]:
+    return eval_batches(self.val, n_batches, global_batch, self.seq_len, process_index,
+                        process_count)
 
 
 def load_tokenizer_and_data(config: ml_collections.ConfigDict, workdir: str, seq_len: int,
@@ -157,7 +168,7 @@ def load_tokenizer_and_data(config: ml_collections.ConfigDict, workdir: str, seq
     if len(tokens) < seq_len + 1:
       raise UserError(f'the {split} split has {len(tokens)} tokens, fewer than one sequence of '
                       f'seq_len + 1 = {seq_len + 1}; use more data or a shorter seq_len')
-  return tokenizer, TokenData(train=train, val=val,
+  return tokenizer, TokenData(train=train, val=val, seq_len=seq_len,
                               val_bytes_per_token=meta['val_bytes'] / meta['val_tokens'],
                               unigram_entropy=meta['unigram_entropy'])
 

@@ -1,21 +1,29 @@
-"""AdamW with linear warmup, cosine decay to a floor, and global-norm gradient clipping."""
+"""AdamW with linear warmup, then cosine or inverse-square-root decay, and global-norm gradient
+clipping."""
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
 
 def learning_rate_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
-  """0 -> lr linearly over warmup_steps, then cosine to min_lr_ratio * lr at train.steps."""
+  """0 -> lr linearly over warmup_steps, then with train.schedule
+    'cosine': cosine to min_lr_ratio * lr at train.steps;
+    'rsqrt': lr * sqrt(warmup_steps / step), the schedule of "Attention Is All You Need" (its
+             d_model^-0.5 * min(step^-0.5, step * warmup^-1.5) is this with lr = (d_model *
+             warmup_steps)^-0.5, 7e-4 for the base model's d 512 and 4,000 warmup steps)."""
+  if train.schedule == 'rsqrt':
+    warmup = max(train.warmup_steps, 1)
+    return lambda step: train.lr * jnp.minimum(step / warmup, jnp.sqrt(warmup / jnp.maximum(step, 1)))
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=train.lr, warmup_steps=train.warmup_steps,
       decay_steps=train.steps, end_value=train.lr * train.min_lr_ratio)
 
 
 def weight_decay_mask(params) -> dict:
-  """True for matrices that multiply activations; biases, LayerNorm and embeddings are not decayed."""
-  def decays(path, leaf) -> bool:
-    return leaf.ndim >= 2 and path[0].key not in ('wte', 'wpe')
-  return jax.tree_util.tree_map_with_path(decays, params)
+  """True for the kernels of Dense layers, the matrices that multiply activations; biases,
+  LayerNorm and embedding tables are not decayed."""
+  return jax.tree_util.tree_map_with_path(lambda path, leaf: path[-1].key == 'kernel', params)
 
 
 def make_optimizer(train: ml_collections.ConfigDict) -> optax.GradientTransformation:

@@ -6,14 +6,15 @@ import os
 import jax
 import ml_collections
 
-from gptjax import checkpoint, configuration, sharding, train
+import flax.linen as nn
+
+from gptjax import checkpoint, configuration, models, sharding, train
 from gptjax import tokenizer as tokenizer_lib
 from gptjax.errors import UserError
-from gptjax.model import GPT
 from gptjax.optimizer import make_optimizer
 
 
-def load_run(workdir: str) -> tuple[tokenizer_lib.Tokenizer, GPT, dict]:
+def load_run(workdir: str) -> tuple[tokenizer_lib.Tokenizer, nn.Module, dict]:
   """The tokenizer, model and latest parameters (replicated on every device) of `workdir`'s run."""
   config_path = os.path.join(workdir, 'config.json')
   if not os.path.isfile(config_path):
@@ -22,7 +23,7 @@ def load_run(workdir: str) -> tuple[tokenizer_lib.Tokenizer, GPT, dict]:
   with open(config_path) as f:
     config = ml_collections.ConfigDict(json.load(f))
   tokenizer = tokenizer_lib.load_or_train(config.tokenizer.kind, config.tokenizer.vocab_size, workdir)
-  model = GPT(configuration.model_config(config, tokenizer.vocab_size))
+  model = models.build(configuration.model_config(config, tokenizer.vocab_size), tokenizer.pad_id)
   optimizer = make_optimizer(config.train)
   abstract_state = jax.eval_shape(lambda: train.init_state(model, optimizer, config.seed))
   shardings = sharding.state_shardings(abstract_state, sharding.make_mesh(), fsdp=False)

@@ -1,4 +1,5 @@
-"""Training: a train-state pytree, a jitted data-parallel step, and the loop around it.
+"""Training: a train-state pytree, a jitted data-parallel step, and the loop around it. The same
+loop trains each architecture of gptjax/models.py on its own rows and objective.
 
 The loop: make or load the tokenizer and token caches, build or restore the state, then for each
 step take the batch that is a pure function of (seed, step), update, and now and then log, evaluate
@@ -12,6 +13,7 @@ import signal
 import threading
 import time
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -21,12 +23,11 @@ import optax
 import tqdm
 from jax.experimental import multihost_utils
 
-from gptjax import accounting, checkpoint, configuration, data, sampling, sharding
+from gptjax import (accounting, checkpoint, configuration, data, models, pairs, sampling,
+                    seq2seq_decoding, sharding)
 from gptjax import workdir as workdir_lib
 from gptjax.errors import Preempted, UserError
 from gptjax.metrics import MetricsWriter
-from gptjax.loss import fused_cross_entropy
-from gptjax.model import GPT, output_embedding
 from gptjax.optimizer import learning_rate_schedule, make_optimizer
 
 
@@ -37,62 +38,51 @@ class TrainState(flax.struct.PyTreeNode):
   rng: jax.Array  # uint32[2] base key; step s uses fold_in(rng, s) for dropout
 
 
-def init_state(model: GPT, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
+def init_state(model: nn.Module, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
   init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
-  ids_1xL = jnp.zeros((1, model.config.n_ctx), jnp.int32)
-  params = model.init(init_rng, ids_1xL)['params']
+  params = models.init_params(model, init_rng)
   return TrainState(step=jnp.array(0, jnp.int32), params=params,
                     opt_state=optimizer.init(params), rng=dropout_rng)
 
 
-def cross_entropy(model: GPT, params, batch_BxL1: jax.Array, deterministic: bool = True,
-                  rng: jax.Array | None = None) -> jax.Array:
-  """Mean next-token loss (nats) of windows (B, L + 1): inputs are [:, :-1], targets [:, 1:]."""
-  rngs = None if deterministic else {'dropout': rng}
-  # The logits the model also returns are unused here, and jit drops their computation: the loss
-  # fuses the output projection with the softmax (see gptjax/loss.py).
-  _, hidden_BxLxD = model.apply({'params': params}, batch_BxL1[:, :-1], deterministic=deterministic,
-                                rngs=rngs, return_hidden=True)
-  return fused_cross_entropy(hidden_BxLxD.reshape(-1, hidden_BxLxD.shape[-1]),
-                             output_embedding(model.config, params), batch_BxL1[:, 1:].reshape(-1))
-
-
-def accumulate_gradients(grad_fn, params, batch_BxL1: jax.Array, step_rng: jax.Array,
-                         grad_accum_steps: int) -> tuple[jax.Array, dict]:
-  """Mean loss and gradients over grad_accum_steps micro-batches, computed one after another."""
+def accumulate_gradients(grad_fn, params, batch_BxW: jax.Array, step_rng: jax.Array,
+                         grad_accum_steps: int) -> tuple[tuple[jax.Array, jax.Array], dict]:
+  """Mean (objective, loss) and gradients over grad_accum_steps micro-batches, computed one after
+  another."""
   # Micro-batch a takes rows a, a + A, a + 2A, ...: every device keeps an equal share of each.
-  micro_AxMxL1 = batch_BxL1.reshape(-1, grad_accum_steps, batch_BxL1.shape[1]).swapaxes(0, 1)
+  micro_AxMxW = batch_BxW.reshape(-1, grad_accum_steps, batch_BxW.shape[1]).swapaxes(0, 1)
 
   def accumulate(carry, micro):
-    loss_sum, grads_sum = carry
-    index, micro_MxL1 = micro
-    loss, grads = grad_fn(params, micro_MxL1, jax.random.fold_in(step_rng, index))
-    return (loss_sum + loss, jax.tree.map(jnp.add, grads_sum, grads)), None
+    index, micro_MxW = micro
+    values, grads = grad_fn(params, micro_MxW, jax.random.fold_in(step_rng, index))
+    return jax.tree.map(jnp.add, carry, (values, grads)), None
 
-  zeros = jax.tree.map(jnp.zeros_like, params)
-  (loss_sum, grads_sum), _ = jax.lax.scan(
-      accumulate, (jnp.zeros((), jnp.float32), zeros), (jnp.arange(grad_accum_steps), micro_AxMxL1))
-  return loss_sum / grad_accum_steps, jax.tree.map(lambda g: g / grad_accum_steps, grads_sum)
+  zeros = ((jnp.zeros((), jnp.float32),) * 2, jax.tree.map(jnp.zeros_like, params))
+  sums, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(grad_accum_steps), micro_AxMxW))
+  return jax.tree.map(lambda total: total / grad_accum_steps, sums)
 
 
-def make_train_step(model: GPT, optimizer: optax.GradientTransformation, grad_accum_steps: int):
-  """(state, batch (B, L + 1)) -> (new state, metrics), gradients averaged over micro-batches."""
-  deterministic = not (model.config.embd_dropout or model.config.attn_dropout
-                       or model.config.resid_dropout)
+def make_train_step(objective: models.Objective, optimizer: optax.GradientTransformation,
+                    grad_accum_steps: int, deterministic: bool):
+  """(state, batch rows) -> (new state, metrics), gradients averaged over micro-batches."""
 
-  def train_step(state: TrainState, batch_BxL1: jax.Array):
+  def objective_and_loss(params, rows, rng):
+    value, metrics = objective(params, rows, deterministic, rng)
+    return value, metrics['loss']
+
+  def train_step(state: TrainState, batch_BxW: jax.Array):
     step_rng = jax.random.fold_in(state.rng, state.step)
-    grad_fn = jax.value_and_grad(lambda p, b, r: cross_entropy(model, p, b, deterministic, r))
+    grad_fn = jax.value_and_grad(objective_and_loss, has_aux=True)
     if grad_accum_steps == 1:  # no loop: XLA optimises a while loop's body less
-      loss, grads = grad_fn(state.params, batch_BxL1, jax.random.fold_in(step_rng, 0))
+      (value, loss), grads = grad_fn(state.params, batch_BxW, jax.random.fold_in(step_rng, 0))
     else:
-      loss, grads = accumulate_gradients(grad_fn, state.params, batch_BxL1, step_rng,
-                                         grad_accum_steps)
+      (value, loss), grads = accumulate_gradients(grad_fn, state.params, batch_BxW, step_rng,
+                                                  grad_accum_steps)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     # A step with a non-finite loss or gradient changes nothing but the step counter, so no
     # non-finite value ever enters the state; the loop then stops or counts the skip.
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    finite = jnp.isfinite(value) & jnp.isfinite(grad_norm)
     keep_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = state.replace(
         step=state.step + 1,
@@ -103,11 +93,13 @@ def make_train_step(model: GPT, optimizer: optax.GradientTransformation, grad_ac
   return train_step
 
 
-def compile_train_step(model: GPT, optimizer: optax.GradientTransformation,
-                       train: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, abstract_state,
-                       state_shardings, announce: bool = False):
-  """The jitted, compiled train step for global batches of train.global_batch_size windows, the
+def compile_train_step(model: nn.Module, objective: models.Objective,
+                       optimizer: optax.GradientTransformation, config: ml_collections.ConfigDict,
+                       mesh: jax.sharding.Mesh, abstract_state, state_shardings,
+                       announce: bool = False):
+  """The jitted, compiled train step for global batches of train.global_batch_size rows, the
   state donated (updated in place). Training and gptjax.bench both run this function."""
+  train = config.train
   estimate = accounting.memory_estimate(
       model.config, train.global_batch_size // jax.device_count() // train.grad_accum_steps,
       train.seq_len, fsdp_shards=jax.device_count() if train.sharding == 'fsdp' else 1)
@@ -115,13 +107,15 @@ def compile_train_step(model: GPT, optimizer: optax.GradientTransformation,
     print('memory per device (estimate): ' + ', '.join(
         f'{name} {size / 2**20:,.1f} MiB' for name, size in estimate.items()))
   batch = sharding.batch_sharding(mesh)
-  batch_abstract = jax.ShapeDtypeStruct((train.global_batch_size, train.seq_len + 1), jnp.int32,
-                                        sharding=batch)
+  batch_abstract = jax.ShapeDtypeStruct((train.global_batch_size, models.row_width(config)),
+                                        jnp.int32, sharding=batch)
   state_abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                 abstract_state, state_shardings)
+  deterministic = not (model.config.embd_dropout or model.config.attn_dropout
+                       or model.config.resid_dropout)
   try:  # compile now, so running out of memory is reported with what drives memory
     return jax.jit(
-        make_train_step(model, optimizer, train.grad_accum_steps),
+        make_train_step(objective, optimizer, train.grad_accum_steps, deterministic),
         in_shardings=(state_shardings, batch),
         out_shardings=(state_shardings, sharding.replicated(mesh)),
         donate_argnums=0).lower(state_abstract, batch_abstract).compile()
@@ -136,8 +130,10 @@ def compile_train_step(model: GPT, optimizer: optax.GradientTransformation,
         f'train.grad_accum_steps') from None
 
 
-def make_eval_step(model: GPT):
-  return lambda params, batch_BxL1: cross_entropy(model, params, batch_BxL1)
+def make_eval_step(objective: models.Objective, seed: int):
+  """(params, rows) -> metrics; what is random in an objective (BERT's masking) is the same at
+  every evaluation."""
+  return lambda params, rows: objective(params, rows, True, jax.random.PRNGKey(seed))[1]
 
 
 class Run:
@@ -151,25 +147,26 @@ class Run:
     self._lock = workdir_lib.lock(workdir) if self.is_chief else None
     if self.is_chief:
       workdir_lib.check_config(config, workdir)
-      self.tokenizer, self.data = data.load_tokenizer_and_data(config, workdir, config.train.seq_len)
+      self.tokenizer, self.data = _load_data(config, workdir, is_writer=True)
       workdir_lib.save_config(config, workdir)
     multihost_utils.sync_global_devices('token caches written')
     if not self.is_chief:
-      self.tokenizer, self.data = data.load_tokenizer_and_data(
-          config, workdir, config.train.seq_len, is_writer=False)
-    self.model = GPT(configuration.model_config(config, self.tokenizer.vocab_size))
+      self.tokenizer, self.data = _load_data(config, workdir, is_writer=False)
+    self.model = models.build(configuration.model_config(config, self.tokenizer.vocab_size),
+                              pad_id=self.tokenizer.pad_id)
+    objective = models.make_objective(self.model, config.train, self.tokenizer)
     self.mesh = sharding.make_mesh()
     optimizer = make_optimizer(config.train)
     abstract_state = jax.eval_shape(lambda: init_state(self.model, optimizer, config.seed))
     self.state_shardings = sharding.state_shardings(
         abstract_state, self.mesh, fsdp=config.train.sharding == 'fsdp')
     compile_start = time.perf_counter()
-    self.train_step = compile_train_step(self.model, optimizer, config.train, self.mesh,
+    self.train_step = compile_train_step(self.model, objective, optimizer, config, self.mesh,
                                          abstract_state, self.state_shardings,
                                          announce=self.is_chief)
     # Wall time by phase, for the overhead report at the end of train_and_evaluate.
     self.seconds = collections.Counter(compile=time.perf_counter() - compile_start)
-    self.eval_step = jax.jit(make_eval_step(self.model),
+    self.eval_step = jax.jit(make_eval_step(objective, config.seed),
                              in_shardings=(self.state_shardings.params,
                                            sharding.batch_sharding(self.mesh)),
                              out_shardings=sharding.replicated(self.mesh))
@@ -186,29 +183,56 @@ class Run:
 
   def batch(self, step: int) -> jax.Array:
     train = self.config.train
-    rows = data.train_batch(self.data.train, step, self.config.seed, train.global_batch_size,
-                            train.seq_len, jax.process_index(), jax.process_count())
+    rows = self.data.train_batch(step, self.config.seed, train.global_batch_size,
+                                 jax.process_index(), jax.process_count())
     return sharding.global_batch(rows, self.mesh, train.global_batch_size)
 
   def evaluate(self) -> dict[str, float]:
+    """Validation metrics: eval_loss (nats per predicted token), eval_ppl, and bits per byte for
+    a GPT or eval_accuracy for the others."""
     train = self.config.train
-    losses = [self.eval_step(self.state.params, sharding.global_batch(rows, self.mesh, train.global_batch_size))
-              for rows in data.eval_batches(self.data.val, train.eval_batches, train.global_batch_size,
-                                            train.seq_len, jax.process_index(), jax.process_count())]
-    loss = float(np.mean(jax.device_get(losses)))
-    return {'eval_loss': loss, 'eval_ppl': math.exp(min(loss, 50.0)),
-            'eval_bpb': data.bits_per_byte(loss, self.data.val_bytes_per_token)}
+    batches = [self.eval_step(self.state.params, sharding.global_batch(rows, self.mesh, train.global_batch_size))
+               for rows in self.data.eval_batches(train.eval_batches, train.global_batch_size,
+                                                  jax.process_index(), jax.process_count())]
+    means = {name: float(np.mean(values)) for name, values in
+             jax.tree.map(lambda *v: list(v), *jax.device_get(batches)).items()}
+    loss = means['loss']
+    metrics = {'eval_loss': loss, 'eval_ppl': math.exp(min(loss, 50.0))}
+    if self.model.config.architecture == 'gpt':
+      metrics['eval_bpb'] = data.bits_per_byte(loss, self.data.val_bytes_per_token)
+    if 'accuracy' in means:
+      metrics['eval_accuracy'] = means['accuracy']
+    return metrics
 
-  def sample(self) -> str:
+  def sample(self) -> str | None:
+    """A GPT's continuation of sample.prompt, or an encoder-decoder's greedy output for the first
+    validation source; BERT has none."""
     cfg = self.config.sample
-    prompt = self.tokenizer.encode(cfg.prompt)
+    architecture = self.model.config.architecture
+    if architecture == 'bert':
+      return None
     # Gather the (possibly sharded, possibly multi-host) parameters to every host: a collective,
     # so every process calls sample(); only process 0 prints.
     params = multihost_utils.process_allgather(self.state.params, tiled=True)
+    if architecture == 'encoder_decoder':
+      source_1xS, target_1xT1 = pairs.split_row(np.asarray(self.data.val[:1]), self.data.source_len)
+      output_1xT = seq2seq_decoding.greedy(self.model, params, jnp.asarray(source_1xS),
+                                           cfg.max_new_tokens, self.tokenizer.bos_id,
+                                           self.tokenizer.eos_id, self.tokenizer.pad_id)
+      return '\n'.join(f'{name}: {self.tokenizer.decode(ids[0])}' for name, ids in (
+          ('source', source_1xS), ('reference', target_1xT1), ('model (greedy)', output_1xT)))
+    prompt = self.tokenizer.encode(cfg.prompt)
     new_ids = sampling.generate(self.model, params, [self.tokenizer.bos_id, *prompt],
                                 cfg.max_new_tokens, jax.random.PRNGKey(self.config.seed),
                                 cfg.temperature, cfg.top_k, self.tokenizer.eos_id)
     return cfg.prompt + self.tokenizer.decode(new_ids)
+
+
+def _load_data(config: ml_collections.ConfigDict, workdir: str, is_writer: bool):
+  """The tokenizer and the training and validation rows of the run's architecture."""
+  if config.model.architecture == 'encoder_decoder':
+    return pairs.load_tokenizer_and_pairs(config, workdir, is_writer)
+  return data.load_tokenizer_and_data(config, workdir, config.train.seq_len, is_writer)
 
 
 class _Preemption:
@@ -261,11 +285,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, show_pro
           f'{phase.replace("_", " ")} {seconds[phase]:.1f}' for phase in
           ('setup', 'compile', 'train_steps', 'data', 'eval', 'checkpoint')) +
           f' (overhead {1 - seconds["train_steps"] / total:.1%})')
-      print(f'eval loss {metrics["eval_loss"]:.4f} nats/token vs unigram entropy '
-            f'{run.data.unigram_entropy:.4f} of the training tokens')
+      if isinstance(run.data, data.TokenData):
+        print(f'eval loss {metrics["eval_loss"]:.4f} nats/token vs unigram entropy '
+              f'{run.data.unigram_entropy:.4f} of the training tokens')
     if config.sample.max_new_tokens:
       sample = run.sample()
-      if run.is_chief:
+      if run.is_chief and sample is not None:
         print('--- sample ---\n' + sample + '\n--------------')
     return metrics
   finally:
@@ -338,8 +363,7 @@ def _train_loop(run: Run, writer: MetricsWriter, preemption: _Preemption, show_p
       writer.write(done, eval_metrics)
       metrics.update(eval_metrics)
       if run.is_chief:
-        progress.write(f'step {done}: eval loss {eval_metrics["eval_loss"]:.4f}, '
-                       f'ppl {eval_metrics["eval_ppl"]:.2f}, {eval_metrics["eval_bpb"]:.3f} bits/byte')
+        progress.write(f'step {done}: ' + _describe_eval(eval_metrics))
     if done % train.checkpoint_every == 0 or done == end_step or preempted:
       check_unchecked()
       with _timed(run.seconds, 'checkpoint'):
@@ -355,6 +379,15 @@ def _train_loop(run: Run, writer: MetricsWriter, preemption: _Preemption, show_p
     with _timed(run.seconds, 'eval'):
       metrics.update(run.evaluate())
   return metrics
+
+
+def _describe_eval(metrics: dict[str, float]) -> str:
+  text = f'eval loss {metrics["eval_loss"]:.4f}, ppl {metrics["eval_ppl"]:.2f}'
+  if 'eval_bpb' in metrics:
+    text += f', {metrics["eval_bpb"]:.3f} bits/byte'
+  if 'eval_accuracy' in metrics:
+    text += f', accuracy {metrics["eval_accuracy"]:.3f}'
+  return text
 
 
 @contextlib.contextmanager

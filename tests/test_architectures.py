@@ -1,0 +1,126 @@
+"""BERT and the encoder-decoder through the same configs, checks and training loop as GPT."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs import bert_base, bert_tiny, default, transformer_base, transformer_tiny
+from gptjax import accounting, configuration, models, optimizer, runs, seq2seq_decoding, train
+from gptjax.errors import UserError
+
+
+@pytest.mark.parametrize('module', [transformer_base, transformer_tiny, bert_base, bert_tiny])
+def test_shipped_configs_are_valid(module):
+  configuration.validate(module.get_config(), device_count=1)
+
+
+def test_transformer_base_has_the_papers_parameter_count():
+  d, d_ff, vocab, layers = 512, 2048, 37_000, 6
+  attention = 4 * (d * d + d)  # query, key, value and output projections with biases
+  feed_forward = d * d_ff + d_ff + d_ff * d + d
+  layer_norm = 2 * d
+  encoder_layer = attention + feed_forward + 2 * layer_norm
+  decoder_layer = 2 * attention + feed_forward + 3 * layer_norm  # plus cross-attention
+  expected = vocab * d + layers * (encoder_layer + decoder_layer)  # one shared embedding
+  count = accounting.count_params(configuration.model_config(transformer_base.get_config(), vocab))
+  assert count.total == expected == 63_082_496
+  assert abs(count.total / 65e6 - 1) < 0.03  # "65M" in the paper's Table 3
+
+
+def test_bert_base_config_has_the_reference_masked_lm_count():
+  # transformers.BertForMaskedLM(BertConfig()): tests/test_bert.py derives it from transformers.
+  config = configuration.model_config(bert_base.get_config(), 30_521)
+  assert config.vocab_size == 30_522  # [MASK] after the tokenizer's vocabulary
+  assert accounting.count_params(config).total == 109_514_298
+
+
+def _logged(workdir: str, key: str) -> dict[int, float]:
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
+  return {row['step']: row[key] for row in rows if key in row}
+
+
+def _small(config, steps: int):
+  config.tokenizer.kind = 'byte'
+  config.model.update(n_layers=2, n_heads=2, d_model=32, d_ff=128, n_ctx=64)
+  config.train.update(steps=steps, warmup_steps=10, log_every=1, eval_every=steps,
+                      checkpoint_every=steps, eval_batches=2, global_batch_size=16)
+  return config
+
+
+def test_bert_learns_masked_tokens_through_the_training_loop(corpus_glob, tmp_path):
+  config = _small(bert_tiny.get_config(), steps=120)
+  config.data.source, config.data.text_files = 'text_files', corpus_glob
+  config.train.seq_len = 32
+  metrics = train.train_and_evaluate(config, str(tmp_path), show_progress=False)
+  losses = _logged(str(tmp_path), 'train_loss')
+  assert losses[1] == pytest.approx(np.log(263), rel=0.1)  # 262 byte-tokenizer ids + [MASK]
+  assert metrics['eval_loss'] < 0.5 * losses[1]
+  assert metrics['eval_accuracy'] > 0.4  # chance is well under 0.1 on this corpus
+  assert 'eval_bpb' not in metrics  # bits per byte belong to a language model's loss
+
+
+def _reversal_pairs(path, n: int = 400) -> str:
+  """JSONL pairs: a random word -> the word reversed."""
+  rng = np.random.default_rng(0)
+  with open(path, 'w') as f:
+    for _ in range(n):
+      word = ''.join(rng.choice(list('abcdefgh'), size=rng.integers(3, 8)))
+      f.write(json.dumps({'source': word, 'target': word[::-1]}) + '\n')
+  return str(path)
+
+
+def test_encoder_decoder_learns_a_task_from_jsonl_pairs_through_the_training_loop(tmp_path):
+  config = _small(transformer_tiny.get_config(), steps=250)
+  config.data.update(source='pairs_jsonl', pairs_files=_reversal_pairs(tmp_path / 'pairs.jsonl'),
+                     val_fraction=0.1)
+  config.train.update(source_len=16, seq_len=16, lr=3e-3, schedule='cosine')
+  workdir = str(tmp_path / 'run')
+  metrics = train.train_and_evaluate(config, workdir, show_progress=False)
+  losses = _logged(workdir, 'train_loss')
+  assert metrics['eval_loss'] < 0.25 * losses[1]
+  tokenizer, model, params = runs.load_run(workdir)  # what experiments and tools read back
+  source = np.array([[tokenizer.encode('abcdh')[i] if i < 5 else tokenizer.pad_id
+                      for i in range(16)]], np.int32)
+  ids = seq2seq_decoding.greedy(model, params, source, 16, tokenizer.bos_id, tokenizer.eos_id,
+                                tokenizer.pad_id)
+  assert tokenizer.decode(np.asarray(ids)[0]) == 'hdcba'
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'model.architecture': 'encoder_decoder', 'model.n_encoder_layers': 2},
+     'trains on \\(source, target\\) pairs'),
+    ({'model.architecture': 'encoder_decoder', 'data.source': 'stdlib_docstrings'},
+     'needs model.n_encoder_layers >= 1'),
+    ({'data.source': 'stdlib_docstrings'}, 'only model.architecture=encoder_decoder'),
+    ({'model.architecture': 'encoder_decoder', 'model.n_encoder_layers': 1,
+      'data.source': 'pairs_jsonl'}, 'needs data.pairs_files'),
+    ({'model.architecture': 'encoder_decoder', 'model.n_encoder_layers': 1,
+      'data.source': 'stdlib_docstrings', 'tokenizer.kind': 'gpt2'}, "tokenizer.kind='gpt2' pads"),
+    ({'model.architecture': 'transformer'}, "model.architecture='transformer'; choose one of"),
+    ({'model.pos_emb': 'rotary', 'model.n_heads': 64}, 'rotary needs an even head width'),
+    ({'train.schedule': 'linear'}, "train.schedule='linear'"),
+])
+def test_architecture_settings_are_checked(overrides, message):
+  config = default.get_config()
+  for field, value in overrides.items():
+    section, name = field.split('.')
+    config[section][name] = value
+  with pytest.raises(UserError, match=message):
+    configuration.validate(config, device_count=1)
+
+
+def test_rsqrt_schedule_is_the_papers():
+  config = transformer_base.get_config().train
+  schedule = optimizer.learning_rate_schedule(config)
+  d_model, warmup = 512, 4000
+  for step in (1, 100, 4000, 16_000, 90_000):
+    paper = d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
+    assert float(schedule(step)) == pytest.approx(paper, rel=1e-5)
+
+
+def test_the_architectures_build_from_one_entry_point():
+  for module in (default, bert_tiny, transformer_tiny):
+    model_config = configuration.model_config(module.get_config(), 512)
+    assert models.build(model_config).config.architecture == module.get_config().model.architecture
