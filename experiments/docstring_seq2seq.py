@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
   with reported():
     config = run_config(transformer_tiny.get_config(), dict(map(_override, args.set)), NAME)
     metrics = train.train_and_evaluate(config, args.root)
-    tokenizer, model, params = runs.load_run(args.root)
+    tokenizer, model, params = runs.load_run(args.root, 'encoder_decoder')
     _, data = pairs.load_tokenizer_and_pairs(config, args.root)
     sources_NxS, _ = pairs.split_row(np.asarray(data.val), data.source_len)
     references = [target for _, target in pairs.validation_pairs(config, args.root)]

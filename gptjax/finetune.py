@@ -295,6 +295,10 @@ def read_run(workdir: str) -> tuple[ml_collections.ConfigDict, tokenizer_lib.Tok
     raise UserError(f'finetune.init_from={workdir} holds no pre-training run (no config.json)')
   with open(path) as f:
     run_config = ml_collections.ConfigDict(json.load(f))
+  architecture = run_config.model.get('architecture', 'gpt')
+  if architecture != 'gpt':
+    raise UserError(f'finetune.init_from={workdir} holds a model.architecture={architecture} run; '
+                    'GPT-1 fine-tuning needs a GPT')
   return run_config, tokenizer_lib.load_or_train(run_config.tokenizer.kind,
                                                  run_config.tokenizer.vocab_size, workdir)
 

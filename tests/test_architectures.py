@@ -88,7 +88,9 @@ def test_encoder_decoder_learns_a_task_from_jsonl_pairs_through_the_training_loo
   metrics = train.train_and_evaluate(config, workdir, show_progress=False)
   losses = _logged(workdir, 'train_loss')
   assert metrics['eval_loss'] < 0.25 * losses[1]
-  tokenizer, model, params = runs.load_run(workdir)  # what experiments and tools read back
+  tokenizer, model, params = runs.load_run(workdir, 'encoder_decoder')
+  with pytest.raises(UserError, match='holds a model.architecture=encoder_decoder run'):
+    runs.load_run(workdir)  # sampling and evaluation need a GPT
   source_ids = [*tokenizer.encode('abcdh'), tokenizer.eos_id]  # as gptjax/pairs.py writes sources
   source = np.array([source_ids + [tokenizer.pad_id] * (16 - len(source_ids))], np.int32)
   ids = seq2seq_decoding.greedy(model, params, source, 16, tokenizer.bos_id, tokenizer.eos_id,
