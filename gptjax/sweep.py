@@ -13,6 +13,7 @@ N, N_total, D, C and its convention, losses, throughput, wall time and the confi
 The runs share one tokenizer and token cache: they are made once in ROOT/_shared (from the base
 config) and copied into each new workdir, the token files as hard links, unless a run changes the
 data or tokenizer settings (other than data.max_train_tokens), when it makes its own.
+The runs also share XLA's persistent compilation cache, ROOT/_xla_cache.
 --list prints one python -m gptjax.main command per run instead, to fan the runs out elsewhere
 (each then makes its own tokenizer); running the sweep afterwards on the same ROOT finds them
 finished and only evaluates them and writes the rows.
@@ -135,6 +136,7 @@ def run_sweep(sweep_path: str, root: str, convention: str = '6ND',
     except UserError as e:
       raise UserError(f'run {name}: {e}') from None
   os.makedirs(root, exist_ok=True)
+  _cache_compilations(root)
   rows = finished_rows(root)
   for i, (name, config) in enumerate(configs):
     prefix = f'[{i + 1}/{len(configs)}] {name}'
@@ -163,6 +165,13 @@ def run_sweep(sweep_path: str, root: str, convention: str = '6ND',
     print(f'{prefix}: N={row["N"]:,} D={row["D"]:,} C={row["C"]:.3g} eval loss '
           f'{row["eval_loss"]:.4f} ({row["wall_s"]:.0f} s)', flush=True)
   return [rows[name] for name, _ in configs]
+
+
+def _cache_compilations(root: str) -> None:
+  """XLA's persistent compilation cache in ROOT/_xla_cache (unless one is set already): runs of
+  the same shape, a model at several data sizes or budgets, then compile their steps once."""
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update('jax_compilation_cache_dir', os.path.join(root, '_xla_cache'))
 
 
 def result_row(name: str, config: ml_collections.ConfigDict, workdir: str,

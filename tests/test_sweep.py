@@ -70,6 +70,15 @@ def test_runner_shares_tokens_records_rows_and_skips_finished_runs(micro_sweep, 
   assert len(_results(root)) == 2
 
 
+def test_runs_of_a_sweep_share_a_compilation_cache(micro_sweep, tmp_path):
+  # In a process of its own: the tests' shared cache (conftest) is already configured here.
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+  root = tmp_path / 'runs'
+  subprocess.run([sys.executable, '-m', 'gptjax.sweep', 'run', micro_sweep, '--root', str(root)],
+                 cwd=REPO, env=env, check=True, capture_output=True)
+  assert len(os.listdir(root / '_xla_cache')) >= 2  # at least the two runs' train steps
+
+
 def test_list_prints_one_main_command_per_run(micro_sweep, tmp_path, capsys):
   root = str(tmp_path / 'runs')
   sweep.main(['run', micro_sweep, '--root', root, '--list'])
