@@ -70,13 +70,13 @@ def test_runner_shares_tokens_records_rows_and_skips_finished_runs(micro_sweep, 
   assert len(_results(root)) == 2
 
 
-def test_runs_of_a_sweep_share_a_compilation_cache(micro_sweep, tmp_path):
-  # In a process of its own: the tests' shared cache (conftest) is already configured here.
+def test_a_sweep_root_holds_the_runs_compilation_cache(tmp_path):
+  # In a process of its own: the tests' shared cache (conftest) is already configured in this one.
   env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
-  root = tmp_path / 'runs'
-  subprocess.run([sys.executable, '-m', 'gptjax.sweep', 'run', micro_sweep, '--root', str(root)],
-                 cwd=REPO, env=env, check=True, capture_output=True)
-  assert len(os.listdir(root / '_xla_cache')) >= 2  # at least the two runs' train steps
+  script = ('import jax, sys\nfrom gptjax import sweep\nsweep._cache_compilations(sys.argv[1])\n'
+            'jax.jit(lambda x: x * 2 + 1)(1.0).block_until_ready()')
+  subprocess.run([sys.executable, '-c', script, str(tmp_path)], cwd=REPO, env=env, check=True)
+  assert os.listdir(tmp_path / '_xla_cache')  # the compiled program, for the next run to load
 
 
 def test_list_prints_one_main_command_per_run(micro_sweep, tmp_path, capsys):
