@@ -8,8 +8,8 @@ import sys
 import jax
 import ml_collections
 
-from gptjax.errors import UserError
 from gptjax import models
+from gptjax.errors import UserError
 from gptjax.layers import ModelConfig
 
 _CHOICES = {
@@ -28,11 +28,12 @@ _CHOICES = {
 }
 _POSITIVE_INTS = (
     'model.n_layers', 'model.n_heads', 'model.d_model', 'model.d_ff', 'model.n_ctx',
-    'model.type_vocab_size', 'tokenizer.vocab_size', 'train.seq_len', 'train.source_len', 'train.global_batch_size', 'train.grad_accum_steps',
-    'train.steps', 'train.log_every', 'train.eval_every', 'train.eval_batches',
+    'model.type_vocab_size', 'tokenizer.vocab_size', 'train.seq_len', 'train.source_len',
+    'train.global_batch_size', 'train.grad_accum_steps', 'train.steps', 'train.log_every', 'train.eval_every', 'train.eval_batches',
     'train.checkpoint_every', 'train.keep_checkpoints')
-_NON_NEGATIVE_INTS = ('seed', 'model.n_encoder_layers', 'data.max_documents', 'data.max_train_tokens', 'train.warmup_steps',
-                      'sample.max_new_tokens', 'sample.top_k')
+_NON_NEGATIVE_INTS = ('seed', 'model.n_encoder_layers', 'data.max_documents',
+                      'data.max_train_tokens', 'train.warmup_steps', 'sample.max_new_tokens',
+                      'sample.top_k')
 _FRACTIONS = ('model.embd_dropout', 'model.attn_dropout', 'model.resid_dropout', 'train.b1',
               'train.b2', 'train.label_smoothing', 'train.mlm_probability')  # in [0, 1)
 _NON_NEGATIVE_FLOATS = ('train.min_lr_ratio', 'train.lr', 'train.preemption_grace_s', 'train.eps', 'train.weight_decay', 'train.grad_clip',
@@ -74,7 +75,8 @@ def validate(config: ml_collections.ConfigDict, device_count: int, process_count
   if model.d_model % model.n_heads:
     raise UserError(f'model.d_model={model.d_model} is not divisible by model.n_heads={model.n_heads}')
   if model.pos_emb == 'rotary' and (model.d_model // model.n_heads) % 2:
-    raise UserError(f'model.pos_emb=rotary needs an even head width, not {model.d_model // model.n_heads}')
+    raise UserError('model.pos_emb=rotary needs an even head width, not '
+                    f'{model.d_model // model.n_heads}')
   _validate_architecture(config)
   if model.attn_dropout > 0 and model.attention_impl != 'einsum':
     raise UserError(f'model.attn_dropout={model.attn_dropout} needs model.attention_impl=einsum '
@@ -139,4 +141,5 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> ModelCon
     print(f"warning: model.attention_impl='cudnn' needs an NVIDIA GPU; using 'xla' on "
           f'{jax.default_backend()}', file=sys.stderr)
     fields['attention_impl'] = 'xla'
-  return ModelConfig(vocab_size=models.model_vocab_size(fields.get('architecture', 'gpt'), vocab_size), **fields)
+  vocab_size = models.model_vocab_size(fields.get('architecture', 'gpt'), vocab_size)
+  return ModelConfig(vocab_size=vocab_size, **fields)

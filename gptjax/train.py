@@ -35,7 +35,7 @@ class TrainState(flax.struct.PyTreeNode):
   step: jax.Array  # int32 scalar: optimizer steps taken
   params: dict
   opt_state: optax.OptState
-  rng: jax.Array  # uint32[2] base key; step s uses fold_in(rng, s) for dropout
+  rng: jax.Array  # uint32[2] base key; step s uses fold_in(rng, s) for dropout (and BERT masking)
 
 
 def init_state(model: nn.Module, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
