@@ -26,6 +26,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gptjax import accounting, configuration, models, sampling, sharding, train
+from gptjax import tokenizer as tokenizer_lib
 from gptjax.errors import UserError, parse_config_flags, reported
 from gptjax.model import GPT
 from gptjax.optimizer import make_optimizer
@@ -60,35 +61,39 @@ def apply_shape(config: ml_collections.ConfigDict, shape: str) -> None:
 
 
 def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 2) -> dict:
-  """Times the train step on random tokens; the vocabulary is config.tokenizer.vocab_size."""
+  """Times the train step on random tokens; the vocabulary is config.tokenizer.vocab_size.
+
+  Any architecture: BERT and the encoder-decoder get random rows of their width, and the byte
+  tokenizer's special ids (0-5) stand in for [CLS], [SEP] and padding. Tokens per step count the
+  rows' predicted positions: seq_len per row (the target, for the encoder-decoder).
+  """
   configuration.validate(config, jax.device_count(), jax.process_count())
-  if config.model.architecture != 'gpt':
-    raise UserError(f'gptjax.bench times GPT configs; model.architecture is '
-                    f'{config.model.architecture!r}')
-  model = GPT(configuration.model_config(config, config.tokenizer.vocab_size))
+  specials = tokenizer_lib.ByteTokenizer()
+  model = models.build(configuration.model_config(config, config.tokenizer.vocab_size),
+                       pad_id=specials.pad_id)
   optimizer = make_optimizer(config.train)
   mesh = sharding.make_mesh()
   abstract_state = jax.eval_shape(lambda: train.init_state(model, optimizer, config.seed))
   state_shardings = sharding.state_shardings(abstract_state, mesh,
                                              fsdp=config.train.sharding == 'fsdp')
   start = time.perf_counter()
-  objective = models.make_objective(model, config.train, tokenizer=None)
+  objective = models.make_objective(model, config.train, specials)
   step_fn = train.compile_train_step(model, objective, optimizer, config, mesh, abstract_state,
                                      state_shardings)
   compile_s = time.perf_counter() - start
   state = jax.jit(lambda: train.init_state(model, optimizer, config.seed),
                   out_shardings=state_shardings)()
   batch_size, seq_len = config.train.global_batch_size, config.train.seq_len
-  batch_BxL1 = jax.device_put(
-      jax.random.randint(jax.random.key(config.seed), (batch_size, seq_len + 1), 0,
-                         model.config.vocab_size, jnp.int32), sharding.batch_sharding(mesh))
+  batch_BxW = jax.device_put(
+      jax.random.randint(jax.random.key(config.seed), (batch_size, models.row_width(config)), 0,
+                         config.tokenizer.vocab_size, jnp.int32), sharding.batch_sharding(mesh))
   for _ in range(warmup):
-    state, metrics = step_fn(state, batch_BxL1)
+    state, metrics = step_fn(state, batch_BxW)
   jax.block_until_ready(state)
   step_s = []
   for _ in range(steps):
     start = time.perf_counter()
-    state, metrics = step_fn(state, batch_BxL1)
+    state, metrics = step_fn(state, batch_BxW)
     jax.block_until_ready(state)
     step_s.append(time.perf_counter() - start)
   median_s = statistics.median(step_s)
@@ -97,7 +102,8 @@ def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int 
   peak_per_device, peak_source = accounting.peak_flops_per_s(config.model.dtype)
   peak = peak_per_device * jax.device_count()
   return {
-      'mode': 'train', 'n_layers': config.model.n_layers, 'n_heads': config.model.n_heads,
+      'mode': 'train', 'architecture': config.model.architecture,
+      'n_layers': config.model.n_layers, 'n_heads': config.model.n_heads,
       'd_model': config.model.d_model, 'seq_len': seq_len, 'batch': batch_size,
       'vocab': model.config.vocab_size, 'dtype': config.model.dtype,
       'params': accounting.count_params(model.config).total,
@@ -112,7 +118,10 @@ def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int 
 def bench_decode(config: ml_collections.ConfigDict, new_tokens: int, prompt_len: int,
                  batch_size: int = 1) -> dict:
   """Greedy decode speed of config's model (random weights decode as fast as trained ones), with
-  n_ctx raised to fit the prompt and the new tokens if needed."""
+  n_ctx raised to fit the prompt and the new tokens if needed. GPT only."""
+  if config.model.architecture != 'gpt':
+    raise UserError(f'decode mode times GPT configs; model.architecture is '
+                    f'{config.model.architecture!r}')
   config.model.n_ctx = max(config.model.n_ctx, prompt_len + new_tokens)
   model = GPT(configuration.model_config(config, config.tokenizer.vocab_size))
   params = jax.jit(model.init)(jax.random.key(config.seed),

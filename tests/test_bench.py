@@ -1,12 +1,13 @@
 """python -m gptjax.bench: what it reports and how it fails."""
 import json
+import math
 import os
 import subprocess
 import sys
 
 import pytest
 
-from configs import tiny
+from configs import bert_tiny, tiny, transformer_tiny
 from gptjax import accounting, bench, configuration
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,6 +32,18 @@ def test_train_mode_json_reports_the_step_and_its_flops():
   assert report['step_ms_min'] <= report['step_ms'] <= report['step_ms_max']
   assert report['compile_s'] > 0 and report['peak_source'].startswith('measured fp32 matmul')
   assert (report['n_layers'], report['d_model'], report['batch'], report['vocab']) == (2, 32, 4, 300)
+
+
+@pytest.mark.parametrize('module', [bert_tiny, transformer_tiny])
+def test_train_mode_times_every_architecture(module):
+  config = module.get_config()
+  bench.apply_shape(config, '1,2,32,32,4,300')
+  config.model.n_encoder_layers = min(config.model.n_encoder_layers, 1)
+  config.train.source_len = 16
+  report = bench.bench_train(config, steps=2, warmup=1)
+  assert report['architecture'] == config.model.architecture and report['tokens_per_s'] > 0
+  # Random tokens before any learning: about the uniform distribution's loss.
+  assert report['final_loss'] == pytest.approx(math.log(report['vocab']), rel=0.15)
 
 
 def test_decode_mode_compares_cached_and_uncached_decoding():
