@@ -24,17 +24,9 @@ from absl import logging
 from configs import transformer_tiny
 from gptjax import pairs, runs, seq2seq_decoding, train
 from gptjax.errors import reported
-from gptjax.sweep import run_config
+from gptjax.sweep import parse_override, run_config
 
 NAME = 'docstring_seq2seq'
-
-
-def _override(text: str) -> tuple[str, object]:
-  field, _, value = text.partition('=')
-  try:
-    return field, json.loads(value)
-  except json.JSONDecodeError:
-    return field, value  # a string
 
 
 def decode_all(decode, tokenizer, sources_NxS: np.ndarray, batch_size: int) -> list[str]:
@@ -70,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
   args = parser.parse_args(argv)
   logging.set_verbosity(logging.WARNING)
   with reported():
-    config = run_config(transformer_tiny.get_config(), dict(map(_override, args.set)), NAME)
+    config = run_config(transformer_tiny.get_config(), dict(map(parse_override, args.set)), NAME)
     metrics = train.train_and_evaluate(config, args.root)
     tokenizer, model, params = runs.load_run(args.root, 'encoder_decoder')
     _, data = pairs.load_tokenizer_and_pairs(config, args.root)

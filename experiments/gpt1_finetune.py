@@ -22,20 +22,12 @@ from matplotlib.figure import Figure
 from configs import finetune as finetune_config
 from gptjax import finetune
 from gptjax.errors import UserError, reported
-from gptjax.sweep import run_config
+from gptjax.sweep import parse_override, run_config
 
 NAME = 'gpt1_finetune'
 VARIANTS = {  # name -> (random_init, lm_coef)
     'pretrained_lm0.5': (False, 0.5), 'pretrained_lm0': (False, 0.0),
     'scratch_lm0.5': (True, 0.5), 'scratch_lm0': (True, 0.0)}
-
-
-def _override(text: str) -> tuple[str, object]:
-  field, _, value = text.partition('=')
-  try:
-    return field, json.loads(value)
-  except json.JSONDecodeError:
-    return field, value  # a string
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [v for v in args.variants.split(',') if v not in VARIANTS]
     if unknown:
       raise UserError(f'unknown variant {unknown[0]!r}; use {", ".join(VARIANTS)}')
-    base = run_config(finetune_config.get_config('cpu'), dict(map(_override, args.set)), NAME)
+    base = run_config(finetune_config.get_config('cpu'), dict(map(parse_override, args.set)), NAME)
     rows = []
     for task in args.tasks.split(','):
       for variant in args.variants.split(','):

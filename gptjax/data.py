@@ -15,7 +15,7 @@ import math
 import os
 import sysconfig
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import ml_collections
 import numpy as np
@@ -49,9 +49,10 @@ def text_file_documents(pattern: str) -> Iterator[Document]:
       yield path, f.read().decode('utf-8', errors='replace')
 
 
-def tfds_documents(name: str, split: str, text_key: str, data_dir: str | None) -> Iterator[Document]:
-  """Records of a TFDS dataset prepared in ArrayRecord format (read with tfds.data_source, no TF)."""
-  import tensorflow_datasets as tfds  # slow to import; only this source needs it
+def tfds_source(name: str, split: str, data_dir: str | None):
+  """The records of a TFDS dataset's split, prepared in ArrayRecord format (tfds.data_source, no
+  TF): a sequence of feature dicts."""
+  import tensorflow_datasets as tfds  # slow to import; only TFDS sources need it
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
   except tfds.core.registered.DatasetNotFoundError:
@@ -63,12 +64,34 @@ def tfds_documents(name: str, split: str, text_key: str, data_dir: str | None) -
     source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
   except (ValueError, KeyError, NotImplementedError) as e:
     raise UserError(f'cannot read TFDS {name}[{split}]: {str(e).splitlines()[0]}') from None
+  return source
+
+
+def tfds_documents(name: str, split: str, text_key: str, data_dir: str | None) -> Iterator[Document]:
+  """Records of a TFDS dataset prepared in ArrayRecord format, as documents."""
+  source = tfds_source(name, split, data_dir)
   for i in range(len(source)):
     record = source[i]
     if text_key not in record:
       raise UserError(f'TFDS {name} has no feature {text_key!r}; it has {sorted(record)}')
     text = record[text_key]
     yield f'{name}/{split}/{i}', text.decode('utf-8', errors='replace') if isinstance(text, bytes) else text
+
+
+def jsonl_objects(lines: Iterable[str], path: str) -> Iterator[tuple[str, dict]]:
+  """(where, object) for each non-blank line of a JSONL file, where = 'path:line'; a line that is
+  not a JSON object is a UserError naming it."""
+  for line_number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    where = f'{path}:{line_number}'
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise UserError(f'{where}: not valid JSON ({e.msg})') from None
+    if not isinstance(record, dict):
+      raise UserError(f'{where}: expected a JSON object, got {type(record).__name__}')
+    yield where, record
 
 
 def split_documents(config: ml_collections.ConfigDict) -> tuple[list[Document], list[Document]]:

@@ -141,16 +141,7 @@ def jsonl_pairs(pattern: str, source_key: str = 'source', target_key: str = 'tar
   pairs = []
   for path in paths:
     with open(path, encoding='utf-8', errors='replace') as f:
-      for line_number, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        where = f'{path}:{line_number}'
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise UserError(f'{where}: not valid JSON ({e.msg})') from None
-        if not isinstance(record, dict):
-          raise UserError(f'{where}: expected a JSON object, got {type(record).__name__}')
+      for where, record in data_lib.jsonl_objects(f, path):
         for key in (source_key, target_key):
           if key not in record:
             raise UserError(f'{where}: no field {key!r} (data.source_key / data.target_key name '
@@ -175,18 +166,7 @@ def tfds_pairs(name: str, split: str, source_key: str, target_key: str,
                data_dir: str | None) -> list[Pair]:
   """The (source_key, target_key) features of a TFDS dataset's split, prepared in ArrayRecord
   format (read with tfds.data_source, no TF)."""
-  import tensorflow_datasets as tfds  # slow to import; only this source needs it
-  try:
-    builder = tfds.builder(name, data_dir=data_dir or None)
-  except tfds.core.registered.DatasetNotFoundError:
-    raise UserError(f'unknown TFDS dataset {name!r}') from None
-  if not builder.is_prepared():
-    raise UserError(f'TFDS dataset {name!r} is not prepared in {builder.data_dir}; prepare it in '
-                    'the array_record format first (see README)')
-  try:
-    source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
-  except (ValueError, KeyError, NotImplementedError) as e:
-    raise UserError(f'cannot read TFDS {name}[{split}]: {str(e).splitlines()[0]}') from None
+  source = data_lib.tfds_source(name, split, data_dir)
   pairs = []
   for start in range(0, len(source), 1024):
     # Reading records in blocks is much faster than one by one on millions of them.

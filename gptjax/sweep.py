@@ -85,6 +85,15 @@ def load_sweep(path: str) -> tuple[ml_collections.ConfigDict, list[tuple[str, di
   return base, runs
 
 
+def parse_override(text: str) -> tuple[str, Any]:
+  """'field=value' as (field, value): the value as JSON (numbers, booleans, lists), else a string."""
+  field, _, value = text.partition('=')
+  try:
+    return field, json.loads(value)
+  except json.JSONDecodeError:
+    return field, value
+
+
 def run_config(base: ml_collections.ConfigDict, overrides: dict[str, Any],
                name: str = '') -> ml_collections.ConfigDict:
   """A copy of `base` with the dotted-field overrides set."""

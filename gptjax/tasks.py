@@ -148,16 +148,7 @@ def read_jsonl(path: str) -> tuple[list[dict], str]:
   """The examples of a JSONL task file and their kind, every line checked."""
   examples, kind = [], None
   with open(path, encoding='utf-8') as f:
-    for line_number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      where = f'{path}:{line_number}'
-      try:
-        example = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise UserError(f'{where}: not valid JSON ({e.msg})') from None
-      if not isinstance(example, dict):
-        raise UserError(f'{where}: expected a JSON object, got {type(example).__name__}')
+    for where, example in data.jsonl_objects(f, path):
       if kind is None:
         kind = _kind_of(example, where)
       check_example(example, kind, where)
