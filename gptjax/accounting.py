@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gptjax import models
-from gptjax.layers import ModelConfig
+from gptjax.layers import ModelConfig, matmul
 from gptjax.loss import CHUNK_TOKENS
 
 
@@ -100,7 +100,8 @@ def peak_flops_per_s(dtype: str = 'float32') -> tuple[float, str]:
   """(peak FLOP/s of one device, where the number came from).
 
   Accelerators use the table above; on CPU (or an unknown device) the peak is measured: the rate of
-  a large float32 matmul on this machine, which is the best a dense model could do here.
+  a large matmul in `dtype` (float32 accumulation, as the models multiply) on this machine, which
+  is the best a dense model could do here.
   """
   kind = jax.devices()[0].device_kind
   for name, peaks in ACCELERATOR_PEAK_FLOPS.items():
@@ -108,20 +109,21 @@ def peak_flops_per_s(dtype: str = 'float32') -> tuple[float, str]:
       if dtype in peaks:
         return peaks[dtype], f'{name} {dtype} data sheet'
       return peaks['bfloat16'], f'{name} bfloat16 data sheet'
-  return measured_matmul_flops_per_s(), f'measured fp32 matmul on {kind}'
+  return measured_matmul_flops_per_s(dtype=dtype), f'measured {dtype} matmul on {kind}'
 
 
 @functools.cache
-def measured_matmul_flops_per_s(size: int = 1024, repeats: int = 10) -> float:
-  """The best rate of `repeats` timed size x size float32 matmuls: a peak, so the fastest run
-  (the least disturbed by other processes) counts."""
-  a = jnp.ones((size, size), jnp.float32)
-  matmul = jax.jit(lambda x: x @ x)
-  matmul(a).block_until_ready()
+def measured_matmul_flops_per_s(size: int = 1024, repeats: int = 10,
+                                dtype: str = 'float32') -> float:
+  """The best rate of `repeats` timed size x size matmuls with operands in `dtype`: a peak, so
+  the fastest run (the least disturbed by other processes) counts."""
+  a = jnp.ones((size, size), dtype)
+  product = jax.jit(lambda x: matmul('ij,jk->ik', x, x, dtype))
+  product(a).block_until_ready()
   fastest = math.inf
   for _ in range(repeats):
     start = time.perf_counter()
-    matmul(a).block_until_ready()
+    product(a).block_until_ready()
     fastest = min(fastest, time.perf_counter() - start)
   return 2 * size**3 / fastest
 

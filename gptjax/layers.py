@@ -16,6 +16,7 @@ H heads, K head width, F feed-forward width. Masks are booleans, True where atte
 of shape (B or 1, L, S).
 """
 import dataclasses
+import functools
 import math
 from typing import Literal
 
@@ -53,6 +54,103 @@ class ModelConfig:
   scan_layers: bool = False
   dtype: str = 'float32'  # compute dtype ('bfloat16' on GPU/TPU)
   param_dtype: str = 'float32'
+
+
+# ---------------------------------------------------------------------------------------------
+# Matrix products
+
+
+def matmul(spec: str, a: jax.Array, b: jax.Array, dtype: str = 'float32') -> jax.Array:
+  """jnp.einsum(spec, a, b) for a matrix product (each index of an operand appears in the other
+  operand or in the output), with the operands in `dtype`.
+
+  In a low-precision dtype (bfloat16, float16) the product accumulates in float32 and returns
+  float32, forward and backward (the gradients' products take the output gradient rounded to
+  `dtype`), so the work between products stays in float32: what accelerators' matrix units do,
+  and on a CPU the only fast low-precision product XLA has. There bfloat16 x bfloat16 -> float32
+  runs on AMX (Intel Sapphire Rapids and later) at several times the float32 rate, while a product
+  with a bfloat16 result, like bfloat16 elementwise work, is computed in float32 with conversions.
+  """
+  if jnp.dtype(dtype) == jnp.float32:
+    return jnp.einsum(spec, a, b)
+  return _float32_accumulating_einsum(spec, a.astype(dtype), b.astype(dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _float32_accumulating_einsum(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+  return _canonical_product(spec, a, b)
+
+
+def _float32_accumulating_einsum_fwd(spec, a, b):
+  return _canonical_product(spec, a, b), (a, b)
+
+
+def _float32_accumulating_einsum_bwd(spec, operands, grad_out):
+  a, b = operands
+  (spec_a, spec_b), spec_out = spec.split('->')[0].split(','), spec.split('->')[1]
+  grad_out = grad_out.astype(a.dtype)
+  grad_a = _canonical_product(f'{spec_out},{spec_b}->{spec_a}', grad_out, b)
+  grad_b = _canonical_product(f'{spec_a},{spec_out}->{spec_b}', a, grad_out)
+  return grad_a.astype(a.dtype), grad_b.astype(b.dtype)
+
+
+_float32_accumulating_einsum.defvjp(_float32_accumulating_einsum_fwd,
+                                    _float32_accumulating_einsum_bwd)
+
+
+def _canonical_product(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+  """einsum(spec, a, b) with float32 accumulation, computed as a product of operands laid out in
+  memory as (batch, free, contracted) and (batch, contracted, free).
+
+  XLA's CPU backend multiplies bfloat16 only in that layout; a product in any other (the gradient
+  of a weight, x^T g, contracts both operands' leading axis) has its operands converted to float32
+  and runs at a fraction of the speed. So operands are transposed first, and the result after if
+  need be, choosing the operand order that moves the fewest elements (XLA's CPU transposes are
+  slow). XLA would fold a plain transpose back into the product (and, for the result's, then fail
+  at run time: "Unsupported element type for DotThunk"), hence _materialized_transpose.
+  """
+  (spec_a, spec_b), spec_out = spec.split('->')[0].split(','), spec.split('->')[1]
+  sizes = dict(zip(spec_a, a.shape)) | dict(zip(spec_b, b.shape))
+  batch = [i for i in spec_out if i in spec_a and i in spec_b]
+  contracted = [i for i in spec_a if i in spec_b and i not in spec_out]
+  assert len(batch) + len(contracted) + len(set(spec_a + spec_b) - set(batch + contracted)) == len(
+      set(spec_a + spec_b)) and set(spec_out) <= set(spec_a + spec_b), f'{spec}: not a product'
+
+  def layouts(spec_x, spec_y):
+    free_x, free_y = [i for i in spec_x if i not in spec_y], [i for i in spec_y if i not in spec_x]
+    return (''.join(batch + free_x + contracted), ''.join(batch + contracted + free_y),
+            ''.join(batch + free_x + free_y))
+
+  def moved(spec_x, spec_y):  # elements transposed when x is the left operand
+    return sum(math.prod(sizes[i] for i in have) for have, want in zip(
+        (spec_x, spec_y, spec_out), layouts(spec_x, spec_y)) if have != want)
+
+  if moved(spec_b, spec_a) < moved(spec_a, spec_b):
+    (spec_a, a), (spec_b, b) = (spec_b, b), (spec_a, a)
+  lhs_spec, rhs_spec, product_spec = layouts(spec_a, spec_b)
+  lhs = _materialized_transpose(a, [spec_a.index(i) for i in lhs_spec])
+  rhs = _materialized_transpose(b, [spec_b.index(i) for i in rhs_spec])
+  product = jnp.einsum(f'{lhs_spec},{rhs_spec}->{product_spec}', lhs, rhs,
+                       preferred_element_type=jnp.float32)
+  return _materialized_transpose(product, [product_spec.index(i) for i in spec_out])
+
+
+def _materialized_transpose(x: jax.Array, axes: list[int]) -> jax.Array:
+  """jnp.transpose(x, axes) behind a pad and a slice, which keep XLA from folding it into the
+  product that makes or reads it."""
+  if axes == sorted(axes):
+    return x
+  padded = jnp.transpose(jnp.pad(x, [(0, 1)] + [(0, 0)] * (x.ndim - 1)), axes)
+  return jax.lax.slice_in_dim(padded, 0, x.shape[0], axis=axes.index(0))
+
+
+def _dense_dot_general(x_NxD: jax.Array, kernel_DxF: jax.Array, dimension_numbers,
+                       precision=None) -> jax.Array:
+  """nn.Dense's product (x's last axis with the kernel's first) through matmul, in the dtype
+  Dense cast its operands to."""
+  del dimension_numbers, precision  # always Dense's contraction, at the default precision
+  out = matmul('nd,df->nf', x_NxD.reshape(-1, x_NxD.shape[-1]), kernel_DxF, x_NxD.dtype)
+  return out.reshape(*x_NxD.shape[:-1], kernel_DxF.shape[1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,23 +196,24 @@ _MASKED = float(jnp.finfo(jnp.float32).min)
 
 
 def einsum_attention(q_BxLxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxLxS: jax.Array | None = None,
-                     dropout: nn.Dropout | None = None, deterministic: bool = True) -> jax.Array:
+                     dropout: nn.Dropout | None = None, deterministic: bool = True,
+                     dtype: str = 'float32') -> jax.Array:
   """Softmax attention written out: the reference the fused kernels are tested against, and on
   CPU the fastest of them. Batch and heads are folded into one leading axis N, which XLA's CPU
-  matmuls batch over best."""
+  matmuls batch over best. The two products take their operands in `dtype` (see matmul)."""
   batch, seq_len, n_heads, head_dim = q_BxLxHxK.shape
   fold = lambda t: t.transpose(0, 2, 1, 3).reshape(batch * n_heads, t.shape[1], head_dim)
   q_NxLxK, k_NxSxK, v_NxSxK = fold(q_BxLxHxK / math.sqrt(head_dim)), fold(k_BxSxHxK), fold(v_BxSxHxK)
-  logits_NxLxS = jnp.einsum('nqk,nsk->nqs', q_NxLxK, k_NxSxK).astype(jnp.float32)
+  logits_NxLxS = matmul('nqk,nsk->nqs', q_NxLxK, k_NxSxK, dtype).astype(jnp.float32)
   if mask_BxLxS is not None and mask_BxLxS.shape[0] == 1:  # the same mask for every row
     logits_NxLxS = jnp.where(mask_BxLxS, logits_NxLxS, _MASKED)
   elif mask_BxLxS is not None:
     logits_BxHxLxS = logits_NxLxS.reshape(batch, n_heads, seq_len, -1)
     logits_NxLxS = jnp.where(mask_BxLxS[:, None], logits_BxHxLxS, _MASKED).reshape(logits_NxLxS.shape)
-  probs_NxLxS = jax.nn.softmax(logits_NxLxS, axis=-1).astype(v_BxSxHxK.dtype)
+  probs_NxLxS = jax.nn.softmax(logits_NxLxS, axis=-1)
   if dropout is not None:
     probs_NxLxS = dropout(probs_NxLxS, deterministic=deterministic)
-  out_NxLxK = jnp.einsum('nqs,nsk->nqk', probs_NxLxS, v_NxSxK)
+  out_NxLxK = matmul('nqs,nsk->nqk', probs_NxLxS, v_NxSxK, dtype)
   return out_NxLxK.reshape(batch, n_heads, seq_len, head_dim).transpose(0, 2, 1, 3)
 
 
@@ -135,7 +234,7 @@ def attend(cfg: ModelConfig, q_BxLxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxLxS: jax.Ar
       causal_1xLxL = causal_mask(q_BxLxHxK.shape[1])
       mask_BxLxS = causal_1xLxL if mask_BxLxS is None else mask_BxLxS & causal_1xLxL
     return einsum_attention(q_BxLxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxLxS,
-                            nn.Dropout(cfg.attn_dropout), deterministic)
+                            nn.Dropout(cfg.attn_dropout), deterministic, cfg.dtype)
   return jax.nn.dot_product_attention(
       q_BxLxHxK, k_BxSxHxK, v_BxSxHxK, is_causal=causal, implementation=cfg.attention_impl,
       mask=None if mask_BxLxS is None else mask_BxLxS[:, None])
@@ -157,7 +256,7 @@ class SelfAttention(nn.Module):
     cfg = self.config
     batch, seq_len, d_model = x_BxLxD.shape
     head_dim = d_model // cfg.n_heads
-    qkv_BxLx3D = dense(cfg, 3 * d_model, 'c_attn')(x_BxLxD)
+    qkv_BxLx3D = dense(cfg, 3 * d_model, 'c_attn')(x_BxLxD).astype(cfg.dtype)  # as cached
     q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = (
         t.reshape(batch, seq_len, cfg.n_heads, head_dim) for t in jnp.split(qkv_BxLx3D, 3, axis=-1))
     if cfg.pos_emb == 'rotary':
@@ -206,8 +305,9 @@ class CrossAttention(nn.Module):
     cfg = self.config
     batch, seq_len, d_model = x_BxLxD.shape
     head_dim = d_model // cfg.n_heads
-    q_BxLxHxK = dense(cfg, d_model, 'c_q')(x_BxLxD).reshape(batch, seq_len, cfg.n_heads, head_dim)
-    project_kv = dense(cfg, 2 * d_model, 'c_kv')
+    q_BxLxHxK = dense(cfg, d_model, 'c_q')(x_BxLxD).astype(cfg.dtype).reshape(
+        batch, seq_len, cfg.n_heads, head_dim)
+    project_kv = lambda m: dense(cfg, 2 * d_model, 'c_kv')(m).astype(cfg.dtype)
     if decoding:
       kv_BxSx2D = self.variable('cache', 'kv', lambda: project_kv(memory_BxSxD)).value
     else:
@@ -310,7 +410,8 @@ def dense(cfg: ModelConfig, features: int, name: str, residual: bool = False,
   # so the residual's variance does not grow with depth.
   std = cfg.init_std / math.sqrt(2 * cfg.n_layers) if residual else cfg.init_std
   return nn.Dense(features, use_bias=use_bias, kernel_init=nn.initializers.normal(std),
-                  dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name)
+                  dtype=cfg.dtype, param_dtype=cfg.param_dtype, dot_general=_dense_dot_general,
+                  name=name)
 
 
 def layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:

@@ -13,6 +13,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from gptjax.layers import matmul
+
 CHUNK_TOKENS = 256  # 256 tokens x 4,096 logits x 4 bytes = 4 MiB, about what a core's caches hold
 
 
@@ -33,8 +35,7 @@ def fused_cross_entropy(hidden_NxD: jax.Array, embedding_VxD: jax.Array, targets
 
 
 def _chunk_logits(hidden_TxD: jax.Array, embedding_VxD: jax.Array) -> jax.Array:
-  return jnp.dot(hidden_TxD, embedding_VxD.T.astype(hidden_TxD.dtype),
-                 preferred_element_type=jnp.float32)
+  return matmul('td,vd->tv', hidden_TxD, embedding_VxD, hidden_TxD.dtype)  # float32
 
 
 def _chunk_loss_sum(logits_TxV: jax.Array, targets_T: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -64,12 +65,10 @@ def _loss_and_gradients(hidden_CxTxD, embedding_VxD, targets_CxT, n_tokens: int)
     probs_TxV = jnp.exp(logits_TxV - logsumexp_T[:, None])
     one_hot_TxV = jnp.arange(logits_TxV.shape[1]) == targets_T[:, None]
     valid_Tx1 = (targets_T >= 0)[:, None]
-    grad_logits_TxV = (jnp.where(valid_Tx1, probs_TxV - one_hot_TxV, 0.0) / n_tokens).astype(
-        hidden_TxD.dtype)
-    grad_hidden_TxD = jnp.dot(grad_logits_TxV, embedding_VxD.astype(hidden_TxD.dtype),
-                              preferred_element_type=jnp.float32).astype(hidden_TxD.dtype)
-    grad_embedding_VxD = grad_embedding_VxD + jnp.dot(
-        grad_logits_TxV.T, hidden_TxD, preferred_element_type=jnp.float32)
+    grad_logits_TxV = jnp.where(valid_Tx1, probs_TxV - one_hot_TxV, 0.0) / n_tokens
+    dtype = hidden_TxD.dtype
+    grad_hidden_TxD = matmul('tv,vd->td', grad_logits_TxV, embedding_VxD, dtype).astype(dtype)
+    grad_embedding_VxD = grad_embedding_VxD + matmul('tv,td->vd', grad_logits_TxV, hidden_TxD, dtype)
     return (total + loss_sum, grad_embedding_VxD), grad_hidden_TxD
 
   init = (jnp.zeros((), jnp.float32), jnp.zeros(embedding_VxD.shape, jnp.float32))

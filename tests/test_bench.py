@@ -30,7 +30,7 @@ def test_train_mode_json_reports_the_step_and_its_flops():
   assert report['mfu'] == pytest.approx(report['flops_per_s'] / report['peak_flops_per_s'])
   assert report['mfu'] > 0
   assert report['step_ms_min'] <= report['step_ms'] <= report['step_ms_max']
-  assert report['compile_s'] > 0 and report['peak_source'].startswith('measured fp32 matmul')
+  assert report['compile_s'] > 0 and report['peak_source'].startswith('measured float32 matmul')
   assert (report['n_layers'], report['d_model'], report['batch'], report['vocab']) == (2, 32, 4, 300)
 
 
