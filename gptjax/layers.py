@@ -99,27 +99,28 @@ _float32_accumulating_einsum.defvjp(_float32_accumulating_einsum_fwd,
 
 
 def _canonical_product(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
-  """einsum(spec, a, b) with float32 accumulation, computed as a product of operands laid out in
-  memory as (batch, free, contracted) and (batch, contracted, free).
+  """einsum(spec, a, b) with float32 accumulation, computed as a product whose left operand is laid
+  out in memory as (batch, free, contracted) and its right as (batch, contracted, free) or
+  (batch, free, contracted).
 
-  XLA's CPU backend multiplies bfloat16 only in that layout; a product in any other (the gradient
-  of a weight, x^T g, contracts both operands' leading axis) has its operands converted to float32
-  and runs at a fraction of the speed. So operands are transposed first, and the result after if
-  need be, choosing the operand order that moves the fewest elements (XLA's CPU transposes are
-  slow). XLA would fold a plain transpose back into the product (and, for the result's, then fail
-  at run time: "Unsupported element type for DotThunk"), hence _materialized_transpose.
+  XLA's CPU backend multiplies bfloat16 only in those layouts; a product in any other (the
+  gradient of a weight, x^T g, contracts both operands' leading axis) has its operands converted to
+  float32 and runs at a fraction of the speed. So operands are transposed first, and the result
+  after if need be, choosing the operand order that moves the fewest elements (XLA's CPU transposes
+  are slow). XLA would fold a plain transpose back into the product (and, for the result's, then
+  fail at run time: "Unsupported element type for DotThunk"), hence _materialized_transpose.
   """
   (spec_a, spec_b), spec_out = spec.split('->')[0].split(','), spec.split('->')[1]
   sizes = dict(zip(spec_a, a.shape)) | dict(zip(spec_b, b.shape))
-  batch = [i for i in spec_out if i in spec_a and i in spec_b]
-  contracted = [i for i in spec_a if i in spec_b and i not in spec_out]
-  assert len(batch) + len(contracted) + len(set(spec_a + spec_b) - set(batch + contracted)) == len(
-      set(spec_a + spec_b)) and set(spec_out) <= set(spec_a + spec_b), f'{spec}: not a product'
+  batch = ''.join(i for i in spec_out if i in spec_a and i in spec_b)
+  contracted = ''.join(i for i in spec_a if i in spec_b and i not in spec_out)
 
   def layouts(spec_x, spec_y):
-    free_x, free_y = [i for i in spec_x if i not in spec_y], [i for i in spec_y if i not in spec_x]
-    return (''.join(batch + free_x + contracted), ''.join(batch + contracted + free_y),
-            ''.join(batch + free_x + free_y))
+    free_x = ''.join(i for i in spec_x if i not in spec_y)
+    free_y = ''.join(i for i in spec_y if i not in spec_x)
+    rhs_options = (batch + contracted + free_y, batch + free_y + contracted)
+    return (batch + free_x + contracted, spec_y if spec_y in rhs_options else rhs_options[0],
+            batch + free_x + free_y)
 
   def moved(spec_x, spec_y):  # elements transposed when x is the left operand
     return sum(math.prod(sizes[i] for i in have) for have, want in zip(
@@ -128,6 +129,7 @@ def _canonical_product(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
   if moved(spec_b, spec_a) < moved(spec_a, spec_b):
     (spec_a, a), (spec_b, b) = (spec_b, b), (spec_a, a)
   lhs_spec, rhs_spec, product_spec = layouts(spec_a, spec_b)
+  assert sorted(product_spec) == sorted(spec_out), f'{spec}: not a matrix product'
   lhs = _materialized_transpose(a, [spec_a.index(i) for i in lhs_spec])
   rhs = _materialized_transpose(b, [spec_b.index(i) for i in rhs_spec])
   product = jnp.einsum(f'{lhs_spec},{rhs_spec}->{product_spec}', lhs, rhs,

@@ -57,7 +57,7 @@ def _chunked_cross_entropy(hidden_CxTxD, embedding_VxD, targets_CxT, n_tokens: i
 
 def _loss_and_gradients(hidden_CxTxD, embedding_VxD, targets_CxT, n_tokens: int):
   def add_chunk(carry, chunk):
-    total, grad_embedding_VxD = carry
+    total, grad_embedding_DxV = carry
     hidden_TxD, targets_T = chunk
     logits_TxV = _chunk_logits(hidden_TxD, embedding_VxD)
     loss_sum, logsumexp_T = _chunk_loss_sum(logits_TxV, targets_T)
@@ -68,13 +68,15 @@ def _loss_and_gradients(hidden_CxTxD, embedding_VxD, targets_CxT, n_tokens: int)
     grad_logits_TxV = jnp.where(valid_Tx1, probs_TxV - one_hot_TxV, 0.0) / n_tokens
     dtype = hidden_TxD.dtype
     grad_hidden_TxD = matmul('tv,vd->td', grad_logits_TxV, embedding_VxD, dtype).astype(dtype)
-    grad_embedding_VxD = grad_embedding_VxD + matmul('tv,td->vd', grad_logits_TxV, hidden_TxD, dtype)
-    return (total + loss_sum, grad_embedding_VxD), grad_hidden_TxD
+    # Summed transposed, (D, V): each chunk's product then moves only the small hidden_TxD (see
+    # layers.matmul), and the sum is transposed once.
+    grad_embedding_DxV = grad_embedding_DxV + matmul('td,tv->dv', hidden_TxD, grad_logits_TxV, dtype)
+    return (total + loss_sum, grad_embedding_DxV), grad_hidden_TxD
 
-  init = (jnp.zeros((), jnp.float32), jnp.zeros(embedding_VxD.shape, jnp.float32))
-  (total, grad_embedding_VxD), grad_hidden_CxTxD = jax.lax.scan(
+  init = (jnp.zeros((), jnp.float32), jnp.zeros(embedding_VxD.shape[::-1], jnp.float32))
+  (total, grad_embedding_DxV), grad_hidden_CxTxD = jax.lax.scan(
       add_chunk, init, (hidden_CxTxD, targets_CxT))
-  return total / n_tokens, (grad_hidden_CxTxD, grad_embedding_VxD.astype(embedding_VxD.dtype))
+  return total / n_tokens, (grad_hidden_CxTxD, grad_embedding_DxV.T.astype(embedding_VxD.dtype))
 
 
 def _backward(n_tokens: int, gradients, grad_loss):
