@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
   model.resid_dropout = 0.0  # dropout on each sublayer's output
   model.attention_impl = 'einsum'  # 'einsum' (written out; fastest on CPU), or 'xla' / 'cudnn'
   # (jax.nn.dot_product_attention; 'cudnn' is the fused kernel for NVIDIA GPUs)
-  model.dtype = 'float32'  # compute dtype; 'bfloat16' on GPU/TPU
+  model.dtype = 'float32'  # compute dtype of the matmuls; 'bfloat16' on GPU/TPU and AMX CPUs
   model.param_dtype = 'float32'  # parameter (and optimizer state) dtype
   model.remat = 'none'  # backward-pass recomputation: 'none', 'full' (least memory, ~1/3 more
   # compute) or 'dots_saveable' (keeps matmul outputs, recomputes elementwise ops)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from gptjax.layers import ModelConfig, add_positions, dense, layer_norm, padding_mask, stack_blocks
-from gptjax.layers import token_embedding
+from gptjax.layers import output_logits, token_embedding
 
 # ---------------------------------------------------------------------------------------------
 # Specials and inputs
@@ -104,7 +104,7 @@ class BERT(nn.Module):
     if segments_BxL is None:
       segments_BxL = jnp.zeros_like(ids_BxL)
     wte = token_embedding(cfg)
-    wse = nn.Embed(cfg.type_vocab_size, cfg.d_model, name='wse', dtype=cfg.dtype,
+    wse = nn.Embed(cfg.type_vocab_size, cfg.d_model, name='wse', dtype=jnp.float32,
                    embedding_init=nn.initializers.normal(cfg.init_std), param_dtype=cfg.param_dtype)
     x_BxLxD = add_positions(self, cfg, wte(ids_BxL) + wse(segments_BxL), slice(0, ids_BxL.shape[1]))
     x_BxLxD = layer_norm(cfg, 'ln_embd')(x_BxLxD)
@@ -121,7 +121,7 @@ class BERT(nn.Module):
     h_BxLxD = layer_norm(cfg, 'mlm_ln')(h_BxLxD)
     if cfg.tie_embeddings:
       bias_V = self.param('mlm_bias', nn.initializers.zeros, (cfg.vocab_size,), cfg.param_dtype)
-      logits_BxLxV = wte.attend(h_BxLxD) + bias_V.astype(cfg.dtype)
+      logits_BxLxV = output_logits(cfg, wte, h_BxLxD) + bias_V
     else:
       logits_BxLxV = dense(cfg, cfg.vocab_size, 'lm_head')(h_BxLxD)
     logits_BxLxV = logits_BxLxV.astype(jnp.float32)

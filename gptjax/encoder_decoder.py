@@ -36,7 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gptjax.layers import (ModelConfig, add_positions, dense, layer_norm, padding_mask,
+from gptjax.layers import (ModelConfig, add_positions, dense, layer_norm, output_logits, padding_mask,
                            stack_blocks, token_embedding)
 
 
@@ -90,7 +90,7 @@ class EncoderDecoder(nn.Module):
   def _embed(self, embedding: nn.Embed, ids_BxL: jax.Array) -> jax.Array:
     # Section 3.4: the embedding is scaled up by sqrt(d_model); the same (tied) matrix read as the
     # output projection is not, so the table can stay at the small scale the logits want.
-    return embedding(ids_BxL) * jnp.asarray(math.sqrt(self.config.d_model), self.config.dtype)
+    return embedding(ids_BxL) * math.sqrt(self.config.d_model)
 
   def encode(self, source_BxS: jax.Array, deterministic: bool = True) -> jax.Array:
     """The memory (B, S, D): every source position attends to every non-padding one."""
@@ -115,7 +115,8 @@ class EncoderDecoder(nn.Module):
     x_BxTxD = self.decoder(self._embed(embedding, target_in_BxT), deterministic,
                            memory_BxSxD=memory_BxSxD, memory_mask_Bx1xS=memory_mask_Bx1xS,
                            cache_positions_BxL=cache_positions_BxT)
-    logits_BxTxV = self.wte.attend(x_BxTxD) if cfg.tie_embeddings else self.lm_head(x_BxTxD)
+    logits_BxTxV = (output_logits(cfg, self.wte, x_BxTxD) if cfg.tie_embeddings
+                    else self.lm_head(x_BxTxD))
     return logits_BxTxV.astype(jnp.float32)
 
   def __call__(self, source_BxS: jax.Array, target_in_BxT: jax.Array,

@@ -52,7 +52,10 @@ class ModelConfig:
   # One block's computation applied n_layers times with jax.lax.scan (parameters stacked along a
   # leading axis, under params[name]['block']): compile time stops growing with depth.
   scan_layers: bool = False
-  dtype: str = 'float32'  # compute dtype ('bfloat16' on GPU/TPU)
+  # Compute dtype of the matrix products' operands (and the attention cache); they accumulate in
+  # float32, and activations between them stay float32 (see matmul). 'bfloat16' on GPU/TPU and
+  # on CPUs with AMX.
+  dtype: str = 'float32'
   param_dtype: str = 'float32'
 
 
@@ -108,7 +111,7 @@ def _canonical_product(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
   float32 and runs at a fraction of the speed. So operands are transposed first, and the result
   after if need be, choosing the operand order that moves the fewest elements (XLA's CPU transposes
   are slow). XLA would fold a plain transpose back into the product (and, for the result's, then
-  fail at run time: "Unsupported element type for DotThunk"), hence _materialized_transpose.
+  fail at run time: "Unsupported element type for DotThunk"), hence transpose_copy.
   """
   (spec_a, spec_b), spec_out = spec.split('->')[0].split(','), spec.split('->')[1]
   sizes = dict(zip(spec_a, a.shape)) | dict(zip(spec_b, b.shape))
@@ -130,16 +133,17 @@ def _canonical_product(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
     (spec_a, a), (spec_b, b) = (spec_b, b), (spec_a, a)
   lhs_spec, rhs_spec, product_spec = layouts(spec_a, spec_b)
   assert sorted(product_spec) == sorted(spec_out), f'{spec}: not a matrix product'
-  lhs = _materialized_transpose(a, [spec_a.index(i) for i in lhs_spec])
-  rhs = _materialized_transpose(b, [spec_b.index(i) for i in rhs_spec])
+  lhs = transpose_copy(a, [spec_a.index(i) for i in lhs_spec])
+  rhs = transpose_copy(b, [spec_b.index(i) for i in rhs_spec])
   product = jnp.einsum(f'{lhs_spec},{rhs_spec}->{product_spec}', lhs, rhs,
                        preferred_element_type=jnp.float32)
-  return _materialized_transpose(product, [product_spec.index(i) for i in spec_out])
+  return transpose_copy(product, [product_spec.index(i) for i in spec_out])
 
 
-def _materialized_transpose(x: jax.Array, axes: list[int]) -> jax.Array:
+def transpose_copy(x: jax.Array, axes: list[int]) -> jax.Array:
   """jnp.transpose(x, axes) behind a pad and a slice, which keep XLA from folding it into the
-  product that makes or reads it."""
+  product that makes or reads it. Use it for a transpose of matmul's result: folded, it would
+  turn a bfloat16 product into one XLA's CPU backend has no kernel for (see _canonical_product)."""
   if axes == sorted(axes):
     return x
   padded = jnp.transpose(jnp.pad(x, [(0, 1)] + [(0, 0)] * (x.ndim - 1)), axes)
@@ -417,13 +421,18 @@ def dense(cfg: ModelConfig, features: int, name: str, residual: bool = False,
 
 
 def layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:
-  return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+  return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=jnp.float32, param_dtype=cfg.param_dtype,
                       name=name)
 
 
 def token_embedding(cfg: ModelConfig, name: str = 'wte') -> nn.Embed:
   return nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=nn.initializers.normal(cfg.init_std),
-                  dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name)
+                  dtype=jnp.float32, param_dtype=cfg.param_dtype, name=name)
+
+
+def output_logits(cfg: ModelConfig, embedding: nn.Embed, x_BxLxD: jax.Array) -> jax.Array:
+  """Logits (B, L, V), float32, of hidden states against a (tied) token embedding."""
+  return matmul('bld,vd->blv', x_BxLxD, embedding.embedding, cfg.dtype).astype(jnp.float32)
 
 
 def add_positions(module: nn.Module, cfg: ModelConfig, x_BxLxD: jax.Array, positions) -> jax.Array:
@@ -437,4 +446,4 @@ def add_positions(module: nn.Module, cfg: ModelConfig, x_BxLxD: jax.Array, posit
                          cfg.param_dtype)
   else:
     table = sinusoidal_positions(cfg.n_ctx, cfg.d_model)
-  return x_BxLxD + table[positions].astype(cfg.dtype)
+  return x_BxLxD + table[positions].astype(jnp.float32)

@@ -13,14 +13,15 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from gptjax.layers import matmul
+from gptjax.layers import matmul, transpose_copy
 
 CHUNK_TOKENS = 256  # 256 tokens x 4,096 logits x 4 bytes = 4 MiB, about what a core's caches hold
 
 
 def fused_cross_entropy(hidden_NxD: jax.Array, embedding_VxD: jax.Array, targets_N: jax.Array,
                         chunk_tokens: int = CHUNK_TOKENS) -> jax.Array:
-  """Mean over N tokens of -log softmax(hidden @ embedding.T)[target], computed in float32.
+  """Mean over N tokens of -log softmax(hidden @ embedding.T)[target], computed in float32 from
+  products with operands in hidden_NxD's dtype (see layers.matmul).
 
   Equal to optax.softmax_cross_entropy_with_integer_labels on the full logits, with gradients
   for hidden_NxD and embedding_VxD (not for the integer targets).
@@ -76,7 +77,8 @@ def _loss_and_gradients(hidden_CxTxD, embedding_VxD, targets_CxT, n_tokens: int)
   init = (jnp.zeros((), jnp.float32), jnp.zeros(embedding_VxD.shape[::-1], jnp.float32))
   (total, grad_embedding_DxV), grad_hidden_CxTxD = jax.lax.scan(
       add_chunk, init, (hidden_CxTxD, targets_CxT))
-  return total / n_tokens, (grad_hidden_CxTxD, grad_embedding_DxV.T.astype(embedding_VxD.dtype))
+  return total / n_tokens, (grad_hidden_CxTxD, transpose_copy(grad_embedding_DxV, [1, 0]).astype(
+      embedding_VxD.dtype))
 
 
 def _backward(n_tokens: int, gradients, grad_loss):

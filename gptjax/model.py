@@ -15,7 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gptjax.layers import ModelConfig, add_positions, dense, layer_norm, stack_blocks, token_embedding
+from gptjax.layers import (ModelConfig, add_positions, dense, layer_norm, output_logits, stack_blocks,
+                           token_embedding)
 
 
 class GPT(nn.Module):
@@ -48,7 +49,7 @@ class GPT(nn.Module):
     if cfg.norm == 'pre':
       x_BxLxD = layer_norm(cfg, 'ln_f')(x_BxLxD)
     if cfg.tie_embeddings:
-      logits_BxLxV = wte.attend(x_BxLxD)
+      logits_BxLxV = output_logits(cfg, wte, x_BxLxD)
     else:
       logits_BxLxV = dense(cfg, cfg.vocab_size, 'lm_head', use_bias=False)(x_BxLxD)
     logits_BxLxV = logits_BxLxV.astype(jnp.float32)

@@ -83,8 +83,10 @@ def next_token_cross_entropy(model: GPT, params, batch_BxL1: jax.Array, determin
   """Mean next-token loss (nats) of windows (B, L + 1): inputs are [:, :-1], targets [:, 1:]."""
   rngs = None if deterministic else {'dropout': rng}
   # The logits the model also returns are unused here, and jit drops their computation: the loss
-  # fuses the output projection with the softmax (see gptjax/loss.py).
+  # fuses the output projection with the softmax (see gptjax/loss.py), multiplying in the hidden
+  # states' dtype.
   _, hidden_BxLxD = model.apply({'params': params}, batch_BxL1[:, :-1], deterministic=deterministic,
                                 rngs=rngs, return_hidden=True)
+  hidden_BxLxD = hidden_BxLxD.astype(model.config.dtype)
   return fused_cross_entropy(hidden_BxLxD.reshape(-1, hidden_BxLxD.shape[-1]),
                              output_embedding(model.config, params), batch_BxL1[:, 1:].reshape(-1))

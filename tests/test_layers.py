@@ -1,4 +1,5 @@
 """The shared Transformer parts: masks, rotary positions, attention implementations."""
+import dataclasses
 import math
 import re
 
@@ -105,24 +106,35 @@ def test_float32_matmul_is_einsum():
   np.testing.assert_array_equal(matmul('ij,jk->ik', a, b), jnp.einsum('ij,jk->ik', a, b))
 
 
-def test_bfloat16_train_step_multiplies_in_bfloat16_on_cpu():
+@pytest.mark.parametrize('scan_layers', [False, True])
+def test_bfloat16_gradients_multiply_in_bfloat16_on_cpu_and_track_float32(scan_layers):
   """XLA's CPU backend converts a bfloat16 product it has no fast kernel for to float32 (a fifth
-  of the speed on AMX machines); matmul lays its operands out so that none is converted."""
+  of the speed on AMX machines), or, if it meets one late, fails at run time; matmul lays its
+  operands out so that neither happens. One chunk of the loss: its transpose meets the product."""
   from gptjax.loss import fused_cross_entropy
   from gptjax.model import GPT
-  config = ModelConfig(vocab_size=64, n_ctx=16, n_layers=1, n_heads=2, d_model=32, d_ff=64,
-                       dtype='bfloat16')
-  model = GPT(config)
-  ids_BxL = jnp.zeros((2, 16), jnp.int32)
-  params = model.init(jax.random.key(0), ids_BxL)['params']
+  config = ModelConfig(vocab_size=64, n_ctx=16, n_layers=2, n_heads=2, d_model=32, d_ff=64,
+                       scan_layers=scan_layers)
+  ids_BxL = jax.random.randint(jax.random.key(1), (2, 16), 0, 64)
+  params = GPT(config).init(jax.random.key(0), ids_BxL)['params']
 
-  def loss(params):
-    _, hidden_BxLxD = model.apply({'params': params}, ids_BxL, return_hidden=True)
-    return fused_cross_entropy(hidden_BxLxD.reshape(-1, 32), params['wte']['embedding'],
-                               ids_BxL.reshape(-1))
-  hlo = jax.jit(jax.grad(loss)).lower(params).compile().as_text()
+  def gradients(dtype):
+    model = GPT(dataclasses.replace(config, dtype=dtype))
+
+    def loss(params):
+      _, hidden_BxLxD = model.apply({'params': params}, ids_BxL, return_hidden=True)
+      return fused_cross_entropy(hidden_BxLxD.astype(dtype).reshape(-1, 32),
+                                 params['wte']['embedding'],
+                                 ids_BxL.reshape(-1))
+    return jax.jit(jax.grad(loss)).lower(params).compile()
+
+  compiled = gradients('bfloat16')
+  hlo = compiled.as_text()
   types = dict(re.findall(r'%([\w.-]+) = (\w+)\[', hlo))
   products = re.findall(r'= \w+\[[\d,]*\]\S* dot\(%([\w.-]+), %([\w.-]+)\)', hlo)
   assert len(products) >= 3 * 6  # forward and two gradients of c_attn, c_proj, c_fc, mlp c_proj,
   # attention's two products and the logits
   assert {types[operand] for product in products for operand in product} == {'bf16'}
+  bf16, fp32 = compiled(params), gradients('float32')(params)
+  for leaf_bf16, leaf_fp32 in zip(jax.tree.leaves(bf16), jax.tree.leaves(fp32)):
+    assert np.linalg.norm(leaf_bf16 - leaf_fp32) <= 0.05 * np.linalg.norm(leaf_fp32) + 1e-6
