@@ -36,8 +36,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gptjax.layers import (ModelConfig, add_positions, dense, layer_norm, output_logits, padding_mask,
-                           stack_blocks, token_embedding)
+from gptjax.layers import (ModelConfig, add_positions, dense, layer_norm, output_logits,
+                           padding_mask, stack_blocks, token_embedding)
 
 
 class Stack(nn.Module):

@@ -262,7 +262,8 @@ class SelfAttention(nn.Module):
     cfg = self.config
     batch, seq_len, d_model = x_BxLxD.shape
     head_dim = d_model // cfg.n_heads
-    qkv_BxLx3D = dense(cfg, 3 * d_model, 'c_attn')(x_BxLxD).astype(cfg.dtype)  # as cached
+    # q, k, v in the compute dtype: the cache's, and what jax.nn.dot_product_attention takes.
+    qkv_BxLx3D = dense(cfg, 3 * d_model, 'c_attn')(x_BxLxD).astype(cfg.dtype)
     q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = (
         t.reshape(batch, seq_len, cfg.n_heads, head_dim) for t in jnp.split(qkv_BxLx3D, 3, axis=-1))
     if cfg.pos_emb == 'rotary':

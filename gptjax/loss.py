@@ -71,7 +71,7 @@ def _loss_and_gradients(hidden_CxTxD, embedding_VxD, targets_CxT, n_tokens: int)
     grad_hidden_TxD = matmul('tv,vd->td', grad_logits_TxV, embedding_VxD, dtype).astype(dtype)
     # Summed transposed, (D, V): each chunk's product then moves only the small hidden_TxD (see
     # layers.matmul), and the sum is transposed once.
-    grad_embedding_DxV = grad_embedding_DxV + matmul('td,tv->dv', hidden_TxD, grad_logits_TxV, dtype)
+    grad_embedding_DxV += matmul('td,tv->dv', hidden_TxD, grad_logits_TxV, dtype)
     return (total + loss_sum, grad_embedding_DxV), grad_hidden_TxD
 
   init = (jnp.zeros((), jnp.float32), jnp.zeros(embedding_VxD.shape[::-1], jnp.float32))

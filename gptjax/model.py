@@ -15,8 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gptjax.layers import (ModelConfig, add_positions, dense, layer_norm, output_logits, stack_blocks,
-                           token_embedding)
+from gptjax.layers import (ModelConfig, add_positions, dense, layer_norm, output_logits,
+                           stack_blocks, token_embedding)
 
 
 class GPT(nn.Module):
