@@ -224,12 +224,15 @@ def einsum_attention(q_BxLxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxLxS: jax.Array | No
 
 
 def cached_attention(q_BxLxHxK, k_BxHxKxS, v_BxHxSxK, positions_BxL: jax.Array) -> jax.Array:
-  """Attention of queries at positions_BxL over the cache slots at or before each query's position."""
-  logits_BxHxLxS = jnp.einsum('blhk,bhks->bhls', q_BxLxHxK, k_BxHxKxS) / math.sqrt(q_BxLxHxK.shape[3])
+  """Attention of queries at positions_BxL over the cache slots at or before each query's position;
+  the products take their operands in the cache's dtype (see matmul)."""
+  dtype = k_BxHxKxS.dtype
+  logits_BxHxLxS = matmul('blhk,bhks->bhls', q_BxLxHxK, k_BxHxKxS, dtype) / math.sqrt(
+      q_BxLxHxK.shape[3])
   visible_Bx1xLxS = (jnp.arange(k_BxHxKxS.shape[3]) <= positions_BxL[:, :, None])[:, None]
   logits_BxHxLxS = jnp.where(visible_Bx1xLxS, logits_BxHxLxS.astype(jnp.float32), _MASKED)
-  probs_BxHxLxS = jax.nn.softmax(logits_BxHxLxS, axis=-1).astype(v_BxHxSxK.dtype)
-  return jnp.einsum('bhls,bhsk->blhk', probs_BxHxLxS, v_BxHxSxK)
+  probs_BxHxLxS = jax.nn.softmax(logits_BxHxLxS, axis=-1)
+  return matmul('bhls,bhsk->blhk', probs_BxHxLxS, v_BxHxSxK, dtype)
 
 
 def attend(cfg: ModelConfig, q_BxLxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxLxS: jax.Array | None,
