@@ -111,8 +111,11 @@ def _canonical_product(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
   float32 and runs at a fraction of the speed. So operands are transposed first, and the result
   after if need be, choosing the operand order that moves the fewest elements (XLA's CPU transposes
   are slow). XLA would fold a plain transpose back into the product (and, for the result's, then
-  fail at run time: "Unsupported element type for DotThunk"), hence transpose_copy.
+  fail at run time: "Unsupported element type for DotThunk"), hence transpose_copy. GPUs and TPUs
+  multiply any layout, so there the product is left to XLA as it is.
   """
+  if jax.default_backend() != 'cpu':
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
   (spec_a, spec_b), spec_out = spec.split('->')[0].split(','), spec.split('->')[1]
   sizes = dict(zip(spec_a, a.shape)) | dict(zip(spec_b, b.shape))
   batch = ''.join(i for i in spec_out if i in spec_a and i in spec_b)
