@@ -90,7 +90,7 @@ def _float32_accumulating_einsum_fwd(spec, a, b):
 
 def _float32_accumulating_einsum_bwd(spec, operands, grad_out):
   a, b = operands
-  (spec_a, spec_b), spec_out = spec.split('->')[0].split(','), spec.split('->')[1]
+  spec_a, spec_b, spec_out = _operand_specs(spec)
   grad_out = grad_out.astype(a.dtype)
   grad_a = _canonical_product(f'{spec_out},{spec_b}->{spec_a}', grad_out, b)
   grad_b = _canonical_product(f'{spec_a},{spec_out}->{spec_b}', a, grad_out)
@@ -99,6 +99,13 @@ def _float32_accumulating_einsum_bwd(spec, operands, grad_out):
 
 _float32_accumulating_einsum.defvjp(_float32_accumulating_einsum_fwd,
                                     _float32_accumulating_einsum_bwd)
+
+
+def _operand_specs(spec: str) -> tuple[str, str, str]:
+  """'ab,bc->ac' -> ('ab', 'bc', 'ac')."""
+  inputs, spec_out = spec.split('->')
+  spec_a, spec_b = inputs.split(',')
+  return spec_a, spec_b, spec_out
 
 
 def _canonical_product(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
@@ -116,7 +123,7 @@ def _canonical_product(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
   """
   if jax.default_backend() != 'cpu':
     return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
-  (spec_a, spec_b), spec_out = spec.split('->')[0].split(','), spec.split('->')[1]
+  spec_a, spec_b, spec_out = _operand_specs(spec)
   sizes = dict(zip(spec_a, a.shape)) | dict(zip(spec_b, b.shape))
   batch = ''.join(i for i in spec_out if i in spec_a and i in spec_b)
   contracted = ''.join(i for i in spec_a if i in spec_b and i not in spec_out)

@@ -77,10 +77,11 @@ def test_rotary_scores_depend_only_on_the_distance_between_positions():
                              rtol=1e-5)
 
 
-# Every product the models take: Dense, attention's two, the loss's three.
+# Every product the models take: Dense, attention's two, cached attention's two, the loss's three.
 PRODUCTS = [('nd,df->nf', (12, 8), (8, 5)), ('nqk,nsk->nqs', (3, 6, 4), (3, 7, 4)),
-            ('nqs,nsk->nqk', (3, 6, 7), (3, 7, 4)), ('td,vd->tv', (6, 8), (9, 8)),
-            ('tv,vd->td', (6, 9), (9, 8)), ('tv,td->vd', (6, 9), (6, 8))]
+            ('nqs,nsk->nqk', (3, 6, 7), (3, 7, 4)), ('blhk,bhks->bhls', (2, 3, 2, 4), (2, 2, 4, 5)),
+            ('bhls,bhsk->blhk', (2, 2, 3, 5), (2, 2, 5, 4)), ('td,vd->tv', (6, 8), (9, 8)),
+            ('tv,vd->td', (6, 9), (9, 8)), ('td,tv->dv', (6, 8), (6, 9))]
 
 
 @pytest.mark.parametrize('spec,shape_a,shape_b', PRODUCTS)
