@@ -22,7 +22,7 @@ import numpy as np
 
 from gptjax import models
 from gptjax.layers import ModelConfig, matmul
-from gptjax.loss import CHUNK_TOKENS
+from gptjax.loss import default_chunk_tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,11 +64,11 @@ def memory_estimate(config: ModelConfig, micro_batch: int, seq_len: int,
   the activations kept for the backward pass of one micro-batch of `micro_batch` sequences.
 
   Activations per layer follow Korthikanti et al. 2022 (no recomputation): seq * batch * d_model *
-  (34 + 5 * n_heads * seq / d_model) bytes at 16 bits, scaled to the compute dtype, plus the logits
-  of one chunk of the loss.
+  (34 + 5 * n_heads * seq / d_model) bytes at 16 bits, counted at 32 bits whatever the compute
+  dtype, because the models keep the activations between products in float32 (layers.py); plus
+  the logits of one chunk of the loss.
   """
   param_bytes = jnp.dtype(config.param_dtype).itemsize
-  act_bytes = jnp.dtype(config.dtype).itemsize
   n_params = count_params(config).total
   tokens = micro_batch * seq_len
   per_layer = tokens * config.d_model * (34 + 5 * config.n_heads * seq_len / config.d_model) / 2
@@ -77,8 +77,9 @@ def memory_estimate(config: ModelConfig, micro_batch: int, seq_len: int,
       'grads': n_params * param_bytes // fsdp_shards,
       'optimizer': 2 * n_params * param_bytes // fsdp_shards,
       # The loss holds float32 logits and their gradient for one chunk of tokens at a time.
-      'activations': int(config.n_layers * per_layer * act_bytes
-                         + 2 * min(tokens, CHUNK_TOKENS) * config.vocab_size * 4),
+      'activations': int(config.n_layers * per_layer * 4
+                         + 2 * min(tokens, default_chunk_tokens(config.vocab_size))
+                         * config.vocab_size * 4),
   }
 
 

@@ -76,14 +76,15 @@ def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int 
   abstract_state = jax.eval_shape(lambda: train.init_state(model, optimizer, config.seed))
   state_shardings = sharding.state_shardings(abstract_state, mesh,
                                              fsdp=config.train.sharding == 'fsdp')
+  batch_size, seq_len = config.train.global_batch_size, config.train.seq_len
   start = time.perf_counter()
   objective = models.make_objective(model, config.train, specials)
   step_fn = train.compile_train_step(model, objective, optimizer, config, mesh, abstract_state,
                                      state_shardings)
   compile_s = time.perf_counter() - start
+  memory = step_fn.memory_analysis()  # XLA's own count for the compiled step, per device
   state = jax.jit(lambda: train.init_state(model, optimizer, config.seed),
                   out_shardings=state_shardings)()
-  batch_size, seq_len = config.train.global_batch_size, config.train.seq_len
   batch_BxW = jax.device_put(
       jax.random.randint(jax.random.key(config.seed), (batch_size, models.row_width(config)), 0,
                          config.tokenizer.vocab_size, jnp.int32), sharding.batch_sharding(mesh))
@@ -112,6 +113,9 @@ def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int 
       'tokens_per_s': tokens_per_s, 'flops_per_token': flops_per_token,
       'flops_per_s': flops_per_token * tokens_per_s, 'peak_flops_per_s': peak,
       'peak_source': peak_source, 'mfu': flops_per_token * tokens_per_s / peak,
+      'memory_mib': (memory.argument_size_in_bytes + memory.temp_size_in_bytes) / 2**20,
+      'memory_estimate_mib': sum(train.memory_estimate(model.config, config.train).values())
+                             / 2**20,
       'final_loss': float(metrics['train_loss']), **_machine()}
 
 
@@ -154,7 +158,9 @@ def format_report(result: dict) -> str:
       f"throughput {result['tokens_per_s']:,.0f} tokens/s, {result['flops_per_token']:,.0f} "
       f"FLOPs/token, {result['flops_per_s'] / 1e9:,.1f} GFLOP/s",
       f"MFU        {result['mfu']:.1%} of {result['peak_flops_per_s'] / 1e9:,.1f} GFLOP/s "
-      f"({result['peak_source']})"])
+      f"({result['peak_source']})",
+      f"memory     {result['memory_mib']:,.1f} MiB per device by XLA's count, "
+      f"{result['memory_estimate_mib']:,.1f} MiB estimated (accounting.memory_estimate)"])
 
 
 def main(argv: list[str]) -> None:

@@ -15,11 +15,20 @@ import jax.numpy as jnp
 
 from gptjax.layers import matmul, transpose_copy
 
-CHUNK_TOKENS = 256  # 256 tokens x 4,096 logits x 4 bytes = 4 MiB, about what a core's caches hold
+CHUNK_LOGITS = 2**20  # float32 logits per chunk: 4 MiB, about what a core's caches hold
+MIN_CHUNK_TOKENS = 256  # thinner chunks make the products slower than the cache misses they save
+
+
+def default_chunk_tokens(vocab_size: int) -> int:
+  """Tokens per chunk: CHUNK_LOGITS logits, but no fewer than MIN_CHUNK_TOKENS tokens. Timed on
+  this project's CPU, a train step with a 512-entry vocabulary is 18% faster with 2,048-token
+  chunks than with 256-token ones, and with 8,192 entries 7% faster with 256-token chunks than
+  with 128-token ones."""
+  return max(MIN_CHUNK_TOKENS, CHUNK_LOGITS // vocab_size)
 
 
 def fused_cross_entropy(hidden_NxD: jax.Array, embedding_VxD: jax.Array, targets_N: jax.Array,
-                        chunk_tokens: int = CHUNK_TOKENS) -> jax.Array:
+                        chunk_tokens: int | None = None) -> jax.Array:
   """Mean over N tokens of -log softmax(hidden @ embedding.T)[target], computed in float32 from
   products with operands in hidden_NxD's dtype (see layers.matmul).
 
@@ -27,7 +36,7 @@ def fused_cross_entropy(hidden_NxD: jax.Array, embedding_VxD: jax.Array, targets
   for hidden_NxD and embedding_VxD (not for the integer targets).
   """
   n_tokens = hidden_NxD.shape[0]
-  chunk = min(chunk_tokens, n_tokens)
+  chunk = min(chunk_tokens or default_chunk_tokens(embedding_VxD.shape[0]), n_tokens)
   padding = -n_tokens % chunk
   # Padded rows have target -1: they match no vocabulary entry and are masked out of the loss.
   hidden_CxTxD = jnp.pad(hidden_NxD, ((0, padding), (0, 0))).reshape(-1, chunk, hidden_NxD.shape[1])

@@ -27,6 +27,7 @@ from gptjax import (accounting, checkpoint, configuration, data, models, pairs, 
                     seq2seq_decoding, sharding)
 from gptjax import workdir as workdir_lib
 from gptjax.errors import Preempted, UserError
+from gptjax.layers import ModelConfig
 from gptjax.metrics import MetricsWriter
 from gptjax.optimizer import learning_rate_schedule, make_optimizer
 
@@ -93,6 +94,14 @@ def make_train_step(objective: models.Objective, optimizer: optax.GradientTransf
   return train_step
 
 
+def memory_estimate(model_config: ModelConfig,
+                    train: ml_collections.ConfigDict) -> dict[str, int]:
+  """accounting.memory_estimate per device for the train config's micro-batches and sharding."""
+  return accounting.memory_estimate(
+      model_config, train.global_batch_size // jax.device_count() // train.grad_accum_steps,
+      train.seq_len, fsdp_shards=jax.device_count() if train.sharding == 'fsdp' else 1)
+
+
 def compile_train_step(model: nn.Module, objective: models.Objective,
                        optimizer: optax.GradientTransformation, config: ml_collections.ConfigDict,
                        mesh: jax.sharding.Mesh, abstract_state, state_shardings,
@@ -100,9 +109,7 @@ def compile_train_step(model: nn.Module, objective: models.Objective,
   """The jitted, compiled train step for global batches of train.global_batch_size rows, the
   state donated (updated in place). Training and gptjax.bench both run this function."""
   train = config.train
-  estimate = accounting.memory_estimate(
-      model.config, train.global_batch_size // jax.device_count() // train.grad_accum_steps,
-      train.seq_len, fsdp_shards=jax.device_count() if train.sharding == 'fsdp' else 1)
+  estimate = memory_estimate(model.config, train)
   if announce:
     print('memory per device (estimate): ' + ', '.join(
         f'{name} {size / 2**20:,.1f} MiB' for name, size in estimate.items()))
