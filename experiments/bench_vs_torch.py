@@ -1,6 +1,6 @@
 """gptjax's train step against the PyTorch reference on the same machine and shapes.
 
-  python -m experiments.bench_vs_torch > experiments/results/bench_vs_torch_cpu.json
+  python -m experiments.bench_vs_torch --torch_compile > experiments/results/bench_vs_torch_cpu.json
 
 For each round and shape it runs ../shared/bench/torch_gpt_ref.py (nanoGPT's architecture in
 PyTorch eager, float32, AdamW, clipping; --torch_compile adds a torch.compile run) and then
@@ -12,7 +12,8 @@ per-round ratios gptjax / PyTorch. A busy machine slows both; the load average i
 torch.autocast(bfloat16), PyTorch's own mixed precision, as the like-for-like comparison
 ('torch_bf16', 'ratio_bf16'); 'ratio' stays against the float32 reference.
 
-  python -m experiments.bench_vs_torch --dtype=bfloat16 > experiments/results/bench_vs_torch_bf16_cpu.json
+  python -m experiments.bench_vs_torch --dtype=bfloat16 --torch_compile \
+      > experiments/results/bench_vs_torch_bf16_cpu.json
 """
 import json
 import os
