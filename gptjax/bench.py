@@ -82,7 +82,9 @@ def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int 
   step_fn = train.compile_train_step(model, objective, optimizer, config, mesh, abstract_state,
                                      state_shardings)
   compile_s = time.perf_counter() - start
-  memory = step_fn.memory_analysis()  # XLA's own count for the compiled step, per device
+  memory = step_fn.memory_analysis()  # XLA's count for the compiled step, per device, if any
+  memory_mib = None if memory is None else (
+      memory.argument_size_in_bytes + memory.temp_size_in_bytes) / 2**20
   state = jax.jit(lambda: train.init_state(model, optimizer, config.seed),
                   out_shardings=state_shardings)()
   batch_BxW = jax.device_put(
@@ -113,7 +115,7 @@ def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int 
       'tokens_per_s': tokens_per_s, 'flops_per_token': flops_per_token,
       'flops_per_s': flops_per_token * tokens_per_s, 'peak_flops_per_s': peak,
       'peak_source': peak_source, 'mfu': flops_per_token * tokens_per_s / peak,
-      'memory_mib': (memory.argument_size_in_bytes + memory.temp_size_in_bytes) / 2**20,
+      'memory_mib': memory_mib,
       'memory_estimate_mib': sum(train.memory_estimate(model.config, config.train).values())
                              / 2**20,
       'final_loss': float(metrics['train_loss']), **_machine()}
@@ -159,8 +161,9 @@ def format_report(result: dict) -> str:
       f"FLOPs/token, {result['flops_per_s'] / 1e9:,.1f} GFLOP/s",
       f"MFU        {result['mfu']:.1%} of {result['peak_flops_per_s'] / 1e9:,.1f} GFLOP/s "
       f"({result['peak_source']})",
-      f"memory     {result['memory_mib']:,.1f} MiB per device by XLA's count, "
-      f"{result['memory_estimate_mib']:,.1f} MiB estimated (accounting.memory_estimate)"])
+      f"memory     {result['memory_estimate_mib']:,.1f} MiB per device estimated "
+      "(accounting.memory_estimate), " + ("no count from XLA" if result['memory_mib'] is None
+                                          else f"{result['memory_mib']:,.1f} MiB by XLA's count")])
 
 
 def main(argv: list[str]) -> None:
