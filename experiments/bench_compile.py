@@ -9,9 +9,9 @@ import json
 
 from absl import app, logging
 
-from configs import default
-from gptjax import bench
-from gptjax.errors import parse_flags
+from gptjax.cli import parse_flags
+from gptjax.configs import default
+from gptjax.training import benchmark
 
 DEPTHS = (2, 6, 12, 24)
 
@@ -23,9 +23,9 @@ def main(argv: list[str]) -> None:
   for scan in (False, True):
     for depth in DEPTHS:
       config = default.get_config()
-      bench.apply_shape(config, f'{depth},4,128,128,8,4096')
+      benchmark.apply_shape(config, f'{depth},4,128,128,8,4096')
       config.model.scan_layers = scan
-      report = bench.bench_train(config, steps=2, warmup=1)
+      report = benchmark.bench_train(config, steps=2, warmup=1)
       rows.append({'n_layers': depth, 'scan_layers': scan, 'compile_s': report['compile_s'],
                    'step_ms': report['step_ms']})
   for scan in (False, True):

@@ -6,7 +6,7 @@ batch already on the device, for the same compiled train step.
 Builds the run (tokenizer, token caches, compiled step) in WORKDIR as training does, then times,
 in alternating rounds, --steps steps each of
   synthetic   the same device-resident batch every step (no input work at all);
-  real        training's own batches, built on the host before each step (train.Run.batch), as
+  real        training's own batches, built on the host before each step (trainer.Run.batch), as
               the training loop does.
 Each timing covers whole blocks of steps, ending with block_until_ready, so input work that
 overlaps the device's costs nothing. Writes experiments/results/bench_input_cpu.json: the per-step
@@ -22,11 +22,11 @@ import time
 import jax
 from absl import logging
 
-from gptjax import train
-from gptjax.errors import reported
+from gptjax.cli import reported
+from gptjax.training import trainer
 
 
-def _time_block(run: train.Run, batches, steps: int) -> float:
+def _time_block(run: trainer.Run, batches, steps: int) -> float:
   """Seconds per step over `steps` steps fed from the iterator `batches`."""
   start = time.perf_counter()
   for _ in range(steps):
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
   logging.set_verbosity(logging.WARNING)
   with reported():
     config = importlib.import_module(f'configs.{args.config}').get_config()
-    run = train.Run(config, args.workdir)
+    run = trainer.Run(config, args.workdir)
     try:
       synthetic = run.batch(0)
       sources = {

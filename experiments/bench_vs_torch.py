@@ -23,7 +23,7 @@ import sys
 
 from absl import app, flags
 
-from gptjax.errors import parse_flags
+from gptjax.cli import parse_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (layers, heads, d_model, seq, batch, vocab)

@@ -14,9 +14,10 @@ out, as Kaplan et al. and Hoffmann et al. do).
 """
 import math
 
-from configs import default
-from gptjax import accounting, configuration
-from gptjax.sweep import schedule
+from gptjax import configuration
+from gptjax.configs import default
+from gptjax.models import accounting
+from gptjax.scaling.sweep import schedule
 
 BUDGETS = (1e11, 2e11, 4e11, 8e11)
 SIZE_FACTORS = (0.25, 0.5, 1, 2, 4)

@@ -14,9 +14,10 @@ The sizes of each budget are picked by hand around where these tiny models do be
 tokens per parameter); the real sweeps use accounting.propose_shape. The runs are far too small and
 short for their fits to say anything about scaling.
 """
-from configs import default
-from gptjax import accounting, configuration
-from gptjax.sweep import schedule
+from gptjax import configuration
+from gptjax.configs import default
+from gptjax.models import accounting
+from gptjax.scaling.sweep import schedule
 
 SIZE_SERIES = (16, 24, 32, 48)  # d_model
 SIZE_STEPS = 200

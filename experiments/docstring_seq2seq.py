@@ -21,10 +21,13 @@ import numpy as np
 import sacrebleu
 from absl import logging
 
-from configs import transformer_tiny
-from gptjax import pairs, runs, seq2seq_decoding, train
-from gptjax.errors import reported
-from gptjax.sweep import parse_override, run_config
+from gptjax.cli import reported
+from gptjax.configs import transformer_tiny
+from gptjax.data import pairs
+from gptjax.decoding import seq2seq
+from gptjax.scaling.sweep import parse_override, run_config
+from gptjax.training import trainer
+from gptjax.training.state import load_run
 
 NAME = 'docstring_seq2seq'
 
@@ -63,18 +66,18 @@ def main(argv: list[str] | None = None) -> None:
   logging.set_verbosity(logging.WARNING)
   with reported():
     config = run_config(transformer_tiny.get_config(), dict(map(parse_override, args.set)), NAME)
-    metrics = train.train_and_evaluate(config, args.root)
-    tokenizer, model, params = runs.load_run(args.root, 'encoder_decoder')
+    metrics = trainer.train_and_evaluate(config, args.root)
+    tokenizer, model, params = load_run(args.root, 'encoder_decoder')
     _, data = pairs.load_tokenizer_and_pairs(config, args.root)
     sources_NxS, _ = pairs.split_row(np.asarray(data.val), data.source_len)
     references = [target for _, target in pairs.validation_pairs(config, args.root)]
     max_len = config.train.seq_len
     specials = (tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id)
     outputs = {
-        'greedy': decode_all(lambda s: seq2seq_decoding.greedy(model, params, s, max_len, *specials),
+        'greedy': decode_all(lambda s: seq2seq.greedy(model, params, s, max_len, *specials),
                              tokenizer, sources_NxS, args.batch_size),
         f'beam{args.beam_size}': decode_all(
-            lambda s: seq2seq_decoding.beam_search(model, params, s, max_len, args.beam_size,
+            lambda s: seq2seq.beam_search(model, params, s, max_len, args.beam_size,
                                                    *specials, length_penalty=args.length_penalty),
             tokenizer, sources_NxS, args.batch_size)}
     train_targets = [target for _, target in pairs.split_pairs(config.data)[0]]

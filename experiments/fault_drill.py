@@ -28,7 +28,7 @@ OVERRIDES = ('--config.tokenizer.kind=byte', '--config.data.max_documents=200',
 
 
 def command(workdir: str) -> list[str]:
-  return [sys.executable, '-m', 'gptjax.main', '--config', 'configs/tiny.py', '--workdir', workdir,
+  return [sys.executable, '-m', 'gptjax.main', '--config', 'tiny', '--workdir', workdir,
           *OVERRIDES]
 
 

@@ -16,9 +16,16 @@ import os
 from absl import logging
 from matplotlib.figure import Figure
 
-from experiments.zero_shot_size import evaluation_parser, expand, model_row, plot_accuracy
-from gptjax import evaluate, runs, tasks
-from gptjax.errors import UserError, reported
+from experiments.zero_shot_size import (
+  evaluation_parser,
+  expand,
+  model_row,
+  plot_accuracy,
+)
+from gptjax.cli import reported
+from gptjax.downstream import few_shot, tasks
+from gptjax.errors import UserError
+from gptjax.training.state import load_run
 
 NAME = 'few_shot'
 
@@ -36,10 +43,10 @@ def main(argv: list[str] | None = None) -> None:
     task_list = [tasks.load_task(name, args.seed) for name in args.tasks.split(',')]
     rows = []
     for workdir in workdirs:
-      tokenizer, model, params = runs.load_run(workdir)
+      tokenizer, model, params = load_run(workdir)
       for task in task_list:
         for k in shots:
-          result = evaluate.evaluate_task(tokenizer, model, params, task, k, args.seed,
+          result = few_shot.evaluate_task(tokenizer, model, params, task, k, args.seed,
                                           limit=args.limit)
           rows.append({**model_row(workdir, model), **result})
           print(f'{rows[-1]["model"]} {task.name} k={k}: accuracy {result["accuracy"]:.3f} ± '

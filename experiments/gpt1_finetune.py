@@ -19,10 +19,11 @@ import numpy as np
 from absl import logging
 from matplotlib.figure import Figure
 
-from configs import finetune as finetune_config
-from gptjax import finetune
-from gptjax.errors import UserError, reported
-from gptjax.sweep import parse_override, run_config
+from gptjax.cli import reported
+from gptjax.configs import finetune as finetune_config
+from gptjax.downstream import finetuning
+from gptjax.errors import UserError
+from gptjax.scaling.sweep import parse_override, run_config
 
 NAME = 'gpt1_finetune'
 VARIANTS = {  # name -> (random_init, lm_coef)
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
           config = run_config(base, {'finetune.init_from': args.pretrained, 'finetune.task': task,
                                      'finetune.random_init': random_init,
                                      'finetune.lm_coef': lm_coef}, variant)
-          finetune.finetune(config, workdir)
+          finetuning.finetune(config, workdir)
         with open(done) as f:
           result = json.load(f)
         p, n = result.get('test_accuracy', result['validation_accuracy']), result.get('n_test', result['n_validation'])

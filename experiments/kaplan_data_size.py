@@ -9,8 +9,8 @@ smallest) and evaluates every 50 steps: as Kaplan et al. did, L(D) is the early-
 best evaluation (best_eval_loss), and the fit uses unique_tokens as D. About 1-1.5 hours on 2 CPU
 cores.
 """
-from configs import default
-from gptjax.sweep import schedule
+from gptjax.configs import default
+from gptjax.scaling.sweep import schedule
 
 STEPS = 1000
 UNIQUE_TOKENS = (125_000, 250_000, 500_000, 1_000_000, 2_000_000, 4_000_000)

@@ -8,9 +8,9 @@ Kaplan et al. fit L(N) to models that data does not limit. Here the largest mode
 tokens per parameter, so expect its point to sit above a pure power law; the report also fits L(C)
 to the envelope of the training curves. About 1-1.5 hours on 2 CPU cores.
 """
-from configs import default
-from gptjax.accounting import propose_shape
-from gptjax.sweep import schedule
+from gptjax.configs import default
+from gptjax.models.accounting import propose_shape
+from gptjax.scaling.sweep import schedule
 
 STEPS = 1000
 TARGET_N = (12e3, 27e3, 50e3, 100e3, 155e3, 230e3, 450e3)

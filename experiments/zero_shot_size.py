@@ -21,8 +21,12 @@ from absl import logging
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D  # the Agg renderer; no display needed
 
-from gptjax import accounting, evaluate, metrics, runs, tasks
-from gptjax.errors import UserError, reported
+from gptjax.cli import reported
+from gptjax.downstream import few_shot, tasks
+from gptjax.errors import UserError
+from gptjax.models import accounting
+from gptjax.training import metrics
+from gptjax.training.state import load_run
 
 NAME = 'zero_shot_size'
 
@@ -117,9 +121,9 @@ def evaluate_all(args: argparse.Namespace) -> list[dict]:
   task_list = [tasks.load_task(name, args.seed) for name in args.tasks.split(',')]
   rows = []
   for workdir in workdirs:
-    tokenizer, model, params = runs.load_run(workdir)
+    tokenizer, model, params = load_run(workdir)
     for task in task_list:
-      result = evaluate.evaluate_task(tokenizer, model, params, task, 0, args.seed, limit=args.limit)
+      result = few_shot.evaluate_task(tokenizer, model, params, task, 0, args.seed, limit=args.limit)
       rows.append({**model_row(workdir, model), **result})
       print(f'{rows[-1]["model"]} (N={rows[-1]["N"]:,}) {task.name}: accuracy '
             f'{result["accuracy"]:.3f} ± {result["stderr"]:.3f}', flush=True)

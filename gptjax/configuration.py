@@ -8,9 +8,9 @@ import sys
 import jax
 import ml_collections
 
-from gptjax import models
 from gptjax.errors import UserError
-from gptjax.layers import ModelConfig
+from gptjax.models import registry
+from gptjax.models.config import ModelConfig
 
 _CHOICES = {
     'model.architecture': ('gpt', 'bert', 'encoder_decoder'),
@@ -141,5 +141,5 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> ModelCon
     print(f"warning: model.attention_impl='cudnn' needs an NVIDIA GPU; using 'xla' on "
           f'{jax.default_backend()}', file=sys.stderr)
     fields['attention_impl'] = 'xla'
-  vocab_size = models.model_vocab_size(fields.get('architecture', 'gpt'), vocab_size)
+  vocab_size = registry.model_vocab_size(fields.get('architecture', 'gpt'), vocab_size)
   return ModelConfig(vocab_size=vocab_size, **fields)

@@ -9,8 +9,10 @@ evaluation or fine-tuning) to start from. See gptjax.hf.convert_gpt2.
 """
 from absl import app, flags, logging
 
-from gptjax import accounting, configuration, hf
-from gptjax.errors import UserError, fail, parse_flags
+from gptjax import configuration
+from gptjax.cli import fail, parse_flags
+from gptjax.errors import UserError
+from gptjax.models import accounting, hf
 
 _HF_DIR = flags.DEFINE_string('hf_dir', None, 'Hugging Face GPT-2 directory on local disk.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'New gptjax workdir to write.')

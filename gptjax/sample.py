@@ -9,8 +9,10 @@ import os
 import jax
 from absl import app, flags, logging
 
-from gptjax import runs, sampling
-from gptjax.errors import UserError, fail, parse_flags
+from gptjax.cli import fail, parse_flags
+from gptjax.decoding import sampling
+from gptjax.errors import UserError
+from gptjax.training.state import load_run
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The run: config.json, tokenizer, checkpoints/.')
 _PROMPT = flags.DEFINE_string('prompt', None, 'Text to continue.')
@@ -47,7 +49,7 @@ def main(argv: list[str]) -> None:
   logging.set_verbosity(logging.WARNING)  # orbax logs every step of a restore at INFO
   try:
     prompt = _read_prompt()
-    tokenizer, model, params = runs.load_run(_WORKDIR.value)
+    tokenizer, model, params = load_run(_WORKDIR.value)
     texts = sampling.sample_texts(model, params, tokenizer, prompt, _NUM_SAMPLES.value,
                                   _MAX_NEW_TOKENS.value, jax.random.PRNGKey(_SEED.value),
                                   _TEMPERATURE.value, _TOP_K.value, _TOP_P.value)

@@ -10,7 +10,7 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(tempfile.gettemp
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
-from configs import tiny
+from gptjax.configs import tiny
 
 
 @pytest.fixture

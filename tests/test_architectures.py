@@ -5,9 +5,19 @@ import os
 import numpy as np
 import pytest
 
-from configs import bert_base, bert_tiny, default, transformer_base, transformer_tiny
-from gptjax import accounting, configuration, models, optimizer, runs, seq2seq_decoding, train
+from gptjax import configuration
+from gptjax.configs import (
+  bert_base,
+  bert_tiny,
+  default,
+  transformer_base,
+  transformer_tiny,
+)
+from gptjax.decoding import seq2seq
 from gptjax.errors import UserError
+from gptjax.models import accounting, registry
+from gptjax.training import optimizer, trainer
+from gptjax.training.state import load_run
 
 
 @pytest.mark.parametrize('module', [transformer_base, transformer_tiny, bert_base, bert_tiny])
@@ -62,7 +72,7 @@ def test_bert_trains_through_the_training_loop(tmp_path):
   config.data.source, config.data.text_files = 'text_files', str(tmp_path / 'corpus' / '*.txt')
   config.train.update(seq_len=32, global_batch_size=64, lr=3e-3)
   workdir = str(tmp_path / 'run')
-  metrics = train.train_and_evaluate(config, workdir, show_progress=False)
+  metrics = trainer.train_and_evaluate(config, workdir, show_progress=False)
   losses = _logged(workdir, 'train_loss')
   assert losses[1] == pytest.approx(np.log(263), rel=0.1)  # 262 byte-tokenizer ids + [MASK]
   assert metrics['eval_loss'] < 0.6 * losses[1]
@@ -85,15 +95,15 @@ def test_encoder_decoder_learns_a_task_from_jsonl_pairs_through_the_training_loo
                      val_fraction=0.1)
   config.train.update(source_len=16, seq_len=16, lr=3e-3, schedule='cosine')
   workdir = str(tmp_path / 'run')
-  metrics = train.train_and_evaluate(config, workdir, show_progress=False)
+  metrics = trainer.train_and_evaluate(config, workdir, show_progress=False)
   losses = _logged(workdir, 'train_loss')
   assert metrics['eval_loss'] < 0.25 * losses[1]
-  tokenizer, model, params = runs.load_run(workdir, 'encoder_decoder')
+  tokenizer, model, params = load_run(workdir, 'encoder_decoder')
   with pytest.raises(UserError, match='holds a model.architecture=encoder_decoder run'):
-    runs.load_run(workdir)  # sampling and evaluation need a GPT
+    load_run(workdir)  # sampling and evaluation need a GPT
   source_ids = [*tokenizer.encode('abcdh'), tokenizer.eos_id]  # as gptjax/pairs.py writes sources
   source = np.array([source_ids + [tokenizer.pad_id] * (16 - len(source_ids))], np.int32)
-  ids = seq2seq_decoding.greedy(model, params, source, 16, tokenizer.bos_id, tokenizer.eos_id,
+  ids = seq2seq.greedy(model, params, source, 16, tokenizer.bos_id, tokenizer.eos_id,
                                 tokenizer.pad_id)
   assert tokenizer.decode(np.asarray(ids)[0]) == 'hdcba'
 
@@ -133,4 +143,4 @@ def test_rsqrt_schedule_is_the_papers():
 def test_the_architectures_build_from_one_entry_point():
   for module in (default, bert_tiny, transformer_tiny):
     model_config = configuration.model_config(module.get_config(), 512)
-    assert models.build(model_config).config.architecture == module.get_config().model.architecture
+    assert registry.build(model_config).config.architecture == module.get_config().model.architecture

@@ -7,14 +7,16 @@ import sys
 
 import pytest
 
-from configs import bert_tiny, tiny, transformer_tiny
-from gptjax import accounting, bench, configuration
+from gptjax import configuration
+from gptjax.configs import bert_tiny, tiny, transformer_tiny
+from gptjax.models import accounting
+from gptjax.training import benchmark
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _bench(*args):
-  return subprocess.run([sys.executable, '-m', 'gptjax.bench', '--config', 'configs/tiny.py', *args],
+  return subprocess.run([sys.executable, '-m', 'gptjax.bench', '--config', 'tiny', *args],
                         cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
@@ -23,7 +25,7 @@ def test_train_mode_json_reports_the_step_and_its_flops():
   assert result.returncode == 0, result.stderr
   report = json.loads(result.stdout)
   config = tiny.get_config()
-  bench.apply_shape(config, '2,2,32,32,4,300')
+  benchmark.apply_shape(config, '2,2,32,32,4,300')
   model_config = configuration.model_config(config, 300)
   assert report['flops_per_token'] == accounting.flops_per_token(model_config, 32)
   assert report['tokens_per_s'] == pytest.approx(4 * 32 / (report['step_ms'] / 1e3))
@@ -39,19 +41,19 @@ def test_memory_estimate_is_close_to_xlas_count(dtype):
   # Activations dominate at this shape; in bfloat16 they stay float32 between the products, so
   # an estimate that halved them (it did) is off by a third.
   config = tiny.get_config()
-  bench.apply_shape(config, '2,2,64,64,16,512')
+  benchmark.apply_shape(config, '2,2,64,64,16,512')
   config.model.dtype = dtype
-  report = bench.bench_train(config, steps=1, warmup=0)
+  report = benchmark.bench_train(config, steps=1, warmup=0)
   assert 0.8 < report['memory_estimate_mib'] / report['memory_mib'] < 1.25
 
 
 @pytest.mark.parametrize('module', [bert_tiny, transformer_tiny])
 def test_train_mode_times_every_architecture(module):
   config = module.get_config()
-  bench.apply_shape(config, '1,2,32,32,4,300')
+  benchmark.apply_shape(config, '1,2,32,32,4,300')
   config.model.n_encoder_layers = min(config.model.n_encoder_layers, 1)
   config.train.source_len = 16
-  report = bench.bench_train(config, steps=2, warmup=1)
+  report = benchmark.bench_train(config, steps=2, warmup=1)
   assert report['architecture'] == config.model.architecture and report['tokens_per_s'] > 0
   # Random tokens before any learning: about the uniform distribution's loss.
   assert report['final_loss'] == pytest.approx(math.log(report['vocab']), rel=0.15)

@@ -9,9 +9,10 @@ import numpy as np
 import optax
 import pytest
 
-from gptjax import bert
-from gptjax.layers import ModelConfig, padding_mask
-from gptjax.tokenizer import ByteTokenizer
+from gptjax.data.tokenizers import ByteTokenizer
+from gptjax.models import bert
+from gptjax.models.config import ModelConfig
+from gptjax.models.layers import padding_mask
 
 TOK = ByteTokenizer()
 CLS, SEP, PAD = TOK.start_id, TOK.delim_id, TOK.pad_id

@@ -6,9 +6,10 @@ import sys
 import ml_collections
 import pytest
 
-from configs import default, gpt1, gpt2_small, tiny
-from gptjax import configuration, workdir
+from gptjax import configuration
+from gptjax.configs import default, gpt1, gpt2_small, tiny
 from gptjax.errors import UserError
+from gptjax.training import workdir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,7 +59,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     ('--no_such_flag=1', "Unknown command line flag 'no_such_flag'"),
 ])
 def test_cli_reports_bad_input_in_one_line(override, message, tmp_path):
-  result = _cli('--config', 'configs/tiny.py', '--workdir', str(tmp_path / 'w'), override)
+  result = _cli('--config', 'tiny', '--workdir', str(tmp_path / 'w'), override)
   assert result.returncode != 0
   errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
   assert len(errors) == 1 and message in errors[0], result.stderr

@@ -3,42 +3,42 @@ import os
 import numpy as np
 import pytest
 
-from gptjax import data
+from gptjax.data import sources, windows
 from gptjax.errors import UserError
 
 
 def test_train_batches_are_a_pure_function_of_seed_and_step():
   tokens = np.arange(10_000, dtype=np.uint16)
-  a = data.train_batch(tokens, step=5, seed=0, global_batch=8, seq_len=16)
-  np.testing.assert_array_equal(a, data.train_batch(tokens, step=5, seed=0, global_batch=8, seq_len=16))
-  assert not np.array_equal(a, data.train_batch(tokens, step=6, seed=0, global_batch=8, seq_len=16))
-  assert not np.array_equal(a, data.train_batch(tokens, step=5, seed=1, global_batch=8, seq_len=16))
+  a = windows.train_batch(tokens, step=5, seed=0, global_batch=8, seq_len=16)
+  np.testing.assert_array_equal(a, windows.train_batch(tokens, step=5, seed=0, global_batch=8, seq_len=16))
+  assert not np.array_equal(a, windows.train_batch(tokens, step=6, seed=0, global_batch=8, seq_len=16))
+  assert not np.array_equal(a, windows.train_batch(tokens, step=5, seed=1, global_batch=8, seq_len=16))
   assert a.shape == (8, 17) and a.dtype == np.int32
   np.testing.assert_array_equal(np.diff(a, axis=1), 1)  # contiguous windows
 
 
 def test_each_process_gets_its_own_rows_of_the_global_batch():
   tokens = np.arange(10_000, dtype=np.uint16)
-  whole = data.train_batch(tokens, 3, 0, global_batch=8, seq_len=16)
-  parts = [data.train_batch(tokens, 3, 0, 8, 16, process_index=p, process_count=4) for p in range(4)]
+  whole = windows.train_batch(tokens, 3, 0, global_batch=8, seq_len=16)
+  parts = [windows.train_batch(tokens, 3, 0, 8, 16, process_index=p, process_count=4) for p in range(4)]
   assert all(p.shape == (2, 17) for p in parts)
   np.testing.assert_array_equal(np.concatenate(parts), whole)
-  evals = [list(data.eval_batches(tokens, 2, 8, 16, p, 2)) for p in range(2)]
-  for b, full in enumerate(data.eval_batches(tokens, 2, 8, 16)):
+  evals = [list(windows.eval_batches(tokens, 2, 8, 16, p, 2)) for p in range(2)]
+  for b, full in enumerate(windows.eval_batches(tokens, 2, 8, 16)):
     np.testing.assert_array_equal(np.concatenate([evals[0][b], evals[1][b]]), full)
 
 
 def test_eval_windows_are_fixed_and_tile_the_validation_split():
   tokens = np.arange(100, dtype=np.uint16)
-  batches = list(data.eval_batches(tokens, n_batches=2, global_batch=4, seq_len=10))
+  batches = list(windows.eval_batches(tokens, n_batches=2, global_batch=4, seq_len=10))
   starts = np.concatenate(batches)[:, 0]
   np.testing.assert_array_equal(starts, [0, 10, 20, 30, 40, 50, 60, 70])
-  small = np.concatenate(list(data.eval_batches(np.arange(25), 1, 4, 10)))[:, 0]
+  small = np.concatenate(list(windows.eval_batches(np.arange(25), 1, 4, 10)))[:, 0]
   np.testing.assert_array_equal(small, [0, 10, 0, 10])  # wraps around a short split
 
 
 def test_stdlib_corpus_is_sorted_source_without_site_packages():
-  docs = data.stdlib_documents()
+  docs = sources.stdlib_documents()
   names = [next(docs)[0] for _ in range(50)]
   assert names == sorted(names) and all(n.endswith('.py') for n in names)
   assert not any('site-packages' in n for n in names)
@@ -52,8 +52,8 @@ def _data_config(tiny_config, corpus_glob):
 
 def test_token_cache_holds_bos_document_eos_and_is_reused(tiny_config, corpus_glob, tmp_path):
   config = _data_config(tiny_config, corpus_glob)
-  tok, token_data = data.load_tokenizer_and_data(config, str(tmp_path / 'w'), seq_len=32)
-  train_docs, val_docs = data.split_documents(config.data)
+  tok, token_data = windows.load_tokenizer_and_data(config, str(tmp_path / 'w'), seq_len=32)
+  train_docs, val_docs = sources.split_documents(config.data)
   assert len(val_docs) >= 1 and len(train_docs) > len(val_docs)
   first = [tok.bos_id, *tok.encode(train_docs[0][1]), tok.eos_id]
   np.testing.assert_array_equal(token_data.train[:len(first)], first)
@@ -63,18 +63,18 @@ def test_token_cache_holds_bos_document_eos_and_is_reused(tiny_config, corpus_gl
   assert 0 < token_data.unigram_entropy < np.log(tok.vocab_size)
   cache = tmp_path / 'w' / 'data' / 'train.bin'
   written = os.path.getmtime(cache)
-  data.load_tokenizer_and_data(config, str(tmp_path / 'w'), seq_len=32)
+  windows.load_tokenizer_and_data(config, str(tmp_path / 'w'), seq_len=32)
   assert os.path.getmtime(cache) == written
   config.data.val_fraction = 0.5
   with pytest.raises(UserError, match='different data or tokenizer'):
-    data.load_tokenizer_and_data(config, str(tmp_path / 'w'), seq_len=32)
+    windows.load_tokenizer_and_data(config, str(tmp_path / 'w'), seq_len=32)
 
 
 def test_max_train_tokens_keeps_only_the_first_d_tokens(tiny_config, corpus_glob, tmp_path):
   config = _data_config(tiny_config, corpus_glob)
-  _, full = data.load_tokenizer_and_data(config, str(tmp_path), seq_len=32)
+  _, full = windows.load_tokenizer_and_data(config, str(tmp_path), seq_len=32)
   config.data.max_train_tokens = 1000
-  _, limited = data.load_tokenizer_and_data(config, str(tmp_path), seq_len=32)
+  _, limited = windows.load_tokenizer_and_data(config, str(tmp_path), seq_len=32)
   np.testing.assert_array_equal(limited.train, full.train[:1000])
 
 
@@ -83,8 +83,8 @@ def test_a_single_file_is_split_inside_the_document(tiny_config, tmp_path):
   path.write_text(''.join(f'line {i}\n' for i in range(1000)))
   tiny_config.data.source, tiny_config.data.text_files = 'text_files', str(path)
   tiny_config.data.val_fraction = 0.1
-  (name, train_text), = data.split_documents(tiny_config.data)[0]
-  (_, val_text), = data.split_documents(tiny_config.data)[1]
+  (name, train_text), = sources.split_documents(tiny_config.data)[0]
+  (_, val_text), = sources.split_documents(tiny_config.data)[1]
   assert train_text + val_text == path.read_text() and val_text.startswith('line 9')
   assert len(val_text) == pytest.approx(0.1 * len(path.read_text()), rel=0.05)
 
@@ -113,7 +113,7 @@ def test_bad_data_is_a_user_error(tiny_config, tmp_path, setup, message):
     config.data.source, config.data.tfds_name = 'tfds', 'tiny_shakespeare'
     config.data.tfds_data_dir = str(tmp_path / 'empty_tfds_dir')
   with pytest.raises(UserError, match=message):
-    data.load_tokenizer_and_data(config, str(tmp_path / 'w'), seq_len=32)
+    windows.load_tokenizer_and_data(config, str(tmp_path / 'w'), seq_len=32)
 
 
 def test_tfds_source_reads_a_locally_built_array_record_dataset(tiny_config, tmp_path):
@@ -138,11 +138,11 @@ def test_tfds_source_reads_a_locally_built_array_record_dataset(tiny_config, tmp
   config = tiny_config
   config.data.source, config.data.tfds_name = 'tfds', 'gptjax_tiny_text'
   config.data.tfds_data_dir, config.data.tfds_text_key = str(tmp_path / 'tfds'), 'content'
-  tok, token_data = data.load_tokenizer_and_data(config, str(tmp_path / 'w'), seq_len=32)
+  tok, token_data = windows.load_tokenizer_and_data(config, str(tmp_path / 'w'), seq_len=32)
   records = len('train record 0: ') + len('the quick brown fox\n') * 5
   assert len(token_data.train) == sum(records + (i >= 10) + 2 for i in range(40))
   val_text = tok.decode(token_data.val)  # TFDS shuffles records when it prepares a split
   assert all(f'val record {i}: the quick' in val_text for i in range(5))
   config.data.tfds_text_key = 'text'
   with pytest.raises(UserError, match="no feature 'text'"):
-    data.load_tokenizer_and_data(config, str(tmp_path / 'w2'), seq_len=32)
+    windows.load_tokenizer_and_data(config, str(tmp_path / 'w2'), seq_len=32)

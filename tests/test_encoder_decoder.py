@@ -7,9 +7,10 @@ import numpy as np
 import optax
 import pytest
 
-from gptjax import seq2seq_decoding
-from gptjax.encoder_decoder import EncoderDecoder, loss_and_metrics
-from gptjax.layers import ModelConfig, padding_mask
+from gptjax.decoding import seq2seq
+from gptjax.models.config import ModelConfig
+from gptjax.models.encoder_decoder import EncoderDecoder, loss_and_metrics
+from gptjax.models.layers import padding_mask
 
 PAD, BOS, EOS = 0, 1, 2
 # The paper's post-LN model with sinusoids, tiny. init_std 0.2: attention far from uniform, so
@@ -190,13 +191,13 @@ def test_beam_search_finds_what_greedy_does_or_better():
   sources_BxS = np.where(np.arange(8) < np.array([8, 7, 6, 5, 4, 3])[:, None], sources_BxS, PAD)
   max_len = 8
   # An EOS this model writes early in some rows: row 0's third token when there is no EOS.
-  eos_id = int(seq2seq_decoding.greedy(model, params, sources_BxS, max_len, BOS, -1, PAD)[0, 2])
-  greedy_BxT = seq2seq_decoding.greedy(model, params, sources_BxS, max_len, BOS, eos_id, PAD)
+  eos_id = int(seq2seq.greedy(model, params, sources_BxS, max_len, BOS, -1, PAD)[0, 2])
+  greedy_BxT = seq2seq.greedy(model, params, sources_BxS, max_len, BOS, eos_id, PAD)
   assert np.any(greedy_BxT == PAD) and np.any(np.all(greedy_BxT != PAD, axis=1))
 
-  np.testing.assert_array_equal(seq2seq_decoding.beam_search(
+  np.testing.assert_array_equal(seq2seq.beam_search(
       model, params, sources_BxS, max_len, 1, BOS, eos_id, PAD), greedy_BxT)
-  beam_BxT, score_B = seq2seq_decoding._beam_search(  # pylint: disable=protected-access
+  beam_BxT, score_B = seq2seq._beam_search(  # pylint: disable=protected-access
       model, params, sources_BxS, max_len, 4, BOS, eos_id, PAD, 0.6)
   beam_score_B = _sequence_score(model, params, sources_BxS, beam_BxT, eos_id, 0.6)
   np.testing.assert_allclose(score_B, beam_score_B, atol=1e-4, rtol=1e-4)
@@ -206,7 +207,7 @@ def test_beam_search_finds_what_greedy_does_or_better():
 
   # Scanned layers keep a leading layer axis on every cache leaf; the beams must follow the same.
   scanned = EncoderDecoder(dataclasses.replace(config, scan_layers=True))
-  np.testing.assert_array_equal(seq2seq_decoding.beam_search(
+  np.testing.assert_array_equal(seq2seq.beam_search(
       scanned, stack_layers(params, config), sources_BxS, max_len, 4, BOS, eos_id, PAD), beam_BxT)
 
 
@@ -292,7 +293,7 @@ def test_learns_to_reverse_a_sequence():
 
   test_rows = _reversal_rows(np.random.default_rng(1), 32, source_len, target_len,
                              config.vocab_size)
-  ids_BxT = seq2seq_decoding.greedy(model, params, test_rows[:, :source_len], target_len, BOS,
+  ids_BxT = seq2seq.greedy(model, params, test_rows[:, :source_len], target_len, BOS,
                                     EOS, PAD)
   expected_BxT = np.where(test_rows[:, source_len + 1:] == EOS, PAD, test_rows[:, source_len + 1:])
   assert np.mean(np.all(ids_BxT == expected_BxT, axis=1)) >= 0.8

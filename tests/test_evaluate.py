@@ -9,12 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from gptjax import evaluate, tasks
-from gptjax.errors import UserError
-from gptjax.model import GPT, ModelConfig
-from gptjax.tokenizer import ByteTokenizer
 from test_finetune import make_pretrained_workdir
+
+from gptjax.data.tokenizers import ByteTokenizer
+from gptjax.downstream import few_shot, tasks
+from gptjax.errors import UserError
+from gptjax.models.config import ModelConfig
+from gptjax.models.gpt import GPT
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOK = ByteTokenizer()
@@ -55,19 +56,19 @@ def test_the_batched_scorer_equals_a_loop_over_examples(model_and_params):
     ids = [int(i) for i in rng.integers(6, 262, length)]
     sequences.append((ids, int(rng.integers(1, length))))
   sequences.append(([TOK.bos_id, 7, 7], 2))
-  logprob, greedy = evaluate.score(model, params, sequences, batch_size=3)
+  logprob, greedy = few_shot.score(model, params, sequences, batch_size=3)
   naive = [_naive(model, params, ids, n) for ids, n in sequences]
   np.testing.assert_allclose(logprob, [l for l, _ in naive], rtol=1e-5)
   np.testing.assert_array_equal(greedy, [g for _, g in naive])
 
 
 def test_pairs_are_encoded_after_bos_and_cut_from_the_left():
-  ids, n, cut = evaluate.encode_pair(TOK, 'abc', 'de', n_ctx=10)
+  ids, n, cut = few_shot.encode_pair(TOK, 'abc', 'de', n_ctx=10)
   assert (ids, n, cut) == ([TOK.bos_id, *TOK.encode('abcde')], 2, False)
-  ids, n, cut = evaluate.encode_pair(TOK, 'abcdefgh', 'xy', n_ctx=4)
+  ids, n, cut = few_shot.encode_pair(TOK, 'abcdefgh', 'xy', n_ctx=4)
   assert (ids, n, cut) == (TOK.encode('fghxy'), 2, True)
   with pytest.raises(ValueError, match='answer alone is 5 tokens'):
-    evaluate.encode_pair(TOK, 'a', 'vwxyz', n_ctx=4)
+    few_shot.encode_pair(TOK, 'a', 'vwxyz', n_ctx=4)
 
 
 def _mc_task() -> tasks.Task:
@@ -79,24 +80,24 @@ def _mc_task() -> tasks.Task:
 def test_few_shot_prompts_are_fixed_by_the_seed_and_use_the_separator():
   task = _mc_task()
   train = task.split('train')
-  shots = evaluate.demonstrations(train, 2, seed=3, index=1)
-  assert shots == evaluate.demonstrations(train, 2, seed=3, index=1)
-  assert evaluate.prompt('multiple_choice', task.split('test')[0], shots, separator='|') == (
+  shots = few_shot.demonstrations(train, 2, seed=3, index=1)
+  assert shots == few_shot.demonstrations(train, 2, seed=3, index=1)
+  assert few_shot.prompt('multiple_choice', task.split('test')[0], shots, separator='|') == (
       ''.join(d['context'] + d['choices'][d['label']] + '|' for d in shots) + '6 + 1 = ')
-  assert all(d is not train[0] for d in evaluate.demonstrations(train, 5, 0, 0, exclude=0))
+  assert all(d is not train[0] for d in few_shot.demonstrations(train, 5, 0, 0, exclude=0))
   with pytest.raises(UserError, match='2 shots need 2'):
-    evaluate.demonstrations(train[:1], 2, 0, 0)
+    few_shot.demonstrations(train[:1], 2, 0, 0)
 
 
 def test_multiple_choice_and_cloze_accuracy_match_a_loop(model_and_params):
   model, params = model_and_params
   task = _mc_task()
-  result = evaluate.evaluate_task(TOK, model, params, task, shots=1, seed=2, batch_size=4)
+  result = few_shot.evaluate_task(TOK, model, params, task, shots=1, seed=2, batch_size=4)
   correct, correct_norm = [], []
   for i, example in enumerate(task.split('test')):
-    text = evaluate.prompt('multiple_choice', example,
-                           evaluate.demonstrations(task.split('train'), 1, 2, i))
-    scored = [_naive(model, params, *evaluate.encode_pair(TOK, text, c, N_CTX)[:2])[0]
+    text = few_shot.prompt('multiple_choice', example,
+                           few_shot.demonstrations(task.split('train'), 1, 2, i))
+    scored = [_naive(model, params, *few_shot.encode_pair(TOK, text, c, N_CTX)[:2])[0]
               for c in example['choices']]
     lengths = [len(TOK.encode(c)) for c in example['choices']]
     correct.append(np.argmax(scored) == example['label'])
@@ -107,8 +108,8 @@ def test_multiple_choice_and_cloze_accuracy_match_a_loop(model_and_params):
   assert result['stderr'] == pytest.approx(np.sqrt(np.mean(correct) * (1 - np.mean(correct)) / 6))
   cloze = tasks.Task('toy_cloze', 'cloze', {'test': [{'context': 'ab' * 8, 'target': 'ab'},
                                                     {'context': 'xyz', 'target': 'q'}]})
-  result = evaluate.evaluate_task(TOK, model, params, cloze, limit=1)
-  logprob, greedy = _naive(model, params, *evaluate.encode_pair(TOK, 'ab' * 8, 'ab', N_CTX)[:2])
+  result = few_shot.evaluate_task(TOK, model, params, cloze, limit=1)
+  logprob, greedy = _naive(model, params, *few_shot.encode_pair(TOK, 'ab' * 8, 'ab', N_CTX)[:2])
   assert result['n'] == 1 and result['accuracy'] == float(greedy)
   assert result['target_logprob'] == pytest.approx(logprob, rel=1e-5)
 
@@ -117,7 +118,7 @@ def test_other_task_kinds_are_refused(model_and_params):
   model, params = model_and_params
   task = tasks.Task('toy', 'classification', {'test': [{'text': 'a', 'label': 0}]}, 2)
   with pytest.raises(UserError, match='classification task; zero- and few-shot'):
-    evaluate.evaluate_task(TOK, model, params, task)
+    few_shot.evaluate_task(TOK, model, params, task)
 
 
 def test_the_command_line_prints_json_and_reports_bad_input_in_one_line(tmp_path, capsys):
@@ -133,10 +134,10 @@ def test_the_command_line_prints_json_and_reports_bad_input_in_one_line(tmp_path
   assert {'accuracy', 'stderr', 'n', 'accuracy_norm', 'stderr_norm'} <= set(output)
   path.write_text('{"context": "a", "choices": ["b", "c"], "label": 2}\n')
   with pytest.raises(SystemExit) as exit_info:
-    evaluate.main(['--workdir', workdir, '--task', str(path)])
+    few_shot.main(['--workdir', workdir, '--task', str(path)])
   assert exit_info.value.code == 1
   assert capsys.readouterr().err == (f'error: {path}:1: label 2 is outside 0..1 (the example has '
                                      '2 choices)\n')
   with pytest.raises(SystemExit):
-    evaluate.main(['--workdir', str(tmp_path / 'nowhere'), '--task', 'stdlib_cloze'])
+    few_shot.main(['--workdir', str(tmp_path / 'nowhere'), '--task', 'stdlib_cloze'])
   assert capsys.readouterr().err.startswith(f'error: {tmp_path}/nowhere holds no run')

@@ -12,15 +12,15 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from gptjax import train
-from gptjax import workdir as workdir_lib
 from gptjax.errors import UserError
+from gptjax.training import trainer
+from gptjax.training import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _command(workdir, corpus_glob, *overrides):
-  return [sys.executable, '-m', 'gptjax.main', '--config', 'configs/tiny.py',
+  return [sys.executable, '-m', 'gptjax.main', '--config', 'tiny',
           '--workdir', str(workdir), '--config.tokenizer.kind=byte',
           '--config.sample.max_new_tokens=0', '--config.data.source=text_files',
           f'--config.data.text_files={corpus_glob}', *overrides]
@@ -104,7 +104,7 @@ def test_sigterm_saves_the_current_step_and_the_restart_continues_exactly(refere
 
 
 def _train(config, workdir, **kwargs):
-  return train.train_and_evaluate(config, str(workdir), show_progress=False, **kwargs)
+  return trainer.train_and_evaluate(config, str(workdir), show_progress=False, **kwargs)
 
 
 def _text_config(config, corpus_glob):
@@ -160,7 +160,7 @@ def test_a_half_written_checkpoint_is_never_restored(tiny_config, corpus_glob, t
   half = tmp_path / 'checkpoints' / '20.orbax-checkpoint-tmp-1234'
   half.mkdir()
   (half / 'garbage').write_bytes(b'\0' * 100)
-  run = train.Run(config, str(tmp_path))
+  run = trainer.Run(config, str(tmp_path))
   try:
     assert int(run.state.step) == 10
   finally:
@@ -172,7 +172,7 @@ def test_a_second_run_on_the_same_workdir_is_refused(tiny_config, corpus_glob, t
   first = workdir_lib.lock(str(tmp_path))  # what a running run holds
   try:
     with pytest.raises(UserError, match='another run is using'):
-      train.Run(config, str(tmp_path))
+      trainer.Run(config, str(tmp_path))
   finally:
     first.close()
   workdir_lib.lock(str(tmp_path)).close()  # free again once the first run is gone
@@ -222,7 +222,7 @@ def test_out_of_memory_at_compile_time_names_what_drives_memory(
     raise jax.errors.JaxRuntimeError('RESOURCE_EXHAUSTED: Out of memory allocating 9 GiB')
   monkeypatch.setattr(jax.stages.Lowered, 'compile', no_memory)
   with pytest.raises(UserError) as error:
-    train.Run(_text_config(tiny_config, corpus_glob), str(tmp_path))
+    trainer.Run(_text_config(tiny_config, corpus_glob), str(tmp_path))
   for value in ('batch 8', 'seq_len 32', 'd_model 32', 'n_layers 2'):
     assert value in str(error.value)
   assert 'memory per device (estimate): params' in capsys.readouterr().out

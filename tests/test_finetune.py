@@ -10,14 +10,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import finetune as finetune_config
-from configs import tiny
-from gptjax import checkpoint, configuration, finetune, tasks, train
-from gptjax import workdir as workdir_lib
+from gptjax import configuration
+from gptjax.configs import finetune as finetune_config
+from gptjax.configs import tiny
+from gptjax.data.tokenizers import ByteTokenizer
+from gptjax.downstream import finetuning, tasks
 from gptjax.errors import UserError
-from gptjax.model import GPT, ModelConfig
-from gptjax.optimizer import make_optimizer
-from gptjax.tokenizer import ByteTokenizer
+from gptjax.models.config import ModelConfig
+from gptjax.models.gpt import GPT
+from gptjax.training import checkpoint
+from gptjax.training import workdir as workdir_lib
+from gptjax.training.optimizer import make_optimizer
+from gptjax.training.state import init_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOK = ByteTokenizer()
@@ -33,7 +37,7 @@ def make_pretrained_workdir(path, vocab_rows: int | None = None) -> str:
   workdir_lib.save_config(config, str(path))
   model = GPT(configuration.model_config(config, vocab_rows or TOK.vocab_size))
   mngr = checkpoint.manager(str(path), 1)
-  checkpoint.save(mngr, jax.jit(lambda: train.init_state(model, make_optimizer(config.train), config.seed))())
+  checkpoint.save(mngr, jax.jit(lambda: init_state(model, make_optimizer(config.train), config.seed))())
   mngr.close()
   return str(path)
 
@@ -52,39 +56,39 @@ def _ids(text: str) -> list[int]:
 
 def test_input_transformations_are_the_documented_sequences():
   s, d, x = TOK.start_id, TOK.delim_id, TOK.extract_id
-  assert finetune.transform(TOK, 'classification', {'text': 'ab', 'label': 0}, 64) == [
+  assert finetuning.transform(TOK, 'classification', {'text': 'ab', 'label': 0}, 64) == [
       [s, *_ids('ab'), x]]
-  assert finetune.transform(TOK, 'entailment', {'premise': 'p', 'hypothesis': 'hq', 'label': 1}, 64) == [
+  assert finetuning.transform(TOK, 'entailment', {'premise': 'p', 'hypothesis': 'hq', 'label': 1}, 64) == [
       [s, *_ids('p'), d, *_ids('hq'), x]]
-  assert finetune.transform(TOK, 'similarity', {'a': 'a1', 'b': 'b', 'label': 0}, 64) == [
+  assert finetuning.transform(TOK, 'similarity', {'a': 'a1', 'b': 'b', 'label': 0}, 64) == [
       [s, *_ids('a1'), d, *_ids('b'), x], [s, *_ids('b'), d, *_ids('a1'), x]]
-  assert finetune.transform(TOK, 'multiple_choice',
+  assert finetuning.transform(TOK, 'multiple_choice',
                             {'context': 'c', 'choices': ['y', 'zz'], 'label': 1}, 64) == [
       [s, *_ids('c'), d, *_ids('y'), x], [s, *_ids('c'), d, *_ids('zz'), x]]
   # Too long for 8 positions (5 beside the markers): cut away from the delimiter, the first segment
   # losing its start, the second its end, the second keeping at least half the room.
-  assert finetune.transform(TOK, 'entailment', {'premise': 'abcdef', 'hypothesis': 'xy', 'label': 0},
+  assert finetuning.transform(TOK, 'entailment', {'premise': 'abcdef', 'hypothesis': 'xy', 'label': 0},
                             8) == [[s, *_ids('def'), d, *_ids('xy'), x]]
-  assert finetune.transform(TOK, 'entailment', {'premise': 'a', 'hypothesis': 'xyzuvw', 'label': 0},
+  assert finetuning.transform(TOK, 'entailment', {'premise': 'a', 'hypothesis': 'xyzuvw', 'label': 0},
                             8) == [[s, *_ids('a'), d, *_ids('xyzu'), x]]
-  assert finetune.transform(TOK, 'entailment', {'premise': 'abcdef', 'hypothesis': 'uvwxyz',
+  assert finetuning.transform(TOK, 'entailment', {'premise': 'abcdef', 'hypothesis': 'uvwxyz',
                                                 'label': 0}, 8) == [[s, *_ids('def'), d, *_ids('uv'), x]]
-  assert finetune.transform(TOK, 'classification', {'text': 'abcdefghij', 'label': 0}, 8) == [
+  assert finetuning.transform(TOK, 'classification', {'text': 'abcdefghij', 'label': 0}, 8) == [
       [s, *_ids('efghij'), x]]
 
 
-def _finetuner(kind: str, num_labels: int = 3) -> tuple[finetune.Finetuner, dict]:
+def _finetuner(kind: str, num_labels: int = 3) -> tuple[finetuning.Finetuner, dict]:
   config = ModelConfig(vocab_size=TOK.vocab_size, n_ctx=16, n_layers=2, n_heads=2, d_model=16, d_ff=32)
-  model = finetune.Finetuner(GPT(config), kind, num_labels, head_dropout=0.1)
+  model = finetuning.Finetuner(GPT(config), kind, num_labels, head_dropout=0.1)
   params = {'gpt': model.gpt.init(jax.random.PRNGKey(0), jnp.zeros((1, 16), jnp.int32))['params'],
             'head': model.init_head(jax.random.PRNGKey(1))}
   return model, params
 
 
 def _batch(kind: str, examples: list[dict], n_rows: int | None = None) -> dict:
-  encoded = finetune.encode_split(TOK, kind, examples, 16)
-  encoded = finetune.pad_to(encoded, n_rows or encoded.ids_NxRxL.shape[1], 16, TOK.pad_id)
-  return next(finetune.batches(encoded, len(examples) + 1))  # one padding row at weight 0
+  encoded = finetuning.encode_split(TOK, kind, examples, 16)
+  encoded = finetuning.pad_to(encoded, n_rows or encoded.ids_NxRxL.shape[1], 16, TOK.pad_id)
+  return next(finetuning.batches(encoded, len(examples) + 1))  # one padding row at weight 0
 
 
 def test_similarity_is_symmetric_in_its_inputs():
@@ -103,7 +107,7 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
   return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
-def _one_row(model: finetune.Finetuner):
+def _one_row(model: finetuning.Finetuner):
   """(logits (L, V), hidden (L, D)) of one unpadded sequence, run alone. It is right-padded to
   n_ctx only to reuse one compilation: causal attention keeps the padding out of every position
   before it."""
@@ -124,15 +128,15 @@ def test_the_objective_is_the_task_loss_plus_lambda_times_the_lm_loss(kind, exam
   model, params = _finetuner(kind)
   batch = _batch(kind, examples)
   scores_BxK, logits = jax.jit(model.apply)(params, batch['ids'], batch['lengths'])
-  pure, parts = finetune.objective(scores_BxK, logits, batch, lm_coef=0.0)
-  with_lm, _ = finetune.objective(scores_BxK, logits, batch, lm_coef=0.5)
+  pure, parts = finetuning.objective(scores_BxK, logits, batch, lm_coef=0.0)
+  with_lm, _ = finetuning.objective(scores_BxK, logits, batch, lm_coef=0.5)
   # Row by row: the task's cross-entropy from the hidden state at EXTRACT, and the next-token
   # cross-entropy of every token after the first.
   one_row = _one_row(model)
   kernel, bias = (np.asarray(params['head']['linear'][k], np.float64) for k in ('kernel', 'bias'))
   task_losses, token_losses = [], []
   for i, example in enumerate(examples):
-    rows = finetune.transform(TOK, kind, example, 16)
+    rows = finetuning.transform(TOK, kind, example, 16)
     outputs = [[np.asarray(a, np.float64) for a in one_row(params, r)] for r in rows]
     scores = [hidden[-1] @ kernel + bias for _, hidden in outputs]
     scores = np.concatenate(scores) if kind == 'multiple_choice' else scores[0]
@@ -148,14 +152,14 @@ def test_the_objective_is_the_task_loss_plus_lambda_times_the_lm_loss(kind, exam
 
 def test_missing_embedding_rows_are_added_from_a_normal_distribution(pretrained):
   params = {'wte': {'embedding': jnp.ones((5, 4000))}, 'lm_head': {'kernel': jnp.ones((4000, 5))}}
-  extended = finetune.extend_vocab(params, 8, jax.random.PRNGKey(0))
+  extended = finetuning.extend_vocab(params, 8, jax.random.PRNGKey(0))
   assert extended['wte']['embedding'].shape == (8, 4000)
   assert extended['lm_head']['kernel'].shape == (4000, 8)
   np.testing.assert_array_equal(extended['wte']['embedding'][:5], 1)
   assert float(jnp.std(extended['wte']['embedding'][5:])) == pytest.approx(0.02, rel=0.05)
   assert float(jnp.std(extended['lm_head']['kernel'][:, 5:])) == pytest.approx(0.02, rel=0.05)
   # The checkpoint of `pretrained` lacks 3 rows: it loads with them added, the others unchanged.
-  _, _, model_config, loaded = finetune.load_pretrained(pretrained, seed=0)
+  _, _, model_config, loaded = finetuning.load_pretrained(pretrained, seed=0)
   assert model_config.vocab_size == TOK.vocab_size
   table = loaded['wte']['embedding']
   assert table.shape == (TOK.vocab_size, 32)
@@ -189,7 +193,7 @@ def _listing(directory: str) -> dict[str, float]:
 def test_finetuning_learns_an_easy_task_and_keeps_the_best_checkpoint(pretrained, tmp_path):
   before = _listing(pretrained)
   workdir = str(tmp_path / 'ft')
-  results = finetune.finetune(_config(pretrained, _easy_task(tmp_path / 'task')), workdir,
+  results = finetuning.finetune(_config(pretrained, _easy_task(tmp_path / 'task')), workdir,
                               show_progress=False)
   assert results['validation_accuracy'] >= 0.9
   assert results['test_accuracy'] >= 0.85
@@ -200,12 +204,12 @@ def test_finetuning_learns_an_easy_task_and_keeps_the_best_checkpoint(pretrained
   best = max(epochs, key=lambda e: e['validation_accuracy'])
   assert results['best_step'] == best['step']
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == [str(best['step']), 'fingerprints.json']
-  run = finetune.load_finetuned(workdir)
+  run = finetuning.load_finetuned(workdir)
   validation = tasks.load_task(str(tmp_path / 'task')).split('validation')
-  predicted = finetune.predict(run, validation)
+  predicted = finetuning.predict(run, validation)
   assert np.mean(predicted == [e['label'] for e in validation]) == results['validation_accuracy']
   with pytest.raises(UserError, match='already holds a run'):
-    finetune.finetune(_config(pretrained, str(tmp_path / 'task')), workdir, show_progress=False)
+    finetuning.finetune(_config(pretrained, str(tmp_path / 'task')), workdir, show_progress=False)
 
 
 @pytest.mark.parametrize('task, overrides, message', [
@@ -221,7 +225,7 @@ def test_bad_input_raises_a_user_error(pretrained, tmp_path, task, overrides, me
   fill = lambda v: v.format(dir=tmp_path, easy=easy) if isinstance(v, str) else v
   config = _config(pretrained, fill(task), **{k: fill(v) for k, v in overrides.items()})
   with pytest.raises(UserError, match=message):
-    finetune.finetune(config, str(tmp_path / 'ft'), show_progress=False)
+    finetuning.finetune(config, str(tmp_path / 'ft'), show_progress=False)
   assert not os.path.exists(tmp_path / 'ft' / 'config.json')
 
 
@@ -229,7 +233,7 @@ def test_the_command_line_reports_bad_input_in_one_line(pretrained, tmp_path):
   bad = tmp_path / 'train.jsonl'
   bad.write_text('{"text": "a", "label": 0}\n{"text": "b", "label": \n')
   result = subprocess.run(
-      [sys.executable, '-m', 'gptjax.finetune', '--config', 'configs/finetune.py:cpu',
+      [sys.executable, '-m', 'gptjax.finetune', '--config', 'finetune:cpu',
        '--workdir', str(tmp_path / 'ft'), f'--config.finetune.init_from={pretrained}',
        f'--config.finetune.task=train={bad},validation={bad}'],
       cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -241,7 +245,7 @@ def test_batch_sizes_must_divide_among_the_processes(pretrained, tmp_path, monke
   monkeypatch.setattr(jax, 'process_count', lambda: 3)
   config = _config(pretrained, _easy_task(tmp_path / 'task'), batch_size=8, eval_batch_size=9)
   with pytest.raises(UserError, match=r'must be divisible by the \d+ devices and the 3 processes'):
-    finetune.finetune(config, str(tmp_path / 'ft'), show_progress=False)
+    finetuning.finetune(config, str(tmp_path / 'ft'), show_progress=False)
 
 
 def _free_port() -> int:
@@ -256,13 +260,13 @@ def test_two_processes_of_four_devices_match_one_device(pretrained, tmp_path):
   task = _easy_task(tmp_path / 'task')
   # 6 steps an epoch; the validation and test splits' second batch of 40 is mostly padding.
   overrides = {'batch_size': 8, 'eval_batch_size': 40, 'max_train_examples': 48}
-  single = finetune.finetune(_config(pretrained, task, **overrides), str(tmp_path / 'single'),
+  single = finetuning.finetune(_config(pretrained, task, **overrides), str(tmp_path / 'single'),
                              show_progress=False)
   flags = [f'--config.finetune.{k}={v}' for k, v in
            {'init_from': pretrained, 'task': task, 'lr': 3e-3, 'epochs': 2, **overrides}.items()]
   port, four = _free_port(), {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
   processes = [subprocess.Popen(
-      [sys.executable, '-m', 'gptjax.finetune', '--config', 'configs/finetune.py:cpu', '--workdir',
+      [sys.executable, '-m', 'gptjax.finetune', '--config', 'finetune:cpu', '--workdir',
        str(tmp_path / 'multi'), *flags, '--config.distributed.initialize=True',
        f'--config.distributed.coordinator_address=127.0.0.1:{port}',
        '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}'],

@@ -6,10 +6,12 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import write_gpt2_tokenizer_files
-from gptjax import data, hf, tokenizer as tokenizer_lib
+
+from gptjax.data import sources
+from gptjax.data import tokenizers as tokenizer_lib
 from gptjax.errors import UserError
+from gptjax.models import hf
 
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
@@ -76,7 +78,7 @@ def test_what_gptjax_cannot_run_is_a_user_error(tmp_path):
 def hf_dir(tmp_path_factory):
   """A Hugging Face GPT-2 directory: random weights and a small trained tokenizer."""
   directory = tmp_path_factory.mktemp('hf_gpt2')
-  write_gpt2_tokenizer_files(directory, [text for _, text in list(data.stdlib_documents())[:30]],
+  write_gpt2_tokenizer_files(directory, [text for _, text in list(sources.stdlib_documents())[:30]],
                              vocab_size=VOCAB)
   _random_gpt2(directory, n_positions=64)
   return str(directory)

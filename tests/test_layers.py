@@ -7,11 +7,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 import pytest
 
-from gptjax.layers import (ModelConfig, attend, causal_mask, einsum_attention, matmul, padding_mask,
-                           rotary)
+from gptjax.models.config import ModelConfig
+from gptjax.models.layers import (
+  attend,
+  causal_mask,
+  einsum_attention,
+  padding_mask,
+  rotary,
+)
+from gptjax.models.ops import matmul
 
 
 def _qkv(shape, seed=0):
@@ -112,8 +118,8 @@ def test_bfloat16_gradients_multiply_in_bfloat16_on_cpu_and_track_float32(scan_l
   """XLA's CPU backend converts a bfloat16 product it has no fast kernel for to float32 (a fifth
   of the speed on AMX machines), or, if it meets one late, fails at run time; matmul lays its
   operands out so that neither happens. One chunk of the loss: its transpose meets the product."""
-  from gptjax.loss import fused_cross_entropy
-  from gptjax.model import GPT
+  from gptjax.models.gpt import GPT
+  from gptjax.models.losses import fused_cross_entropy
   config = ModelConfig(vocab_size=64, n_ctx=16, n_layers=2, n_heads=2, d_model=32, d_ff=64,
                        scan_layers=scan_layers)
   ids_BxL = jax.random.randint(jax.random.key(1), (2, 16), 0, 64)

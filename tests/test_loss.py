@@ -4,9 +4,10 @@ import numpy as np
 import optax
 import pytest
 
-from gptjax import models
-from gptjax.loss import fused_cross_entropy
-from gptjax.model import GPT, ModelConfig
+from gptjax.models import registry
+from gptjax.models.config import ModelConfig
+from gptjax.models.gpt import GPT
+from gptjax.models.losses import fused_cross_entropy
 
 
 def unfused_cross_entropy(hidden_NxD, embedding_VxD, targets_N):
@@ -45,7 +46,7 @@ def test_train_loss_equals_optax_on_the_models_logits(tie):
     logits_BxLxV = model.apply({'params': params}, batch_BxL1[:, :-1])
     return optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, batch_BxL1[:, 1:]).mean()
 
-  loss, grads = jax.value_and_grad(lambda p: models.next_token_cross_entropy(model, p, batch_BxL1))(params)
+  loss, grads = jax.value_and_grad(lambda p: registry.next_token_cross_entropy(model, p, batch_BxL1))(params)
   want_loss, want_grads = jax.value_and_grad(reference)(params)
   np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
   jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-7), grads, want_grads)

@@ -9,7 +9,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _main(workdir, corpus_glob, *overrides):
   return subprocess.run(
-      [sys.executable, '-m', 'gptjax.main', '--config', 'configs/tiny.py', '--workdir', str(workdir),
+      [sys.executable, '-m', 'gptjax.main', '--config', 'tiny', '--workdir', str(workdir),
        '--config.data.source=text_files', f'--config.data.text_files={corpus_glob}',
        '--config.train.steps=20', '--config.train.warmup_steps=5', *overrides],
       cwd=REPO, capture_output=True, text=True, timeout=300)

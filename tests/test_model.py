@@ -6,10 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import gpt1, gpt2_small
-from gptjax import accounting, configuration
-from gptjax.layers import causal_mask, einsum_attention, sinusoidal_positions
-from gptjax.model import GPT, ModelConfig
+from gptjax import configuration
+from gptjax.configs import gpt1, gpt2_small
+from gptjax.models import accounting
+from gptjax.models.config import ModelConfig
+from gptjax.models.gpt import GPT
+from gptjax.models.layers import causal_mask, einsum_attention, sinusoidal_positions
 
 SMALL = ModelConfig(vocab_size=97, n_ctx=16, n_layers=2, n_heads=4, d_model=32, d_ff=64)
 

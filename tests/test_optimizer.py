@@ -2,9 +2,10 @@ import jax
 import numpy as np
 import pytest
 
-from configs import default
-from gptjax.model import GPT, ModelConfig
-from gptjax.optimizer import learning_rate_schedule, weight_decay_mask
+from gptjax.configs import default
+from gptjax.models.config import ModelConfig
+from gptjax.models.gpt import GPT
+from gptjax.training.optimizer import learning_rate_schedule, weight_decay_mask
 
 
 def test_schedule_warms_up_linearly_then_decays_to_the_floor():

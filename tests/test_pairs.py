@@ -5,9 +5,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from configs import default
-from gptjax import data, pairs
-from gptjax import tokenizer as tokenizer_lib
+from gptjax.configs import default
+from gptjax.data import pairs, sources
+from gptjax.data import tokenizers as tokenizer_lib
 from gptjax.errors import UserError
 
 MODULE = textwrap.dedent('''\
@@ -260,8 +260,8 @@ def test_tfds_pairs_read_two_features_of_a_locally_built_dataset(tmp_path):
 
 def test_stdlib_docstrings_hold_out_whole_modules(tmp_path, monkeypatch):
   # The whole stdlib takes ~15 s to parse; its first 60 modules show the same.
-  modules = [doc for doc, _ in zip(data.stdlib_documents(), range(60))]
-  monkeypatch.setattr(data, 'stdlib_documents', lambda: iter(modules))
+  modules = [doc for doc, _ in zip(sources.stdlib_documents(), range(60))]
+  monkeypatch.setattr(sources, 'stdlib_documents', lambda: iter(modules))
   config = _config(tmp_path, source='stdlib_docstrings', kind='char')
   config.data.val_fraction = 0.1
   config.train.source_len, config.train.seq_len = 64, 16

@@ -5,10 +5,12 @@ import sys
 
 import jax
 import pytest
-
-from configs import tiny
 from conftest import write_corpus
-from gptjax import runs, sampling, train
+
+from gptjax.configs import tiny
+from gptjax.decoding import sampling
+from gptjax.training import trainer
+from gptjax.training.state import load_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,7 +24,7 @@ def workdir(tmp_path_factory):
   config.sample.max_new_tokens = 0
   config.data.source, config.data.text_files = 'text_files', write_corpus(base / 'corpus')
   config.train.update(steps=4, warmup_steps=1)
-  train.train_and_evaluate(config, str(base / 'run'), show_progress=False)
+  trainer.train_and_evaluate(config, str(base / 'run'), show_progress=False)
   return str(base / 'run')
 
 
@@ -40,7 +42,7 @@ def test_samples_are_reproducible_and_match_the_library(workdir, tmp_path):
   first, second = _sample(*args), _sample(*args)
   assert first.returncode == 0, first.stderr
   assert first.stdout == second.stdout
-  tokenizer, model, params = runs.load_run(workdir)
+  tokenizer, model, params = load_run(workdir)
   texts = sampling.sample_texts(model, params, tokenizer, 'def function_1(value):\n', 2, 30,
                                 jax.random.PRNGKey(5), temperature=1.0, top_k=20, top_p=0.9)
   assert first.stdout == ''.join(f'--- sample {i + 1} ---\n{text}\n' for i, text in enumerate(texts))

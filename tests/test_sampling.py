@@ -5,9 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gptjax import sampling
-from gptjax.model import GPT, ModelConfig
-from gptjax.sampling import generate, generate_batch
+from gptjax.decoding import sampling
+from gptjax.decoding.sampling import generate, generate_batch
+from gptjax.models.config import ModelConfig
+from gptjax.models.gpt import GPT
 
 CONFIG = ModelConfig(vocab_size=31, n_ctx=24, n_layers=2, n_heads=2, d_model=16, d_ff=32)
 

@@ -8,13 +8,14 @@ import sys
 import numpy as np
 import pytest
 
-from gptjax import accounting, scaling, scaling_report
 from gptjax.errors import UserError
-from gptjax.model import ModelConfig
+from gptjax.models import accounting
+from gptjax.models.config import ModelConfig
+from gptjax.scaling import laws, report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Hoffmann et al.'s fit as Besiroglu et al. re-estimated it.
-TRUE = scaling.ChinchillaLaw(E=1.82, A=482.0, B=2085.4, alpha=0.3478, beta=0.3658)
+TRUE = laws.ChinchillaLaw(E=1.82, A=482.0, B=2085.4, alpha=0.3478, beta=0.3658)
 
 
 def _chinchilla_runs(n_runs: int = 60, noise: float = 0.003, seed: int = 0):
@@ -78,17 +79,17 @@ def test_kaplan_power_law_recovers_its_exponent_with_and_without_irreducible_los
   rng = np.random.default_rng(1)
   n = np.geomspace(1e5, 1e9, 12)
   loss = (8.8e13 / n) ** 0.076 * np.exp(rng.normal(0, 0.002, len(n)))  # Kaplan et al.'s L(N)
-  fitted = scaling.fit_power_law(n, loss)
+  fitted = laws.fit_power_law(n, loss)
   assert fitted.alpha == pytest.approx(0.076, abs=0.003)
   assert fitted.x_c == pytest.approx(8.8e13, rel=0.5)
   loss = 1.7 + (1e6 / n) ** 0.35 * np.exp(rng.normal(0, 0.001, len(n)))
-  fitted = scaling.fit_power_law(n, loss, irreducible=True)
+  fitted = laws.fit_power_law(n, loss, irreducible=True)
   assert (fitted.E, fitted.alpha) == (pytest.approx(1.7, rel=0.02), pytest.approx(0.35, rel=0.05))
 
 
 def test_chinchilla_fit_recovers_the_law_from_the_full_grid():
   n, d, loss = _chinchilla_runs()
-  fitted = scaling.fit_chinchilla(n, d, loss)
+  fitted = laws.fit_chinchilla(n, d, loss)
   assert fitted.alpha == pytest.approx(TRUE.alpha, abs=0.02)
   assert fitted.beta == pytest.approx(TRUE.beta, abs=0.02)
   assert fitted.E == pytest.approx(TRUE.E, rel=0.03)
@@ -103,19 +104,19 @@ def test_summed_huber_loss_fits_where_the_mean_stops_early():
   L-BFGS's tolerance long before the optimum; summing does not."""
   n, d, loss = _chinchilla_runs(n_runs=40, noise=0.01)
   start = np.zeros((1, 5))
-  summed = scaling.fit_chinchilla(n, d, loss, starts=start, reduce='sum')
-  averaged = scaling.fit_chinchilla(n, d, loss, starts=start, reduce='mean')
+  summed = laws.fit_chinchilla(n, d, loss, starts=start, reduce='sum')
+  averaged = laws.fit_chinchilla(n, d, loss, starts=start, reduce='mean')
   assert summed.beta == pytest.approx(TRUE.beta, abs=0.03)
   assert abs(averaged.beta - TRUE.beta) > 0.1
-  objective = scaling.chinchilla_objective(np.log(n)[None], np.log(d)[None], np.log(loss)[None])
+  objective = laws.chinchilla_objective(np.log(n)[None], np.log(d)[None], np.log(loss)[None])
   at = lambda law: objective(law.theta[None], np.zeros(1, int))[0][0]
   assert at(averaged) > 1.5 * at(summed)
 
 
 def test_isoflop_minima_follow_the_true_compute_optimal_allocation():
   n, d, c = _isoflop_runs()
-  obs = scaling.Observations(tuple(map(str, range(len(n)))), TRUE.predict(n, d), n=n, d=d, c=c)
-  fitted = scaling.fit_isoflop(obs)
+  obs = laws.Observations(tuple(map(str, range(len(n)))), TRUE.predict(n, d), n=n, d=d, c=c)
+  fitted = laws.fit_isoflop(obs)
   assert [len(b.index) for b in fitted.budgets] == [7] * 4
   assert fitted.a == pytest.approx(TRUE.a, abs=0.03)
   assert fitted.b == pytest.approx(TRUE.b, abs=0.03)
@@ -127,37 +128,37 @@ def test_isoflop_minima_follow_the_true_compute_optimal_allocation():
 def test_bootstrap_intervals_cover_the_truth_and_holdout_predicts_the_largest_budget():
   n, d, c = _isoflop_runs(sizes_per_budget=5)
   loss = TRUE.predict(n, d) * np.exp(np.random.default_rng(2).normal(0, 0.003, len(n)))
-  obs = scaling.Observations(tuple(f'run{i}' for i in range(len(n))), loss, n=n, d=d, c=c)
-  fitted = scaling.fit_chinchilla(n, d, loss, starts=scaling.grid_starts(scaling.BOOTSTRAP_GRID))
-  intervals, failed = scaling.bootstrap(obs, 'chinchilla', fitted, k=20)
+  obs = laws.Observations(tuple(f'run{i}' for i in range(len(n))), loss, n=n, d=d, c=c)
+  fitted = laws.fit_chinchilla(n, d, loss, starts=laws.grid_starts(laws.BOOTSTRAP_GRID))
+  intervals, failed = laws.bootstrap(obs, 'chinchilla', fitted, k=20)
   assert failed == 0
   for key in ('alpha', 'beta', 'a'):
     low, high = intervals[key]
     assert low <= getattr(fitted, key) <= high
-  predictions = scaling.holdout(obs, 'kaplan_c', 'largest')
+  predictions = laws.holdout(obs, 'kaplan_c', 'largest')
   assert sorted(p['C'] for p in predictions) == [1e21] * 5
-  predictions = scaling.holdout(obs, 'chinchilla', '3')
+  predictions = laws.holdout(obs, 'chinchilla', '3')
   assert len(predictions) == 3 and all(abs(p['relative_error']) < 0.02 for p in predictions)
 
 
 def test_compute_groups_and_the_frontier():
   c = np.array([1e10, 1.2e10, 1.4e10, 3e10, 3.1e10, 1e11])
-  assert [list(g) for g in scaling.group_by_compute(c)] == [[0, 1, 2], [3, 4], [5]]
+  assert [list(g) for g in laws.group_by_compute(c)] == [[0, 1, 2], [3, 4], [5]]
   loss = np.array([5.0, 4.0, 4.5, 3.9, 3.0, 3.5])
-  assert list(scaling.pareto_frontier(c, loss)) == [0, 1, 3, 4]
+  assert list(laws.pareto_frontier(c, loss)) == [0, 1, 3, 4]
 
 
 def test_observations_derive_d_from_c_and_reject_bad_values():
   rows = [{'name': 'a', 'N': 10, 'C': 600, 'loss': 3.0}, {'name': 'b', 'N': '20', 'C': 1200, 'loss': 2.5}]
-  obs = scaling.observations(rows, loss_col='loss')
+  obs = laws.observations(rows, loss_col='loss')
   np.testing.assert_allclose(obs.d, [10, 10])
   assert obs.c_convention == 'as given in column C'
   with pytest.raises(UserError, match=r'b: N=-20.0 must be a positive number'):
-    scaling.observations([rows[0], {**rows[1], 'N': -20}], loss_col='loss')
+    laws.observations([rows[0], {**rows[1], 'N': -20}], loss_col='loss')
   with pytest.raises(UserError, match="no column 'eval_loss'"):
-    scaling.observations(rows)
+    laws.observations(rows)
   with pytest.raises(UserError, match='chinchilla has 5 parameters but there are only 2 runs'):
-    scaling.fit(obs, 'chinchilla')
+    laws.fit(obs, 'chinchilla')
 
 
 def _synthetic_sweep(root):
@@ -183,16 +184,16 @@ def _synthetic_sweep(root):
 def test_report_writes_plots_and_markdown(tmp_path):
   root = str(tmp_path / 'sweep')
   _synthetic_sweep(root)
-  assert set(scaling_report.supported_laws(scaling.read_rows(root))) == {'isoflop', 'chinchilla'}
-  path = scaling_report.write_report(root, str(tmp_path / 'out'), bootstrap_k=5)
+  assert set(report.supported_laws(laws.read_rows(root))) == {'isoflop', 'chinchilla'}
+  path = report.write_report(root, str(tmp_path / 'out'), bootstrap_k=5)
   for name in ('training_curves.png', 'loss_vs_c.png', 'isoflop.png', 'compute_optimal.png'):
     with open(tmp_path / 'out' / name, 'rb') as f:
       assert f.read(8) == b'\x89PNG\r\n\x1a\n', name
   with open(path) as f:
-    report = f.read()
+    markdown = f.read()
   for text in ('## Conventions', '`6ND`', 'isoflop: N_opt', 'chinchilla: L(N, D)', 'Hold-out test',
                '95% CI (5 bootstrap fits)', '![compute-optimal N and D](compute_optimal.png)'):
-    assert text in report, text
+    assert text in markdown, text
 
 
 def _scaling(*args: str) -> subprocess.CompletedProcess:
@@ -232,7 +233,7 @@ def test_bad_input_is_one_error_line(tmp_path, capsys, content, args, message):
   path = tmp_path / 'runs.csv'
   path.write_text(content)
   with pytest.raises(SystemExit) as exit_status:
-    scaling.main(['fit', str(path), '--loss_col', 'loss', *args])
+    laws.main(['fit', str(path), '--loss_col', 'loss', *args])
   assert exit_status.value.code in (1, 2)
   stderr = capsys.readouterr().err
   assert stderr.startswith('error: ') and stderr.count('\n') == 1, stderr
@@ -244,5 +245,5 @@ def test_a_directory_without_results_is_one_error_line(tmp_path, capsys):
   assert result.returncode == 1
   assert result.stderr == f'error: no results file at {tmp_path}/results.jsonl\n'
   with pytest.raises(SystemExit):
-    scaling.main(['holdout', str(tmp_path)])
+    laws.main(['holdout', str(tmp_path)])
   assert capsys.readouterr().err == f'error: no results file at {tmp_path}/results.jsonl\n'

@@ -6,16 +6,19 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import write_corpus
-from configs import tiny
-from gptjax import accounting, configuration, metrics, sweep
+
+from gptjax import configuration
+from gptjax.configs import tiny
 from gptjax.errors import UserError
+from gptjax.models import accounting
+from gptjax.scaling import sweep
+from gptjax.training import metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MICRO_SWEEP = '''
-from configs import tiny
+from gptjax.configs import tiny
 
 
 def get_config():
@@ -93,15 +96,15 @@ def test_list_prints_one_main_command_per_run(micro_sweep, tmp_path, capsys):
 
 @pytest.mark.parametrize('source, message', [
     ('def get_config():\n  return None\n', 'does not define a sweep'),
-    ('from configs import tiny\nget_config = tiny.get_config\ndef get_runs():\n  return []\n',
+    ('from gptjax.configs import tiny\nget_config = tiny.get_config\ndef get_runs():\n  return []\n',
      'non-empty list'),
-    ('from configs import tiny\nget_config = tiny.get_config\n'
+    ('from gptjax.configs import tiny\nget_config = tiny.get_config\n'
      'def get_runs():\n  return [("a", {}), ("a", {})]\n', 'repeated: a'),
-    ('from configs import tiny\nget_config = tiny.get_config\n'
+    ('from gptjax.configs import tiny\nget_config = tiny.get_config\n'
      'def get_runs():\n  return [("../a", {})]\n', "run name '../a'"),
-    ('from configs import tiny\nget_config = tiny.get_config\n'
+    ('from gptjax.configs import tiny\nget_config = tiny.get_config\n'
      'def get_runs():\n  return [("a", {"model.width": 3})]\n', 'run a: the config has no field model.width'),
-    ('from configs import tiny\nget_config = tiny.get_config\n'
+    ('from gptjax.configs import tiny\nget_config = tiny.get_config\n'
      'def get_runs():\n  return [("a", {"model.n_layers": "two"})]\n', "model.n_layers='two'"),
     ('raise ValueError("broken")\n', 'ValueError: broken'),
 ])

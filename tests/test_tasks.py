@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from configs import default
-from gptjax import data, tasks
+from gptjax.configs import default
+from gptjax.data import sources
+from gptjax.downstream import tasks
 from gptjax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,7 +25,7 @@ def built(held_out):
 
 
 def test_built_in_tasks_use_only_documents_pre_training_holds_out(held_out, built):
-  train_names = {name for name, _ in data.split_documents(default.get_config().data)[0]}
+  train_names = {name for name, _ in sources.split_documents(default.get_config().data)[0]}
   assert {name for name, _ in held_out}.isdisjoint(train_names)
   by_split = tasks.split_by_document(held_out, 0)
   assert sorted(d for docs in by_split.values() for d in docs) == sorted(held_out)

@@ -3,9 +3,10 @@ import os
 import hypothesis
 import hypothesis.strategies as st
 import pytest
-
 from conftest import write_gpt2_tokenizer_files
-from gptjax import data, tokenizer as tokenizer_lib
+
+from gptjax.data import sources
+from gptjax.data import tokenizers as tokenizer_lib
 from gptjax.errors import UserError
 
 # Text the tokenizers were not trained on: any Unicode, including the SentencePiece space marker
@@ -17,7 +18,7 @@ TRICKY = ['', ' ', '\n\n  \t', 'x\u2581y', '\u2581\u2581', '\x00\r\n', 'naïve c
 
 @pytest.fixture(scope='module')
 def stdlib_texts():
-  return [text for _, text in list(data.stdlib_documents())[:60]]
+  return [text for _, text in list(sources.stdlib_documents())[:60]]
 
 
 @pytest.fixture(scope='module')

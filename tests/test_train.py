@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from gptjax import train
+from gptjax.training import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,7 +26,7 @@ def _logged(workdir: str, key: str) -> dict[int, float]:
 
 def test_loss_falls_well_below_its_start(tiny_config, corpus_glob, tmp_path):
   config = _text_config(tiny_config, corpus_glob, steps=80)
-  metrics = train.train_and_evaluate(config, str(tmp_path), show_progress=False)
+  metrics = trainer.train_and_evaluate(config, str(tmp_path), show_progress=False)
   losses = _logged(str(tmp_path), 'train_loss')
   assert losses[1] == pytest.approx(np.log(262), rel=0.05)  # uniform over the byte vocabulary
   assert losses[80] < 0.4 * losses[1]
@@ -38,10 +38,10 @@ def test_resuming_from_a_checkpoint_continues_the_same_loss_curve(tiny_config, c
   config = _text_config(tiny_config, corpus_glob, steps=40, checkpoint_every=10)
   config.model.update(embd_dropout=0.1, resid_dropout=0.1)  # the dropout keys must resume too
   straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
-  train.train_and_evaluate(config, straight, show_progress=False)
-  train.train_and_evaluate(config, resumed, show_progress=False, stop_at=25)
+  trainer.train_and_evaluate(config, straight, show_progress=False)
+  trainer.train_and_evaluate(config, resumed, show_progress=False, stop_at=25)
   assert sorted(os.listdir(os.path.join(resumed, 'checkpoints'))) == ['10', '20', '25', 'fingerprints.json']
-  train.train_and_evaluate(config, resumed, show_progress=False)
+  trainer.train_and_evaluate(config, resumed, show_progress=False)
   expected, got = _logged(straight, 'train_loss'), _logged(resumed, 'train_loss')
   assert sorted(got) == list(range(1, 41))
   np.testing.assert_array_equal([got[s] for s in range(1, 41)], [expected[s] for s in range(1, 41)])
@@ -49,17 +49,17 @@ def test_resuming_from_a_checkpoint_continues_the_same_loss_curve(tiny_config, c
 
 def test_gradient_accumulation_matches_one_big_batch(tiny_config, corpus_glob, tmp_path):
   config = _text_config(tiny_config, corpus_glob, steps=8, warmup_steps=4)
-  train.train_and_evaluate(config, str(tmp_path / 'one'), show_progress=False)
+  trainer.train_and_evaluate(config, str(tmp_path / 'one'), show_progress=False)
   config.train.grad_accum_steps = 4
-  train.train_and_evaluate(config, str(tmp_path / 'four'), show_progress=False)
+  trainer.train_and_evaluate(config, str(tmp_path / 'four'), show_progress=False)
   one, four = _logged(str(tmp_path / 'one'), 'train_loss'), _logged(str(tmp_path / 'four'), 'train_loss')
   np.testing.assert_allclose(list(four.values()), list(one.values()), rtol=1e-5)
 
 
 _EIGHT_DEVICE_SCRIPT = '''
 import os, sys
-from configs import tiny
-from gptjax import train
+from gptjax.configs import tiny
+from gptjax.training import trainer
 import jax
 assert jax.device_count() == 8, jax.devices()
 for sharding in ('replicate', 'fsdp'):
@@ -67,8 +67,8 @@ for sharding in ('replicate', 'fsdp'):
   config.tokenizer.kind, config.sample.max_new_tokens = 'byte', 0
   config.data.source, config.data.text_files = 'text_files', sys.argv[1]
   config.train.update(steps=12, log_every=1, sharding=sharding, grad_accum_steps=1)
-  train.train_and_evaluate(config, os.path.join(sys.argv[2], sharding), show_progress=False)
-  run = train.Run(config, os.path.join(sys.argv[2], sharding))
+  trainer.train_and_evaluate(config, os.path.join(sys.argv[2], sharding), show_progress=False)
+  run = trainer.Run(config, os.path.join(sys.argv[2], sharding))
   kernel = run.state.params['h_0']['mlp']['c_fc']['kernel']  # (32, 128)
   moment = run.state.opt_state[1][0].mu['h_0']['mlp']['c_fc']['kernel']
   for array in (kernel, moment):
@@ -84,7 +84,7 @@ def test_eight_simulated_devices_give_the_losses_of_one(tiny_config, corpus_glob
   subprocess.run([sys.executable, '-c', _EIGHT_DEVICE_SCRIPT, corpus_glob, str(tmp_path)],
                  check=True, env=env, cwd=REPO)
   config = _text_config(tiny_config, corpus_glob, steps=12)
-  train.train_and_evaluate(config, str(tmp_path / 'one_device'), show_progress=False)
+  trainer.train_and_evaluate(config, str(tmp_path / 'one_device'), show_progress=False)
   one = _logged(str(tmp_path / 'one_device'), 'train_loss')
   for sharding in ('replicate', 'fsdp'):
     eight = _logged(str(tmp_path / sharding), 'train_loss')

@@ -1,0 +1,124 @@
+"""Where text comes from: documents of the standard library, text files, TFDS and JSONL, and
+their train/validation split.
+"""
+import glob
+import json
+import os
+import sysconfig
+import zlib
+from collections.abc import Iterable, Iterator
+
+import ml_collections
+
+from gptjax.errors import UserError
+
+Document = tuple[str, str]  # (name, text)
+
+
+def stdlib_documents() -> Iterator[Document]:
+  """The running interpreter's standard library source (~30 MB), in sorted path order."""
+  root = sysconfig.get_paths()['stdlib']
+  paths = sorted(p for p in glob.glob(os.path.join(root, '**', '*.py'), recursive=True)
+                 if 'site-packages' not in p.split(os.sep))
+  for path in paths:
+    with open(path, 'rb') as f:  # a few test files are deliberately not UTF-8
+      yield os.path.relpath(path, root), f.read().decode('utf-8', errors='replace')
+
+
+def text_file_documents(pattern: str) -> Iterator[Document]:
+  """Every file matching a glob (or under a directory), sorted by path; each file is a document."""
+  pattern = os.path.expanduser(pattern)
+  if os.path.isdir(pattern):
+    pattern = os.path.join(pattern, '**', '*')
+  paths = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+  if not paths:
+    raise UserError(f'data.text_files={pattern!r} matches no files')
+  for path in paths:
+    with open(path, 'rb') as f:
+      yield path, f.read().decode('utf-8', errors='replace')
+
+
+def tfds_source(name: str, split: str, data_dir: str | None):
+  """The records of a TFDS dataset's split, prepared in ArrayRecord format (tfds.data_source, no
+  TF): a sequence of feature dicts."""
+  import tensorflow_datasets as tfds  # slow to import; only TFDS sources need it
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise UserError(f'unknown TFDS dataset {name!r}') from None
+  if not builder.is_prepared():
+    raise UserError(f'TFDS dataset {name!r} is not prepared in {builder.data_dir}; prepare it in '
+                    'the array_record format first (see README)')
+  try:
+    source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
+  except (ValueError, KeyError, NotImplementedError) as e:
+    raise UserError(f'cannot read TFDS {name}[{split}]: {str(e).splitlines()[0]}') from None
+  return source
+
+
+def tfds_documents(name: str, split: str, text_key: str, data_dir: str | None) -> Iterator[Document]:
+  """Records of a TFDS dataset prepared in ArrayRecord format, as documents."""
+  source = tfds_source(name, split, data_dir)
+  for i in range(len(source)):
+    record = source[i]
+    if text_key not in record:
+      raise UserError(f'TFDS {name} has no feature {text_key!r}; it has {sorted(record)}')
+    text = record[text_key]
+    yield f'{name}/{split}/{i}', text.decode('utf-8', errors='replace') if isinstance(text, bytes) else text
+
+
+def jsonl_objects(lines: Iterable[str], path: str) -> Iterator[tuple[str, dict]]:
+  """(where, object) for each non-blank line of a JSONL file, where = 'path:line'; a line that is
+  not a JSON object is a UserError naming it."""
+  for line_number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    where = f'{path}:{line_number}'
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise UserError(f'{where}: not valid JSON ({e.msg})') from None
+    if not isinstance(record, dict):
+      raise UserError(f'{where}: expected a JSON object, got {type(record).__name__}')
+    yield where, record
+
+
+def split_documents(config: ml_collections.ConfigDict) -> tuple[list[Document], list[Document]]:
+  """(train, validation) documents of the configured source.
+
+  TFDS uses its own splits. Other sources hold out the val_fraction of documents (at least one)
+  with the smallest hash of their name, a choice that barely moves when files are added; with
+  fewer than 20 documents (a single big file, say) the
+  last val_fraction of each document, cut at a line boundary, is held out instead.
+  """
+  if config.source == 'tfds':
+    train = list(tfds_documents(config.tfds_name, config.tfds_train_split, config.tfds_text_key,
+                                config.tfds_data_dir))
+    val = list(tfds_documents(config.tfds_name, config.tfds_eval_split, config.tfds_text_key,
+                              config.tfds_data_dir))
+    return _cap(train, config.max_documents), val
+  if config.source == 'stdlib':
+    docs = list(stdlib_documents())
+  elif config.source == 'text_files':
+    docs = list(text_file_documents(config.text_files))
+  else:
+    raise UserError(f"unknown data.source {config.source!r}; use 'stdlib', 'text_files' or 'tfds'")
+  docs = [d for d in _cap(docs, config.max_documents) if d[1]]
+  if not docs:
+    raise UserError(f'the {config.source} corpus is empty')
+  if len(docs) >= 20:
+    n_val = max(1, round(config.val_fraction * len(docs)))
+    by_hash = sorted(range(len(docs)), key=lambda i: (zlib.crc32(docs[i][0].encode()), i))
+    is_val = set(by_hash[:n_val])
+    return ([d for i, d in enumerate(docs) if i not in is_val], [docs[i] for i in sorted(is_val)])
+  train, val = [], []
+  for name, text in docs:
+    cut = text.rfind('\n', 0, int(len(text) * (1 - config.val_fraction))) + 1
+    cut = cut or int(len(text) * (1 - config.val_fraction))
+    train.append((name, text[:cut]))
+    val.append((name, text[cut:]))
+  return train, val
+
+
+def _cap(docs: list[Document], max_documents: int) -> list[Document]:
+  return docs[:max_documents] if max_documents > 0 else docs

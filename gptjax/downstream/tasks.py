@@ -1,0 +1,433 @@
+"""Labelled tasks for fine-tuning (gptjax.finetune) and zero-/few-shot evaluation (gptjax.evaluate).
+
+A task is a kind and up to three splits (train, validation, test) of examples, each a dict of
+the kind's fields. JSONL files hold one example (a JSON object) per line:
+
+  classification   {"text": str, "label": int}                   label in 0..num_labels-1
+  entailment       {"premise": str, "hypothesis": str, "label": int}
+  similarity       {"a": str, "b": str, "label": int}            a class; the order of a and b is
+                                                                 irrelevant to the task
+  multiple_choice  {"context": str, "choices": [str, ...], "label": int}   the answer is
+                   choices[label], appended directly after the context (no space added)
+  cloze            {"context": str, "target": str}               the target follows the context
+                                                                 directly (LAMBADA-style)
+
+The kind follows from the fields of the first line; every line must have the same fields with the
+right types (other fields are allowed and ignored). A task spec (load_task) is one of:
+
+  - a built-in name, STDLIB_TASKS below;
+  - a TFDS name, TFDS_TASKS below (read with tfds.data_source; prepare the dataset first);
+  - a JSONL file (its examples are the test split), a directory with train.jsonl,
+    validation.jsonl and/or test.jsonl, or SPLIT=PATH pairs joined by commas
+    (train=a.jsonl,validation=b.jsonl).
+
+The built-in tasks come from the Python standard library corpus, and only from the documents that
+pre-training holds out (the validation split of configs/default.py's data, as
+gptjax.data.split_documents makes it), so no pre-trained gptjax model has seen them. Those
+documents are divided into train / validation / test (60/20/20, stratified by test vs library
+module, shuffled with the seed): every example of a split comes from that split's documents.
+
+  stdlib_next_line   multiple choice: the 3 lines before a line as context; the choices are the
+                     true next line and 3 lines from other documents of the split, re-indented
+                     like the true line (indentation alone gives nothing away).
+  stdlib_same_file   similarity: two 4-line snippets; label 1 if they come from the same module.
+                     Half of the pairs are same-module pairs.
+  stdlib_test_or_lib classification: a 6-line snippet; label 1 if it comes from a test module (a
+                     path with a test/, tests/ or idle_test/ directory, or a test_*.py file), else
+                     0. The classes are balanced within each split.
+  stdlib_cloze       cloze: up to 4 lines and the start of a line; the target is the last
+                     identifier on that line (what follows it is dropped). Only identifiers of 3+ characters that are not keywords
+                     and that already occur in the context are used, so the answer can be read
+                     from the context, as in LAMBADA; Python's tokenizer finds them, so names in
+                     strings and comments never count.
+
+Run `python -m gptjax.tasks build --out DIR` to write them as JSONL (DIR/<task>/<split>.jsonl).
+"""
+import argparse
+import dataclasses
+import io
+import json
+import keyword
+import os
+import re
+import tokenize
+import zlib
+
+import numpy as np
+
+from gptjax.cli import fail, reported
+from gptjax.configs import default
+from gptjax.data import sources
+from gptjax.errors import UserError
+
+KINDS = {
+    'classification': {'text': str, 'label': int},
+    'entailment': {'premise': str, 'hypothesis': str, 'label': int},
+    'similarity': {'a': str, 'b': str, 'label': int},
+    'multiple_choice': {'context': str, 'choices': list, 'label': int},
+    'cloze': {'context': str, 'target': str},
+}
+SPLITS = ('train', 'validation', 'test')
+STDLIB_TASKS = {'stdlib_next_line': 'multiple_choice', 'stdlib_same_file': 'similarity',
+                'stdlib_test_or_lib': 'classification', 'stdlib_cloze': 'cloze'}
+# TFDS name -> (kind, {our field: TFDS feature}); STS-B's 0-5 scores are rounded to 6 classes.
+TFDS_TASKS = {
+    'glue/sst2': ('classification', {'text': 'sentence'}),
+    'glue/rte': ('entailment', {'premise': 'sentence1', 'hypothesis': 'sentence2'}),
+    'glue/stsb': ('similarity', {'a': 'sentence1', 'b': 'sentence2'}),
+}
+_TFDS_LABELS = {'glue/sst2': 2, 'glue/rte': 2, 'glue/stsb': 6}
+
+# Sizes of the built-in tasks' pieces: short enough that an example fits a 128-token context.
+_MAX_LINE_CHARS = 100
+_NEXT_LINE_CONTEXT = 3
+_CLOZE_CONTEXT = 4
+_MAX_CONTEXT_CHARS = 240
+_PAIR_SNIPPET_LINES = 4
+_CLASSIFY_SNIPPET_LINES = 6
+_MAX_SNIPPET_CHARS = 360
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  name: str
+  kind: str  # a key of KINDS
+  splits: dict[str, list[dict]]  # some of SPLITS -> examples
+  num_labels: int = 0  # classes of classification, entailment and similarity; 0 otherwise
+
+  def split(self, name: str) -> list[dict]:
+    if name not in self.splits:
+      raise UserError(f'task {self.name} has no {name} split (it has {", ".join(self.splits)})')
+    return self.splits[name]
+
+
+def load_task(spec: str, seed: int = 0, num_labels: int = 0, tfds_data_dir: str = '') -> Task:
+  """The task `spec` names (see the module docstring). num_labels declares the classes of a
+  JSONL classification, entailment or similarity task; 0 takes the largest label seen + 1."""
+  if spec in STDLIB_TASKS:
+    return build_stdlib_task(spec, seed)
+  if spec.removeprefix('tfds:') in TFDS_TASKS:
+    return load_tfds_task(spec.removeprefix('tfds:'), tfds_data_dir)
+  if spec.startswith('tfds:'):
+    raise UserError(f'TFDS task {spec!r} is not supported; use one of {", ".join(TFDS_TASKS)}')
+  paths = _jsonl_paths(spec)
+  splits, kind = {}, None
+  for split, path in paths.items():
+    examples, file_kind = read_jsonl(path)
+    if kind is not None and file_kind != kind:
+      raise UserError(f'{path} holds {file_kind} examples, the other files {kind} examples')
+    kind = file_kind
+    splits[split] = examples
+  return Task(spec, kind, splits, _check_labels(kind, splits, paths, num_labels))
+
+
+def _jsonl_paths(spec: str) -> dict[str, str]:
+  if '=' in spec:
+    paths = {}
+    for part in spec.split(','):
+      split, _, path = part.partition('=')
+      if split not in SPLITS:
+        raise UserError(f'task spec {spec!r}: {split!r} is not a split; use {", ".join(SPLITS)}')
+      paths[split] = path
+  elif os.path.isdir(spec):
+    paths = {s: os.path.join(spec, f'{s}.jsonl') for s in SPLITS
+             if os.path.isfile(os.path.join(spec, f'{s}.jsonl'))}
+    if not paths:
+      raise UserError(f'{spec} holds none of train.jsonl, validation.jsonl, test.jsonl')
+  elif spec.endswith('.jsonl'):
+    paths = {'test': spec}
+  else:
+    raise UserError(f'unknown task {spec!r}: not a built-in task ({", ".join(STDLIB_TASKS)}), '
+                    f'a TFDS task ({", ".join(TFDS_TASKS)}), a .jsonl file or a directory')
+  for path in paths.values():
+    if not os.path.isfile(path):
+      raise UserError(f'task file {path} does not exist')
+  return paths
+
+
+def read_jsonl(path: str) -> tuple[list[dict], str]:
+  """The examples of a JSONL task file and their kind, every line checked."""
+  examples, kind = [], None
+  with open(path, encoding='utf-8') as f:
+    for where, example in sources.jsonl_objects(f, path):
+      if kind is None:
+        kind = _kind_of(example, where)
+      check_example(example, kind, where)
+      examples.append(example)
+  if not examples:
+    raise UserError(f'{path} holds no examples')
+  return examples, kind
+
+
+def _kind_of(example: dict, where: str) -> str:
+  # The kind whose fields the example has; the one with most fields wins (cloze vs multiple choice).
+  matches = [k for k, fields in KINDS.items() if set(fields) <= set(example)]
+  if not matches:
+    raise UserError(f'{where}: the fields {sorted(example)} match no task kind; expected ' +
+                    '; '.join(f'{k}: {", ".join(fields)}' for k, fields in KINDS.items()))
+  return max(matches, key=lambda k: len(KINDS[k]))
+
+
+def check_example(example: dict, kind: str, where: str) -> None:
+  for field, field_type in KINDS[kind].items():
+    if field not in example:
+      raise UserError(f'{where}: missing field {field!r} of a {kind} example')
+    value = example[field]
+    if not isinstance(value, field_type) or isinstance(value, bool):
+      raise UserError(f'{where}: field {field!r} must be {field_type.__name__}, got {value!r:.60}')
+  if kind == 'multiple_choice':
+    choices = example['choices']
+    if len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
+      raise UserError(f'{where}: "choices" must be a list of 2 or more non-empty strings')
+    if not 0 <= example['label'] < len(choices):
+      raise UserError(f'{where}: label {example["label"]} is outside 0..{len(choices) - 1} '
+                      f'(the example has {len(choices)} choices)')
+  elif kind == 'cloze' and not example['target']:
+    raise UserError(f'{where}: "target" is empty')
+  elif 'label' in example and example['label'] < 0:
+    raise UserError(f'{where}: label {example["label"]} is negative')
+
+
+def _check_labels(kind: str, splits: dict[str, list[dict]], paths: dict[str, str],
+                  num_labels: int) -> int:
+  """The number of classes: num_labels if given, else one more than the largest training label;
+  a label outside them is an error that names its file and example."""
+  if kind in ('multiple_choice', 'cloze'):
+    return 0
+  if not num_labels:
+    source = splits.get('train') or next(iter(splits.values()))
+    num_labels = max(2, 1 + max(e['label'] for e in source))
+  for split, examples in splits.items():
+    for i, example in enumerate(examples):
+      if example['label'] >= num_labels:
+        raise UserError(f'{paths[split]}: example {i + 1} has label {example["label"]}, outside '
+                        f'the {num_labels} classes 0..{num_labels - 1} (set num_labels to declare more)')
+  return num_labels
+
+
+def load_tfds_task(name: str, data_dir: str = '') -> Task:
+  """A TFDS_TASKS dataset prepared in the ArrayRecord format (GLUE's test labels are hidden, so
+  only train and validation)."""
+  import tensorflow_datasets as tfds  # slow to import; only this loader needs it
+  kind, features = TFDS_TASKS[name]
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+    prepared = builder.is_prepared()
+  except Exception:  # pylint: disable=broad-except  # tfds raises many kinds for a missing dataset
+    prepared = False
+  if not prepared:
+    raise UserError(f'TFDS dataset {name} is not prepared in {data_dir or "the default data_dir"}; '
+                    f'prepare it on a machine with network access (tfds.builder({name!r}, '
+                    "file_format='array_record').download_and_prepare()) and copy it over")
+  splits = {}
+  for split in ('train', 'validation'):
+    source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
+    examples = []
+    for i in range(len(source)):
+      record = source[i]
+      example = {field: _text(record[feature]) for field, feature in features.items()}
+      example['label'] = int(round(float(record['label'])))
+      examples.append(example)
+    splits[split] = examples
+  return Task(name, kind, splits, _TFDS_LABELS[name])
+
+
+def _text(value) -> str:
+  return value.decode('utf-8', errors='replace') if isinstance(value, bytes) else str(value)
+
+
+# --- Built-in tasks from the held-out standard library ---------------------------------------
+
+
+def is_test_module(name: str) -> bool:
+  *directories, filename = name.split('/')
+  return (any(d in ('test', 'tests', 'idle_test') for d in directories)
+          or filename.startswith('test_'))
+
+
+def held_out_documents() -> list[sources.Document]:
+  """The documents pre-training on configs/default.py's data holds out for validation."""
+  return sources.split_documents(default.get_config().data)[1]
+
+
+def split_by_document(documents: list[sources.Document], seed: int) -> dict[str, list[sources.Document]]:
+  """train / validation / test = 60 / 20 / 20 % of the documents of each class (test or library
+  module), shuffled with the seed."""
+  splits = {s: [] for s in SPLITS}
+  for is_test in (False, True):
+    group = [d for d in documents if is_test_module(d[0]) == is_test]
+    order = np.random.default_rng([seed, is_test]).permutation(len(group))
+    n_train, n_val = round(0.6 * len(group)), round(0.2 * len(group))
+    for rank, i in enumerate(order):
+      split = 'train' if rank < n_train else 'validation' if rank < n_train + n_val else 'test'
+      splits[split].append(group[i])
+  return {s: sorted(docs) for s, docs in splits.items()}
+
+
+def build_stdlib_task(name: str, seed: int = 0, max_per_document: int = 100,
+                      documents: list[sources.Document] | None = None) -> Task:
+  """The built-in task `name` (STDLIB_TASKS), a pure function of the seed and the documents
+  (by default held_out_documents())."""
+  if name not in STDLIB_TASKS:
+    raise UserError(f'unknown built-in task {name!r}; use one of {", ".join(STDLIB_TASKS)}')
+  documents = held_out_documents() if documents is None else documents
+  builder = {'stdlib_next_line': _next_line, 'stdlib_same_file': _same_file,
+             'stdlib_test_or_lib': _test_or_lib, 'stdlib_cloze': _cloze}[name]
+  splits = {}
+  for split, docs in split_by_document(documents, seed).items():
+    # A seed per (task, split), so the splits do not depend on each other's sizes.
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode()), SPLITS.index(split)])
+    splits[split] = builder(docs, rng, max_per_document)
+  num_labels = 2 if STDLIB_TASKS[name] in ('similarity', 'classification') else 0
+  return Task(name, STDLIB_TASKS[name], splits, num_labels)
+
+
+def _usable_line(line: str) -> bool:
+  return 10 <= len(line.strip()) and len(line) <= _MAX_LINE_CHARS
+
+
+def _context(lines: list[str]) -> str:
+  """The lines joined, each with its newline, dropping lines from the front to stay short."""
+  while len(lines) > 1 and sum(len(l) + 1 for l in lines) > _MAX_CONTEXT_CHARS:
+    lines = lines[1:]
+  return ''.join(l + '\n' for l in lines)
+
+
+def _sample(items: list, k: int, rng: np.random.Generator) -> list:
+  return [items[i] for i in sorted(rng.permutation(len(items))[:k])]
+
+
+def _next_line(docs: list[sources.Document], rng: np.random.Generator, max_per_doc: int) -> list[dict]:
+  lines_of = {name: text.splitlines() for name, text in docs}
+  pool = {name: [l.strip() for l in lines if _usable_line(l)] for name, lines in lines_of.items()}
+  examples = []
+  for name, lines in lines_of.items():
+    others = [l for other, ls in pool.items() if other != name for l in ls]
+    positions = [i for i in range(_NEXT_LINE_CONTEXT, len(lines)) if _usable_line(lines[i])
+                 and any(l.strip() for l in lines[i - _NEXT_LINE_CONTEXT:i])
+                 and len(lines[i - 1]) <= _MAX_CONTEXT_CHARS]
+    for i in _sample(positions, max_per_doc, rng):
+      answer = lines[i]
+      indent = answer[:len(answer) - len(answer.lstrip())]
+      distractors, seen = [], {answer.strip()}
+      for j in rng.permutation(len(others)):
+        if others[j] not in seen:
+          seen.add(others[j])
+          distractors.append(indent + others[j])
+        if len(distractors) == 3:
+          break
+      if len(distractors) < 3:
+        continue
+      choices = [answer, *distractors]
+      order = rng.permutation(4)
+      examples.append({'context': _context(lines[i - _NEXT_LINE_CONTEXT:i]),
+                       'choices': [choices[k] for k in order], 'label': int(np.argmax(order == 0)),
+                       'source': name})
+  return examples
+
+
+def _snippets(text: str, n_lines: int, min_nonblank: int) -> list[str]:
+  """Non-overlapping runs of n_lines lines with enough code in them, short enough to fit."""
+  lines = text.splitlines()
+  snippets = []
+  for start in range(0, len(lines) - n_lines + 1, n_lines):
+    chunk = lines[start:start + n_lines]
+    snippet = '\n'.join(chunk)
+    if sum(bool(l.strip()) for l in chunk) >= min_nonblank and len(snippet) <= _MAX_SNIPPET_CHARS:
+      snippets.append(snippet)
+  return snippets
+
+
+def _same_file(docs: list[sources.Document], rng: np.random.Generator, max_per_doc: int) -> list[dict]:
+  snippets = {name: _snippets(text, _PAIR_SNIPPET_LINES, 3) for name, text in docs}
+  names = [name for name, s in snippets.items() if len(s) >= 2]
+  examples = []
+  for name in names:
+    for _ in range(max_per_doc // 2):
+      i, j = rng.choice(len(snippets[name]), 2, replace=False)
+      examples.append({'a': snippets[name][i], 'b': snippets[name][j], 'label': 1, 'source': name})
+      other = names[(names.index(name) + 1 + rng.integers(len(names) - 1)) % len(names)]
+      a, b = snippets[name][i], snippets[other][rng.integers(len(snippets[other]))]
+      a, b = (a, b) if rng.random() < 0.5 else (b, a)
+      examples.append({'a': a, 'b': b, 'label': 0, 'source': f'{name} | {other}'})
+  return [examples[i] for i in rng.permutation(len(examples))]
+
+
+def _test_or_lib(docs: list[sources.Document], rng: np.random.Generator, max_per_doc: int) -> list[dict]:
+  by_label = {0: [], 1: []}
+  for name, text in docs:
+    label = int(is_test_module(name))
+    by_label[label] += [{'text': s, 'label': label, 'source': name}
+                        for s in _sample(_snippets(text, _CLASSIFY_SNIPPET_LINES, 4), max_per_doc, rng)]
+  n = min(len(by_label[0]), len(by_label[1]))  # balanced: chance is 50 %
+  examples = _sample(by_label[0], n, rng) + _sample(by_label[1], n, rng)
+  return [examples[i] for i in rng.permutation(len(examples))]
+
+
+def _cloze(docs: list[sources.Document], rng: np.random.Generator, max_per_doc: int) -> list[dict]:
+  examples = []
+  for name, text in docs:
+    lines = text.splitlines()
+    candidates = []
+    for row, col, target in _last_identifiers(text):
+      line = lines[row]
+      if (len(line) > _MAX_LINE_CHARS or not line[:col].strip() or len(target) < 3
+          or keyword.iskeyword(target) or keyword.issoftkeyword(target)):
+        continue
+      context = _context(lines[max(0, row - _CLOZE_CONTEXT):row]) + line[:col]
+      if re.search(rf'\b{target}\b', context):
+        candidates.append({'context': context, 'target': target, 'source': name})
+    examples += _sample(candidates, max_per_doc, rng)
+  return examples
+
+
+def _last_identifiers(text: str) -> list[tuple[int, int, str]]:
+  """(line index, column, name) of the last identifier on each line of code, found with Python's
+  own tokenizer, so names inside strings and comments never count. A file that does not tokenize
+  (a few tests hold deliberately broken code) gives none."""
+  last = {}
+  try:
+    for token in tokenize.generate_tokens(io.StringIO(text).readline):
+      if token.type == tokenize.NAME:
+        last[token.start[0] - 1] = (token.start[0] - 1, token.start[1], token.string)
+  except (tokenize.TokenError, SyntaxError):
+    return []
+  return sorted(last.values())
+
+
+def write_jsonl(task: Task, out: str) -> dict[str, int]:
+  """Writes DIR/<split>.jsonl for each split of the task; returns the examples per split."""
+  os.makedirs(out, exist_ok=True)
+  for split, examples in task.splits.items():
+    path = os.path.join(out, f'{split}.jsonl')
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+      f.writelines(json.dumps(e, ensure_ascii=False) + '\n' for e in examples)
+    os.replace(path + '.tmp', path)
+  return {split: len(examples) for split, examples in task.splits.items()}
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message: str) -> None:
+    fail(f'{message} (see {self.prog} --help)', status=2)
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = _Parser(prog='python -m gptjax.tasks', description='Write the built-in tasks as JSONL.')
+  commands = parser.add_subparsers(dest='command', required=True, metavar='{build}')
+  build = commands.add_parser('build', help='write DIR/<task>/{train,validation,test}.jsonl')
+  build.add_argument('--out', required=True, help='directory to write the tasks into')
+  build.add_argument('--tasks', default=','.join(STDLIB_TASKS), help='comma-separated names')
+  build.add_argument('--seed', type=int, default=0, help='which documents and lines are chosen')
+  build.add_argument('--max_per_document', type=int, default=100, help='examples per document')
+  build.add_argument('--debug', action='store_true', help='show the traceback behind an error line')
+  args = parser.parse_args(argv)
+  with reported(debug=args.debug):
+    names = args.tasks.split(',')
+    unknown = [n for n in names if n not in STDLIB_TASKS]
+    if unknown:
+      raise UserError(f'unknown built-in task {unknown[0]!r}; use {", ".join(STDLIB_TASKS)}')
+    documents = held_out_documents()
+    for name in names:
+      counts = write_jsonl(build_stdlib_task(name, args.seed, args.max_per_document, documents),
+                           os.path.join(args.out, name))
+      print(f'{name} ({STDLIB_TASKS[name]}): ' + ', '.join(f'{s} {n}' for s, n in counts.items()))

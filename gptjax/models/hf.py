@@ -1,0 +1,173 @@
+"""Hugging Face GPT-2 checkpoints read from local disk, as a gptjax model and parameters, or as a
+gptjax workdir (python -m gptjax.convert hf_gpt2).
+
+GPT-2 is gptjax's 'pre' variant with learned positions, tied embeddings, GELU (tanh approximation)
+and LayerNorm eps 1e-5, and model.py uses GPT-2's parameter names, so loading is a renaming:
+h.3.attn.c_attn.weight -> h_3/attn/c_attn/kernel. GPT-2's Conv1D layers keep their weight as
+(in, out), the transpose of torch.nn.Linear and the layout of a flax Dense kernel, so they are
+copied as they are; only an untied lm_head (a torch Linear, (out, in)) is transposed. The query,
+key and value columns of c_attn are in the order model.py splits them.
+"""
+import dataclasses
+import json
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import safetensors.numpy
+
+from gptjax.configs import gpt2_small
+from gptjax.data import tokenizers as tokenizer_lib
+from gptjax.errors import UserError
+from gptjax.models import accounting
+from gptjax.models.config import ModelConfig
+from gptjax.models.gpt import GPT
+from gptjax.training import checkpoint
+from gptjax.training.optimizer import make_optimizer
+from gptjax.training.state import TrainState
+
+
+def model_config(hf_config: dict) -> ModelConfig:
+  """gptjax's config of the model a Hugging Face GPT-2 config.json describes."""
+  if hf_config.get('model_type', 'gpt2') != 'gpt2':
+    raise UserError(f"config.json describes a {hf_config['model_type']!r} model, not GPT-2")
+  unsupported = {'activation_function': ('gelu_new', 'gelu_pytorch_tanh'),
+                 'scale_attn_weights': (True,), 'scale_attn_by_inverse_layer_idx': (False,),
+                 'add_cross_attention': (False,)}
+  for field, supported in unsupported.items():
+    if field in hf_config and hf_config[field] not in supported:
+      raise UserError(f'config.json has {field}={hf_config[field]!r}; gptjax supports '
+                      f'{" or ".join(map(repr, supported))}')
+  d_model = hf_config['n_embd']
+  return ModelConfig(
+      vocab_size=hf_config['vocab_size'], n_ctx=hf_config['n_positions'],
+      n_layers=hf_config['n_layer'], n_heads=hf_config['n_head'], d_model=d_model,
+      d_ff=hf_config.get('n_inner') or 4 * d_model, norm='pre', pos_emb='learned',
+      tie_embeddings=hf_config.get('tie_word_embeddings', True),
+      layer_norm_eps=hf_config.get('layer_norm_epsilon', 1e-5))
+
+
+def load_gpt2(path: str) -> tuple[GPT, dict]:
+  """The model and float32 parameters of the GPT-2 checkpoint directory `path`.
+
+  `path` holds config.json and model.safetensors (or its shards with model.safetensors.index.json,
+  or pytorch_model.bin, which needs torch). Tensors the model does not use (old checkpoints' causal
+  mask buffers, other heads) are ignored. Dropout is off: set it in the run config to fine-tune.
+  """
+  path = os.path.expanduser(path)
+  config_path = os.path.join(path, 'config.json')
+  if not os.path.isfile(config_path):
+    raise UserError(f'{path} has no config.json (expected a Hugging Face GPT-2 directory)')
+  with open(config_path) as f:
+    hf_config = json.load(f)
+  try:
+    config = model_config(hf_config)
+  except KeyError as e:
+    raise UserError(f'{config_path} has no field {e.args[0]}') from None
+  tensors = {name.removeprefix('transformer.'): array for name, array in _read_tensors(path).items()}
+
+  def load(key_path, leaf: jax.ShapeDtypeStruct) -> jax.Array:
+    name = _hf_name(tuple(k.key for k in key_path))
+    if name not in tensors:
+      raise UserError(f'the checkpoint in {path} has no tensor {name}')
+    array = tensors[name].T if name == 'lm_head.weight' else tensors[name]
+    if array.shape != leaf.shape:
+      raise UserError(f'{name} has shape {array.shape} in {path}, but config.json implies '
+                      f'{leaf.shape}')
+    return jnp.asarray(array, leaf.dtype)
+
+  params = jax.tree_util.tree_map_with_path(load, accounting.abstract_params(config))
+  return GPT(config), params
+
+
+def _hf_name(key_path: tuple[str, ...]) -> str:
+  """('h_3', 'attn', 'c_attn', 'kernel') -> 'h.3.attn.c_attn.weight'; ('wpe',) -> 'wpe.weight'."""
+  *modules, leaf = key_path
+  if not modules:  # a parameter of the model itself
+    return f'{leaf}.weight'
+  modules = [re.sub(r'^h_(\d+)$', r'h.\1', m) for m in modules]
+  return '.'.join([*modules, 'bias' if leaf == 'bias' else 'weight'])
+
+
+def _read_tensors(path: str) -> dict[str, np.ndarray]:
+  single = os.path.join(path, 'model.safetensors')
+  index = os.path.join(path, 'model.safetensors.index.json')
+  torch_bin = os.path.join(path, 'pytorch_model.bin')
+  if os.path.isfile(single):
+    return safetensors.numpy.load_file(single)
+  if os.path.isfile(index):
+    with open(index) as f:
+      shards = sorted(set(json.load(f)['weight_map'].values()))
+    return {name: array for shard in shards
+            for name, array in safetensors.numpy.load_file(os.path.join(path, shard)).items()}
+  if os.path.isfile(torch_bin):
+    try:
+      import torch  # only this format needs it
+    except ImportError:
+      raise UserError(f'{torch_bin} needs torch to read (pip install torch==2.13.0), or save the '
+                      'model as model.safetensors') from None
+    state = torch.load(torch_bin, map_location='cpu', weights_only=True)
+    return {name: t.float().numpy() for name, t in state.items()}
+  raise UserError(f'{path} has no model.safetensors, model.safetensors.index.json or '
+                  'pytorch_model.bin')
+
+
+def convert_gpt2(hf_dir: str, workdir: str) -> ml_collections.ConfigDict:
+  """Writes the GPT-2 in `hf_dir` as a gptjax run in `workdir`; returns the run's config.
+
+  GPT-2's tokenizer has no fine-tuning markers; the model gets embedding rows for the three that
+  gptjax's GPT2Tokenizer appends after the vocabulary (see _add_marker_rows).
+  """
+  hf_dir = os.path.expanduser(hf_dir)
+  if not os.path.isdir(hf_dir):
+    raise UserError(f'{hf_dir} is not a directory')
+  vocab_json, merges_txt = os.path.join(hf_dir, 'vocab.json'), os.path.join(hf_dir, 'merges.txt')
+  if not (os.path.isfile(vocab_json) and os.path.isfile(merges_txt)):
+    raise UserError(f"{hf_dir} lacks vocab.json and merges.txt, GPT-2's tokenizer; copy them from "
+                    'the Hugging Face gpt2 directory')
+  if os.path.exists(os.path.join(workdir, 'config.json')):
+    raise UserError(f'{workdir} already holds a run; convert into a new workdir')
+  model, params = load_gpt2(hf_dir)
+  tokenizer = tokenizer_lib.GPT2Tokenizer.from_files(vocab_json, merges_txt, model.config.vocab_size)
+  params = _add_marker_rows(params, tokenizer.vocab_size - model.config.vocab_size)
+  config = _run_config(model.config, tokenizer.vocab_size)
+  optimizer = make_optimizer(config.train)
+  state = TrainState(step=jnp.array(0, jnp.int32), params=params,
+                     opt_state=optimizer.init(params), rng=jax.random.PRNGKey(config.seed))
+  tokenizer_lib.save(tokenizer, workdir)
+  mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
+  try:
+    checkpoint.save(mngr, state)
+  finally:
+    mngr.close()
+  with open(os.path.join(workdir, 'config.json.tmp'), 'w') as f:
+    f.write(config.to_json(indent=1))
+  # Last, so that an interrupted conversion leaves no half-written run behind.
+  os.replace(os.path.join(workdir, 'config.json.tmp'), os.path.join(workdir, 'config.json'))
+  return config
+
+
+def _add_marker_rows(params: dict, n: int) -> dict:
+  """`params` with n more token embeddings (and untied output columns), each the mean of the others.
+
+  A new token's logit then starts at the mean logit, far below the likely tokens; a zero row would
+  score 0, above every token of a model whose logits are mostly negative, as GPT-2's are.
+  """
+  with_mean_rows = lambda table_VxD: jnp.concatenate(
+      [table_VxD, jnp.repeat(table_VxD.mean(axis=0, keepdims=True), n, axis=0)])
+  params = {**params, 'wte': {'embedding': with_mean_rows(params['wte']['embedding'])}}
+  if 'lm_head' in params:
+    params['lm_head'] = {'kernel': with_mean_rows(params['lm_head']['kernel'].T).T}
+  return params
+
+
+def _run_config(model: ModelConfig, vocab_size: int) -> ml_collections.ConfigDict:
+  """configs/gpt2_small.py with the checkpoint's model and the GPT-2 tokenizer."""
+  config = gpt2_small.get_config()
+  config.model.update({k: v for k, v in dataclasses.asdict(model).items() if k != 'vocab_size'})
+  config.tokenizer.update({'kind': 'gpt2', 'vocab_size': vocab_size})
+  config.train.seq_len = min(config.train.seq_len, model.n_ctx)
+  return config
