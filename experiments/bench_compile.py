@@ -5,6 +5,7 @@
 The model is 4 heads wide with d_model 128, 128 tokens x 8 sequences, 4,096-token vocabulary; only
 the depth changes. Unrolled, XLA compiles every block separately; scanned, it compiles one.
 """
+
 import json
 
 from absl import app, logging
@@ -26,8 +27,14 @@ def main(argv: list[str]) -> None:
       benchmark.apply_shape(config, f'{depth},4,128,128,8,4096')
       config.model.scan_layers = scan
       report = benchmark.bench_train(config, steps=2, warmup=1)
-      rows.append({'n_layers': depth, 'scan_layers': scan, 'compile_s': report['compile_s'],
-                   'step_ms': report['step_ms']})
+      rows.append(
+        {
+          'n_layers': depth,
+          'scan_layers': scan,
+          'compile_s': report['compile_s'],
+          'step_ms': report['step_ms'],
+        }
+      )
   for scan in (False, True):
     times = {row['n_layers']: row['compile_s'] for row in rows if row['scan_layers'] == scan}
     rows.append({'scan_layers': scan, 'compile_24_over_2': times[24] / times[2]})

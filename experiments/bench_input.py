@@ -12,6 +12,7 @@ Each timing covers whole blocks of steps, ending with block_until_ready, so inpu
 overlaps the device's costs nothing. Writes experiments/results/bench_input_cpu.json: the per-step
 times of every round and their ratio (the issue's target: real <= 1.05 x synthetic).
 """
+
 import argparse
 import importlib
 import json
@@ -36,13 +37,16 @@ def _time_block(run: trainer.Run, batches, steps: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog='python -m experiments.bench_input',
-                                   description=__doc__.split('\n\n')[0])
+  parser = argparse.ArgumentParser(
+    prog='python -m experiments.bench_input', description=__doc__.split('\n\n')[0]
+  )
   parser.add_argument('--config', default='tiny', help='a module of configs/')
   parser.add_argument('--workdir', default=os.path.join('runs', 'bench_input'))
   parser.add_argument('--steps', type=int, default=200, help='steps per timed block')
   parser.add_argument('--rounds', type=int, default=5)
-  parser.add_argument('--out', default=os.path.join('experiments', 'results', 'bench_input_cpu.json'))
+  parser.add_argument(
+    '--out', default=os.path.join('experiments', 'results', 'bench_input_cpu.json')
+  )
   args = parser.parse_args(argv)
   logging.set_verbosity(logging.WARNING)
   with reported():
@@ -51,8 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
       synthetic = run.batch(0)
       sources = {
-          'synthetic': lambda: iter(lambda: synthetic, None),
-          'real': lambda: (run.batch(step) for step in range(10**9)),
+        'synthetic': lambda: iter(lambda: synthetic, None),
+        'real': lambda: (run.batch(step) for step in range(10**9)),
       }
       for make in sources.values():  # warm up: compile, first touches of the token cache
         _time_block(run, make(), 5)
@@ -63,11 +67,16 @@ def main(argv: list[str] | None = None) -> None:
     finally:
       run.close()
     median = {name: statistics.median(values) for name, values in seconds.items()}
-    result = {'config': args.config, 'steps_per_block': args.steps, 'rounds': args.rounds,
-              'device': jax.devices()[0].device_kind, 'cpu_count': os.cpu_count(),
-              'step_ms': {name: [1e3 * s for s in values] for name, values in seconds.items()},
-              'median_step_ms': {name: 1e3 * s for name, s in median.items()},
-              'real_over_synthetic': median['real'] / median['synthetic']}
+    result = {
+      'config': args.config,
+      'steps_per_block': args.steps,
+      'rounds': args.rounds,
+      'device': jax.devices()[0].device_kind,
+      'cpu_count': os.cpu_count(),
+      'step_ms': {name: [1e3 * s for s in values] for name, values in seconds.items()},
+      'median_step_ms': {name: 1e3 * s for name, s in median.items()},
+      'real_over_synthetic': median['real'] / median['synthetic'],
+    }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, 'w') as f:
       json.dump(result, f, indent=1)

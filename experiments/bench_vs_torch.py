@@ -15,6 +15,7 @@ torch.autocast(bfloat16), PyTorch's own mixed precision, as the like-for-like co
   python -m experiments.bench_vs_torch --dtype=bfloat16 --torch_compile \
       > experiments/results/bench_vs_torch_bf16_cpu.json
 """
+
 import json
 import os
 import statistics
@@ -27,46 +28,87 @@ from gptjax.cli import parse_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (layers, heads, d_model, seq, batch, vocab)
-SHAPES = ((4, 4, 128, 128, 16, 4096), (4, 4, 256, 256, 16, 4096), (6, 6, 384, 256, 8, 8192),
-          (2, 2, 64, 128, 32, 512))
+SHAPES = (
+  (4, 4, 128, 128, 16, 4096),
+  (4, 4, 256, 256, 16, 4096),
+  (6, 6, 384, 256, 8, 8192),
+  (2, 2, 64, 128, 32, 512),
+)
 
-_TORCH_REF = flags.DEFINE_string('torch_ref', os.path.join(REPO, '..', 'shared', 'bench',
-                                                           'torch_gpt_ref.py'),
-                                 'The PyTorch reference script.')
-_TORCH_PYTHON = flags.DEFINE_string('torch_python', sys.executable,
-                                    'A Python with torch installed.')
+_TORCH_REF = flags.DEFINE_string(
+  'torch_ref',
+  os.path.join(REPO, '..', 'shared', 'bench', 'torch_gpt_ref.py'),
+  'The PyTorch reference script.',
+)
+_TORCH_PYTHON = flags.DEFINE_string(
+  'torch_python', sys.executable, 'A Python with torch installed.'
+)
 _TORCH_COMPILE = flags.DEFINE_bool('torch_compile', False, 'Also time torch.compile.')
-_DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], "gptjax's model.dtype; "
-                           'bfloat16 also times the reference under torch.autocast.')
+_DTYPE = flags.DEFINE_enum(
+  'dtype',
+  'float32',
+  ['float32', 'bfloat16'],
+  "gptjax's model.dtype; bfloat16 also times the reference under torch.autocast.",
+)
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Alternations of the two per shape.', lower_bound=1)
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps per run.', lower_bound=1)
-_GPTJAX_ARGS = flags.DEFINE_multi_string('gptjax_arg', [], 'Extra gptjax.bench arguments, '
-                                         'e.g. --gptjax_arg=--config.model.attention_impl=einsum')
+_GPTJAX_ARGS = flags.DEFINE_multi_string(
+  'gptjax_arg',
+  [],
+  'Extra gptjax.bench arguments, e.g. --gptjax_arg=--config.model.attention_impl=einsum',
+)
 
 
 # Runs the script named by its first argument inside torch.autocast(bfloat16).
-_UNDER_AUTOCAST = ('import runpy, sys, torch; sys.argv = sys.argv[1:]\n'
-                   "with torch.autocast('cpu', dtype=torch.bfloat16):\n"
-                   "  runpy.run_path(sys.argv[0], run_name='__main__')")
+_UNDER_AUTOCAST = (
+  'import runpy, sys, torch; sys.argv = sys.argv[1:]\n'
+  "with torch.autocast('cpu', dtype=torch.bfloat16):\n"
+  "  runpy.run_path(sys.argv[0], run_name='__main__')"
+)
 
 
 def _torch(shape: tuple[int, ...], compile_: bool, autocast: bool = False) -> float:
   layers, heads, d_model, seq, batch, vocab = shape
-  command = [_TORCH_PYTHON.value, *(['-c', _UNDER_AUTOCAST] if autocast else []), _TORCH_REF.value,
-             '--layers', str(layers), '--heads', str(heads), '--d', str(d_model), '--seq', str(seq),
-             '--batch', str(batch), '--vocab', str(vocab),
-             '--steps', str(_STEPS.value)] + (['--compile'] if compile_ else [])
+  command = [
+    _TORCH_PYTHON.value,
+    *(['-c', _UNDER_AUTOCAST] if autocast else []),
+    _TORCH_REF.value,
+    '--layers',
+    str(layers),
+    '--heads',
+    str(heads),
+    '--d',
+    str(d_model),
+    '--seq',
+    str(seq),
+    '--batch',
+    str(batch),
+    '--vocab',
+    str(vocab),
+    '--steps',
+    str(_STEPS.value),
+  ] + (['--compile'] if compile_ else [])
   out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
   fields = dict(item.split('=') for item in out.split())
   return float(fields['tokens_per_s'])
 
 
 def _gptjax(shape: tuple[int, ...]) -> dict:
-  command = [sys.executable, '-m', 'gptjax.bench', '--shape', ','.join(map(str, shape)),
-             '--steps', str(_STEPS.value), '--json', f'--config.model.dtype={_DTYPE.value}',
-             *_GPTJAX_ARGS.value]
-  return json.loads(subprocess.run(command, capture_output=True, text=True, check=True,
-                                   cwd=REPO).stdout)
+  command = [
+    sys.executable,
+    '-m',
+    'gptjax.bench',
+    '--shape',
+    ','.join(map(str, shape)),
+    '--steps',
+    str(_STEPS.value),
+    '--json',
+    f'--config.model.dtype={_DTYPE.value}',
+    *_GPTJAX_ARGS.value,
+  ]
+  return json.loads(
+    subprocess.run(command, capture_output=True, text=True, check=True, cwd=REPO).stdout
+  )
 
 
 def main(argv: list[str]) -> None:
@@ -80,8 +122,12 @@ def main(argv: list[str]) -> None:
       if _DTYPE.value == 'bfloat16':
         row['torch_bf16'] = _torch(shape, compile_=False, autocast=True)
       report = _gptjax(shape)
-      row.update(gptjax=report['tokens_per_s'], mfu=report['mfu'], compile_s=report['compile_s'],
-                 load_average_1m=report['load_average_1m'])
+      row.update(
+        gptjax=report['tokens_per_s'],
+        mfu=report['mfu'],
+        compile_s=report['compile_s'],
+        load_average_1m=report['load_average_1m'],
+      )
       runs[shape].append(row)
       print(f'{shape}: {row}', file=sys.stderr)
   results = []
@@ -93,11 +139,22 @@ def main(argv: list[str]) -> None:
     for reference in ('torch_compile', 'torch_bf16'):
       if reference in rows[0]:
         result['ratio' + reference.removeprefix('torch')] = statistics.median(
-            row['gptjax'] / row[reference] for row in rows)
+          row['gptjax'] / row[reference] for row in rows
+        )
     results.append(result)
-  print(json.dumps({'rounds': _ROUNDS.value, 'steps': _STEPS.value, 'dtype': _DTYPE.value,
-                    'gptjax_args': _GPTJAX_ARGS.value,
-                    'cpu_count': os.cpu_count(), 'results': results}, indent=1))
+  print(
+    json.dumps(
+      {
+        'rounds': _ROUNDS.value,
+        'steps': _STEPS.value,
+        'dtype': _DTYPE.value,
+        'gptjax_args': _GPTJAX_ARGS.value,
+        'cpu_count': os.cpu_count(),
+        'results': results,
+      },
+      indent=1,
+    )
+  )
 
 
 if __name__ == '__main__':

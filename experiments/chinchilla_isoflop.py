@@ -12,6 +12,7 @@ The vocabulary is 1,024 tokens rather than the default 4,096: at d_model 32-128 
 otherwise take most of every step's time (6 * vocab * d_model FLOPs per token, which C = 6ND leaves
 out, as Kaplan et al. and Hoffmann et al. do).
 """
+
 import math
 
 from gptjax import configuration
@@ -39,14 +40,24 @@ def get_runs():
     middle = math.sqrt(budget / (6 * TOKENS_PER_PARAMETER))
     for factor in SIZE_FACTORS:
       shape = accounting.propose_shape(factor * middle)
-      model = {'model.n_layers': shape.n_layers, 'model.d_model': shape.d_model,
-               'model.n_heads': shape.n_heads, 'model.d_ff': shape.d_ff}
+      model = {
+        'model.n_layers': shape.n_layers,
+        'model.d_model': shape.d_model,
+        'model.n_heads': shape.n_heads,
+        'model.d_ff': shape.d_ff,
+      }
       config = base.copy_and_resolve_references()
       config.model.update({k.split('.')[1]: v for k, v in model.items()})
       n = accounting.count_params(
-          configuration.model_config(config, config.tokenizer.vocab_size)).non_embedding
-      (run,) = accounting.runs_for_budget(budget, [n], base.train.global_batch_size,
-                                          base.train.seq_len)
-      runs.append((f'C{budget:.1e}_L{shape.n_layers}_d{shape.d_model}'.replace('+', ''),
-                   {**model, **schedule(run.steps)}))
+        configuration.model_config(config, config.tokenizer.vocab_size)
+      ).non_embedding
+      (run,) = accounting.runs_for_budget(
+        budget, [n], base.train.global_batch_size, base.train.seq_len
+      )
+      runs.append(
+        (
+          f'C{budget:.1e}_L{shape.n_layers}_d{shape.d_model}'.replace('+', ''),
+          {**model, **schedule(run.steps)},
+        )
+      )
   return runs

@@ -14,6 +14,7 @@ The sizes of each budget are picked by hand around where these tiny models do be
 tokens per parameter); the real sweeps use accounting.propose_shape. The runs are far too small and
 short for their fits to say anything about scaling.
 """
+
 from gptjax import configuration
 from gptjax.configs import default
 from gptjax.models import accounting
@@ -44,16 +45,29 @@ def _model(d_model: int) -> dict:
 def get_runs():
   base = get_config()
   runs = [(f'size_d{d}', {**_model(d), **schedule(SIZE_STEPS)}) for d in SIZE_SERIES]
-  runs += [(f'data_{tokens // 1000}k', {**_model(DATA_D_MODEL), 'data.max_train_tokens': tokens,
-                                        **schedule(DATA_STEPS, evaluations=10)})
-           for tokens in UNIQUE_TOKENS]
+  runs += [
+    (
+      f'data_{tokens // 1000}k',
+      {
+        **_model(DATA_D_MODEL),
+        'data.max_train_tokens': tokens,
+        **schedule(DATA_STEPS, evaluations=10),
+      },
+    )
+    for tokens in UNIQUE_TOKENS
+  ]
   for budget, widths in BUDGETS.items():
     for d_model in widths:
       config = base.copy_and_resolve_references()
       config.model.update(d_model=d_model, n_heads=d_model // 8, d_ff=4 * d_model)
       n = accounting.count_params(configuration.model_config(config, 262)).non_embedding
-      (run,) = accounting.runs_for_budget(budget, [n], base.train.global_batch_size,
-                                          base.train.seq_len)
-      runs.append((f'iso_{budget:.1e}_d{d_model}'.replace('+', ''),
-                   {**_model(d_model), **schedule(run.steps)}))
+      (run,) = accounting.runs_for_budget(
+        budget, [n], base.train.global_batch_size, base.train.seq_len
+      )
+      runs.append(
+        (
+          f'iso_{budget:.1e}_d{d_model}'.replace('+', ''),
+          {**_model(d_model), **schedule(run.steps)},
+        )
+      )
   return runs

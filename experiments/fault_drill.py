@@ -1,7 +1,8 @@
 """Fault drill: kill a training run with SIGKILL at N random moments, restart it, and count how many
 restarted runs end bitwise identical to an uninterrupted reference run.
 
-  python experiments/fault_drill.py --n 20 --root /tmp/fault_drill --out experiments/results/fault_drill.json
+  python experiments/fault_drill.py --n 20 --root /tmp/fault_drill \
+      --out experiments/results/fault_drill.json
 
 Each trial starts the tiny config in a fresh workdir, waits for its first checkpoint, kills it after
 a further delay drawn uniformly from the reference run's time between its first checkpoint and its
@@ -9,6 +10,7 @@ end (so kills land in training steps, evaluations and checkpoint writes, not in 
 the same command, and compares every array of the final checkpoint (parameters, optimizer state,
 step, RNG) with the reference's.
 """
+
 import argparse
 import json
 import os
@@ -22,14 +24,18 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OVERRIDES = ('--config.tokenizer.kind=byte', '--config.data.max_documents=200',
-             '--config.sample.max_new_tokens=0', '--config.train.steps=200',
-             '--config.train.checkpoint_every=10', '--config.train.eval_every=100')
+OVERRIDES = (
+  '--config.tokenizer.kind=byte',
+  '--config.data.max_documents=200',
+  '--config.sample.max_new_tokens=0',
+  '--config.train.steps=200',
+  '--config.train.checkpoint_every=10',
+  '--config.train.eval_every=100',
+)
 
 
 def command(workdir: str) -> list[str]:
-  return [sys.executable, '-m', 'gptjax.main', '--config', 'tiny', '--workdir', workdir,
-          *OVERRIDES]
+  return [sys.executable, '-m', 'gptjax.main', '--config', 'tiny', '--workdir', workdir, *OVERRIDES]
 
 
 def final_state(workdir: str):
@@ -42,15 +48,19 @@ def final_state(workdir: str):
 
 def identical(a: str, b: str) -> bool:
   (step_a, leaves_a), (step_b, leaves_b) = final_state(a), final_state(b)
-  return step_a == step_b and len(leaves_a) == len(leaves_b) and all(
-      x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(leaves_a, leaves_b))
+  return (
+    step_a == step_b
+    and len(leaves_a) == len(leaves_b)
+    and all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(leaves_a, leaves_b))
+  )
 
 
 def run_until_first_checkpoint(workdir: str) -> tuple[subprocess.Popen, float]:
   """Starts a run; returns it and the time it took to finish its first checkpoint."""
   start = time.perf_counter()
-  process = subprocess.Popen(command(workdir), cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+  process = subprocess.Popen(
+    command(workdir), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
   while not os.path.exists(os.path.join(workdir, 'checkpoints', 'fingerprints.json')):
     if process.poll() is not None:
       raise RuntimeError(f'the run in {workdir} ended before its first checkpoint')
@@ -89,20 +99,27 @@ def main() -> None:
     process.wait()
     on_disk = checkpoints_on_disk(workdir)
     restart = subprocess.run(command(workdir), cwd=REPO, capture_output=True, text=True)
-    trial = {'kill_after_first_checkpoint_s': round(kill_after_s, 2),
-             'finished_before_kill': finished_before_kill, 'on_disk_at_kill': on_disk, 'restart_status': restart.returncode,
-             'identical': restart.returncode == 0 and identical(reference, workdir)}
+    trial = {
+      'kill_after_first_checkpoint_s': round(kill_after_s, 2),
+      'finished_before_kill': finished_before_kill,
+      'on_disk_at_kill': on_disk,
+      'restart_status': restart.returncode,
+      'identical': restart.returncode == 0 and identical(reference, workdir),
+    }
     if restart.returncode:
       trial['restart_error'] = restart.stderr.strip().splitlines()[-1:]
     trials.append(trial)
     print(json.dumps({'trial': i, **trial}), flush=True)
     shutil.rmtree(workdir)
-  report = {'trials': args.n, 'identical': sum(t['identical'] for t in trials),
-            'reference_first_checkpoint_s': round(first_checkpoint_s, 1),
-            'reference_rest_s': round(training_s, 1),
-            'command': ' '.join(['python -m gptjax.main --config configs/tiny.py --workdir W',
-                                 *OVERRIDES]),
-            'device': jax.devices()[0].device_kind, 'details': trials}
+  report = {
+    'trials': args.n,
+    'identical': sum(t['identical'] for t in trials),
+    'reference_first_checkpoint_s': round(first_checkpoint_s, 1),
+    'reference_rest_s': round(training_s, 1),
+    'command': ' '.join(['python -m gptjax.main --config configs/tiny.py --workdir W', *OVERRIDES]),
+    'device': jax.devices()[0].device_kind,
+    'details': trials,
+  }
   print(json.dumps({k: v for k, v in report.items() if k != 'details'}))
   if args.out:
     with open(args.out, 'w') as f:

@@ -10,6 +10,7 @@ few_shot.png (accuracy against k, one line per model). With a context of 128 tok
 demonstrations already fill it: the prompt keeps the most recent ones, and `truncated` says how
 often that happened.
 """
+
 import json
 import os
 
@@ -46,27 +47,44 @@ def main(argv: list[str] | None = None) -> None:
       tokenizer, model, params = load_run(workdir)
       for task in task_list:
         for k in shots:
-          result = few_shot.evaluate_task(tokenizer, model, params, task, k, args.seed,
-                                          limit=args.limit)
+          result = few_shot.evaluate_task(
+            tokenizer, model, params, task, k, args.seed, limit=args.limit
+          )
           rows.append({**model_row(workdir, model), **result})
-          print(f'{rows[-1]["model"]} {task.name} k={k}: accuracy {result["accuracy"]:.3f} ± '
-                f'{result["stderr"]:.3f} (prompts cut: {result["truncated"]:.0%})', flush=True)
+          print(
+            f'{rows[-1]["model"]} {task.name} k={k}: accuracy {result["accuracy"]:.3f} ± '
+            f'{result["stderr"]:.3f} (prompts cut: {result["truncated"]:.0%})',
+            flush=True,
+          )
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, 'results.json'), 'w') as f:
       json.dump({'rows': rows, 'seed': args.seed, 'limit': args.limit}, f, indent=1)
     fig = Figure(figsize=(5 * len(task_list), 4), layout='constrained')
     for ax, task in zip(fig.subplots(1, len(task_list), squeeze=False)[0], task_list):
-      metric, stderr = (('accuracy_norm', 'stderr_norm') if task.kind == 'multiple_choice'
-                        else ('accuracy', 'stderr'))
+      metric, stderr = (
+        ('accuracy_norm', 'stderr_norm')
+        if task.kind == 'multiple_choice'
+        else ('accuracy', 'stderr')
+      )
       for workdir in workdirs:
         model_rows = [r for r in rows if r['task'] == task.name and r['workdir'] == workdir]
-        plot_accuracy(ax, model_rows, 'shots', f'{model_rows[0]["model"]} (N={model_rows[0]["N"]:,})',
-                      metric, stderr)
+        plot_accuracy(
+          ax,
+          model_rows,
+          'shots',
+          f'{model_rows[0]["model"]} (N={model_rows[0]["N"]:,})',
+          metric,
+          stderr,
+        )
       if task.kind == 'multiple_choice':
         chance = next(r['chance'] for r in rows if r['task'] == task.name)
         ax.axhline(chance, color='grey', linestyle='--', label='chance')
-      ax.set(xscale='symlog', xlabel='demonstrations k', title=task.name,
-             ylabel='length-normalised accuracy' if task.kind == 'multiple_choice' else 'accuracy')
+      ax.set(
+        xscale='symlog',
+        xlabel='demonstrations k',
+        title=task.name,
+        ylabel='length-normalised accuracy' if task.kind == 'multiple_choice' else 'accuracy',
+      )
       ax.set_xticks(shots, [str(k) for k in shots])
       ax.legend(fontsize='small')
     fig.savefig(os.path.join(args.out, f'{NAME}.png'), dpi=120)

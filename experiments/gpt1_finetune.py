@@ -10,6 +10,7 @@ accuracy. A variant whose results.json exists is not run again. Writes
 experiments/results/gpt1_finetune/results.json (validation and test accuracy of each run, the
 test accuracy's standard error) and gpt1_finetune.png (test accuracy per task and variant).
 """
+
 import argparse
 import json
 import math
@@ -27,19 +28,32 @@ from gptjax.scaling.sweep import parse_override, run_config
 
 NAME = 'gpt1_finetune'
 VARIANTS = {  # name -> (random_init, lm_coef)
-    'pretrained_lm0.5': (False, 0.5), 'pretrained_lm0': (False, 0.0),
-    'scratch_lm0.5': (True, 0.5), 'scratch_lm0': (True, 0.0)}
+  'pretrained_lm0.5': (False, 0.5),
+  'pretrained_lm0': (False, 0.0),
+  'scratch_lm0.5': (True, 0.5),
+  'scratch_lm0': (True, 0.0),
+}
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog=f'python -m experiments.{NAME}', description=__doc__.split('\n\n')[0])
+  parser = argparse.ArgumentParser(
+    prog=f'python -m experiments.{NAME}', description=__doc__.split('\n\n')[0]
+  )
   parser.add_argument('pretrained', help='the pre-training workdir to fine-tune')
-  parser.add_argument('--tasks', default='stdlib_test_or_lib,stdlib_same_file,stdlib_next_line',
-                      help='comma-separated built-in tasks (or JSONL specs)')
+  parser.add_argument(
+    '--tasks',
+    default='stdlib_test_or_lib,stdlib_same_file,stdlib_next_line',
+    help='comma-separated built-in tasks (or JSONL specs)',
+  )
   parser.add_argument('--variants', default=','.join(VARIANTS), help='comma-separated')
   parser.add_argument('--root', default=os.path.join('runs', NAME), help='fine-tuning workdirs')
-  parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
-                      help='a config override, e.g. finetune.epochs=2 (repeatable)')
+  parser.add_argument(
+    '--set',
+    action='append',
+    default=[],
+    metavar='FIELD=VALUE',
+    help='a config override, e.g. finetune.epochs=2 (repeatable)',
+  )
   parser.add_argument('--out', default=os.path.join('experiments', 'results', NAME))
   args = parser.parse_args(argv)
   logging.set_verbosity(logging.WARNING)
@@ -56,21 +70,44 @@ def main(argv: list[str] | None = None) -> None:
         done = os.path.join(workdir, 'results.json')
         if not os.path.exists(done):
           print(f'{task} / {variant}', flush=True)
-          config = run_config(base, {'finetune.init_from': args.pretrained, 'finetune.task': task,
-                                     'finetune.random_init': random_init,
-                                     'finetune.lm_coef': lm_coef}, variant)
+          config = run_config(
+            base,
+            {
+              'finetune.init_from': args.pretrained,
+              'finetune.task': task,
+              'finetune.random_init': random_init,
+              'finetune.lm_coef': lm_coef,
+            },
+            variant,
+          )
           finetuning.finetune(config, workdir)
         with open(done) as f:
           result = json.load(f)
-        p, n = result.get('test_accuracy', result['validation_accuracy']), result.get('n_test', result['n_validation'])
-        rows.append({'task': task, 'variant': variant, 'random_init': random_init,
-                     'lm_coef': lm_coef, 'workdir': workdir, 'test_stderr': math.sqrt(p * (1 - p) / n),
-                     **result})
-        print(f'{task} / {variant}: validation {result["validation_accuracy"]:.3f}, test '
-              f'{p:.3f} ± {rows[-1]["test_stderr"]:.3f}', flush=True)
+        p, n = (
+          result.get('test_accuracy', result['validation_accuracy']),
+          result.get('n_test', result['n_validation']),
+        )
+        rows.append(
+          {
+            'task': task,
+            'variant': variant,
+            'random_init': random_init,
+            'lm_coef': lm_coef,
+            'workdir': workdir,
+            'test_stderr': math.sqrt(p * (1 - p) / n),
+            **result,
+          }
+        )
+        print(
+          f'{task} / {variant}: validation {result["validation_accuracy"]:.3f}, test '
+          f'{p:.3f} ± {rows[-1]["test_stderr"]:.3f}',
+          flush=True,
+        )
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, 'results.json'), 'w') as f:
-      json.dump({'pretrained': args.pretrained, 'config': base.to_dict(), 'rows': rows}, f, indent=1)
+      json.dump(
+        {'pretrained': args.pretrained, 'config': base.to_dict(), 'rows': rows}, f, indent=1
+      )
     _plot(rows, os.path.join(args.out, f'{NAME}.png'))
     print(f'wrote {args.out}/results.json and {NAME}.png')
 
@@ -82,13 +119,23 @@ def _plot(rows: list[dict], path: str) -> None:
   ax = fig.subplots()
   width = 0.8 / len(variants)
   for v, variant in enumerate(variants):
-    cells = [next(r for r in rows if r['task'] == t and r['variant'] == variant) for t in task_names]
-    ax.bar(np.arange(len(task_names)) + (v - (len(variants) - 1) / 2) * width,
-           [c.get('test_accuracy', c['validation_accuracy']) for c in cells], width,
-           yerr=[c['test_stderr'] for c in cells], capsize=3, label=variant)
+    cells = [
+      next(r for r in rows if r['task'] == t and r['variant'] == variant) for t in task_names
+    ]
+    ax.bar(
+      np.arange(len(task_names)) + (v - (len(variants) - 1) / 2) * width,
+      [c.get('test_accuracy', c['validation_accuracy']) for c in cells],
+      width,
+      yerr=[c['test_stderr'] for c in cells],
+      capsize=3,
+      label=variant,
+    )
   ax.set_xticks(np.arange(len(task_names)), [os.path.basename(t.rstrip('/')) for t in task_names])
-  ax.set(ylabel='test accuracy (best validation epoch)', ylim=(0, 1.15),
-         title='fine-tuning: pre-trained vs from scratch, with and without the LM loss')
+  ax.set(
+    ylabel='test accuracy (best validation epoch)',
+    ylim=(0, 1.15),
+    title='fine-tuning: pre-trained vs from scratch, with and without the LM loss',
+  )
   ax.legend(fontsize='small', loc='upper right', ncols=2)
   fig.savefig(path, dpi=120)
 

@@ -9,6 +9,7 @@ smallest) and evaluates every 50 steps: as Kaplan et al. did, L(D) is the early-
 best evaluation (best_eval_loss), and the fit uses unique_tokens as D. About 1-1.5 hours on 2 CPU
 cores.
 """
+
 from gptjax.configs import default
 from gptjax.scaling.sweep import schedule
 
@@ -24,6 +25,7 @@ def get_config():
 
 
 def get_runs():
-  return [(f'D{tokens // 1000}k',
-           {'data.max_train_tokens': tokens, **schedule(STEPS, evaluations=20)})
-          for tokens in UNIQUE_TOKENS]
+  return [
+    (f'D{tokens // 1000}k', {'data.max_train_tokens': tokens, **schedule(STEPS, evaluations=20)})
+    for tokens in UNIQUE_TOKENS
+  ]

@@ -8,6 +8,7 @@ Kaplan et al. fit L(N) to models that data does not limit. Here the largest mode
 tokens per parameter, so expect its point to sit above a pure power law; the report also fits L(C)
 to the envelope of the training curves. About 1-1.5 hours on 2 CPU cores.
 """
+
 from gptjax.configs import default
 from gptjax.models.accounting import propose_shape
 from gptjax.scaling.sweep import schedule
@@ -26,7 +27,16 @@ def get_runs():
   runs = []
   for target in TARGET_N:
     shape = propose_shape(target)
-    runs.append((f'L{shape.n_layers}_d{shape.d_model}', {
-        'model.n_layers': shape.n_layers, 'model.d_model': shape.d_model,
-        'model.n_heads': shape.n_heads, 'model.d_ff': shape.d_ff, **schedule(STEPS)}))
+    runs.append(
+      (
+        f'L{shape.n_layers}_d{shape.d_model}',
+        {
+          'model.n_layers': shape.n_layers,
+          'model.d_model': shape.d_model,
+          'model.n_heads': shape.n_heads,
+          'model.d_ff': shape.d_ff,
+          **schedule(STEPS),
+        },
+      )
+    )
   return runs

@@ -11,6 +11,7 @@ validation loss, one point per model, coloured by training budget where the work
 it (the isoFLOP sweep's C<FLOPs>_L<layers>_d<width>), chance dashed. Points are not joined: models
 of one size differ in budget, and what accuracy follows here is the loss the model reached.
 """
+
 import argparse
 import glob
 import json
@@ -47,23 +48,48 @@ def model_row(workdir: str, model) -> dict:
   """What a results row says about the model: its name, N and final validation loss."""
   logged = [r['eval_loss'] for r in metrics.read_metrics(workdir) if 'eval_loss' in r]
   count = accounting.count_params(model.config)
-  return {'model': os.path.basename(os.path.normpath(workdir)), 'workdir': workdir,
-          'N': count.non_embedding, 'N_total': count.total,
-          'eval_loss': logged[-1] if logged else None}
+  return {
+    'model': os.path.basename(os.path.normpath(workdir)),
+    'workdir': workdir,
+    'N': count.non_embedding,
+    'N_total': count.total,
+    'eval_loss': logged[-1] if logged else None,
+  }
 
 
-def plot_accuracy(ax, rows: list[dict], x_key: str, label: str | None = None, metric: str = 'accuracy',
-                  stderr: str = 'stderr', **style) -> None:
+def plot_accuracy(
+  ax,
+  rows: list[dict],
+  x_key: str,
+  label: str | None = None,
+  metric: str = 'accuracy',
+  stderr: str = 'stderr',
+  **style,
+) -> None:
   rows = sorted(rows, key=lambda r: r[x_key])
-  ax.errorbar([r[x_key] for r in rows], [r[metric] for r in rows], yerr=[r[stderr] for r in rows],
-              marker='o', capsize=3, label=label, **style)
+  ax.errorbar(
+    [r[x_key] for r in rows],
+    [r[metric] for r in rows],
+    yerr=[r[stderr] for r in rows],
+    marker='o',
+    capsize=3,
+    label=label,
+    **style,
+  )
 
 
-def evaluation_parser(name: str, doc: str, workdirs_required: bool = True) -> argparse.ArgumentParser:
+def evaluation_parser(
+  name: str, doc: str, workdirs_required: bool = True
+) -> argparse.ArgumentParser:
   """The arguments the zero- and few-shot experiments share."""
-  parser = argparse.ArgumentParser(prog=f'python -m experiments.{name}', description=doc.split('\n\n')[0])
-  parser.add_argument('workdirs', nargs='+' if workdirs_required else '*',
-                      help='pre-training workdirs (paths or quoted globs)')
+  parser = argparse.ArgumentParser(
+    prog=f'python -m experiments.{name}', description=doc.split('\n\n')[0]
+  )
+  parser.add_argument(
+    'workdirs',
+    nargs='+' if workdirs_required else '*',
+    help='pre-training workdirs (paths or quoted globs)',
+  )
   parser.add_argument('--tasks', default='stdlib_next_line,stdlib_cloze', help='comma-separated')
   parser.add_argument('--limit', type=int, default=0, help='examples per task; 0 = all')
   parser.add_argument('--seed', type=int, default=0)
@@ -79,7 +105,8 @@ def budget(row: dict) -> str | None:
 
 def plot(rows: list[dict], path: str) -> None:
   """Per task, accuracy against validation loss: summed and per-token (length-normalised) scores
-  of a multiple-choice task, greedy match of a cloze task. Models with no logged loss are left out."""
+  of a multiple-choice task, greedy match of a cloze task. Models with no logged loss are left
+  out."""
   task_names = list(dict.fromkeys(r['task'] for r in rows))
   budgets = sorted({budget(r) for r in rows}, key=lambda b: float(b) if b else 0.0)
   colours = dict(zip(budgets, [f'C{i}' for i in range(len(budgets))]))
@@ -87,29 +114,64 @@ def plot(rows: list[dict], path: str) -> None:
   for ax, name in zip(fig.subplots(1, len(task_names), squeeze=False)[0], task_names):
     first = next(r for r in rows if r['task'] == name)
     task_rows = [r for r in rows if r['task'] == name and r['eval_loss'] is not None]
-    metrics = ([('accuracy', 'stderr', 'o', 'summed log-likelihood'),
-                ('accuracy_norm', 'stderr_norm', 's', 'per-token (length-normalised)')]
-               if first['kind'] == 'multiple_choice' else [('accuracy', 'stderr', 'o', 'greedy match')])
+    metrics = (
+      [
+        ('accuracy', 'stderr', 'o', 'summed log-likelihood'),
+        ('accuracy_norm', 'stderr_norm', 's', 'per-token (length-normalised)'),
+      ]
+      if first['kind'] == 'multiple_choice'
+      else [('accuracy', 'stderr', 'o', 'greedy match')]
+    )
     for metric, stderr, marker, label in metrics:
       for b in budgets:
         points = [r for r in task_rows if budget(r) == b]
         if points:
-          ax.errorbar([r['eval_loss'] for r in points], [r[metric] for r in points],
-                      yerr=[r[stderr] for r in points], fmt=marker, color=colours[b], capsize=2,
-                      mfc=colours[b] if marker == 'o' else 'none', alpha=0.85)
+          ax.errorbar(
+            [r['eval_loss'] for r in points],
+            [r[metric] for r in points],
+            yerr=[r[stderr] for r in points],
+            fmt=marker,
+            color=colours[b],
+            capsize=2,
+            mfc=colours[b] if marker == 'o' else 'none',
+            alpha=0.85,
+          )
     if 'chance' in first:
       ax.axhline(first['chance'], color='grey', linestyle='--')
     # Two legends' worth in one: the colours name budgets, the markers the scores.
-    handles = [Line2D([], [], color=colours[b], marker='o', linestyle='none',
-                      label=f'C = {b} FLOPs' if b else 'no budget in name') for b in budgets]
-    handles += [Line2D([], [], color='black', marker=marker, linestyle='none',
-                       mfc='black' if marker == 'o' else 'none', label=label)
-                for _, _, marker, label in metrics]
+    handles = [
+      Line2D(
+        [],
+        [],
+        color=colours[b],
+        marker='o',
+        linestyle='none',
+        label=f'C = {b} FLOPs' if b else 'no budget in name',
+      )
+      for b in budgets
+    ]
+    handles += [
+      Line2D(
+        [],
+        [],
+        color='black',
+        marker=marker,
+        linestyle='none',
+        mfc='black' if marker == 'o' else 'none',
+        label=label,
+      )
+      for _, _, marker, label in metrics
+    ]
     if 'chance' in first:
       handles.append(Line2D([], [], color='grey', linestyle='--', label='chance'))
-    ax.legend(handles=handles, fontsize='small', ncols=3, loc='upper center', bbox_to_anchor=(0.5, -0.14))
-    ax.set(xlabel='validation loss (nats/token)', ylabel='zero-shot accuracy',
-           title=f'{name} ({first["split"]}, n={first["n"]})')
+    ax.legend(
+      handles=handles, fontsize='small', ncols=3, loc='upper center', bbox_to_anchor=(0.5, -0.14)
+    )
+    ax.set(
+      xlabel='validation loss (nats/token)',
+      ylabel='zero-shot accuracy',
+      title=f'{name} ({first["split"]}, n={first["n"]})',
+    )
   fig.savefig(path, dpi=120)
 
 
@@ -123,17 +185,25 @@ def evaluate_all(args: argparse.Namespace) -> list[dict]:
   for workdir in workdirs:
     tokenizer, model, params = load_run(workdir)
     for task in task_list:
-      result = few_shot.evaluate_task(tokenizer, model, params, task, 0, args.seed, limit=args.limit)
+      result = few_shot.evaluate_task(
+        tokenizer, model, params, task, 0, args.seed, limit=args.limit
+      )
       rows.append({**model_row(workdir, model), **result})
-      print(f'{rows[-1]["model"]} (N={rows[-1]["N"]:,}) {task.name}: accuracy '
-            f'{result["accuracy"]:.3f} ± {result["stderr"]:.3f}', flush=True)
+      print(
+        f'{rows[-1]["model"]} (N={rows[-1]["N"]:,}) {task.name}: accuracy '
+        f'{result["accuracy"]:.3f} ± {result["stderr"]:.3f}',
+        flush=True,
+      )
   return rows
 
 
 def main(argv: list[str] | None = None) -> None:
   parser = evaluation_parser(NAME, __doc__, workdirs_required=False)
-  parser.add_argument('--plot_only', action='store_true',
-                      help='redraw the plot from OUT/results.json; no workdir is read')
+  parser.add_argument(
+    '--plot_only',
+    action='store_true',
+    help='redraw the plot from OUT/results.json; no workdir is read',
+  )
   args = parser.parse_args(argv)
   if not args.workdirs and not args.plot_only:
     parser.error('name the workdirs to evaluate, or pass --plot_only')

@@ -5,6 +5,7 @@ its message and status 143. Library modules raise UserError and never print or e
 
 A command is a module with flags at the top and `if __name__ == '__main__': cli.run(main)`.
 """
+
 import contextlib
 import os
 import signal
@@ -21,17 +22,21 @@ from gptjax.errors import Preempted, UserError
 DEBUG = flags.DEFINE_bool('debug', False, 'Show the traceback behind an error line.')
 
 
-def define_config_flag(default: str | None = None,
-                       help_text: str = 'A config file, or the name of a shipped config '
-                       '(gptjax/configs/: default, tiny, ...).') -> flags.FlagHolder:
+def define_config_flag(
+  default: str | None = None,
+  help_text: str = 'A config file, or the name of a shipped config '
+  '(gptjax/configs/: default, tiny, ...).',
+) -> flags.FlagHolder:
   """The --config flag; its fields can be overridden with --config.a.b=value."""
   return config_flags.DEFINE_config_file(
-      'config', None if default is None else configs.resolve(default), help_text)
+    'config', None if default is None else configs.resolve(default), help_text
+  )
 
 
 def run(main: Callable[[list[str]], None], config_flag: flags.FlagHolder | None = None) -> None:
   """app.run(main) the gptjax way: flag errors as one line, orbax's and jax's INFO logging off,
   and main's UserError and Preempted reported as the module docstring says."""
+
   def wrapped(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # orbax and jax log every step of a save at INFO
     with reported(debug=DEBUG.value):
@@ -62,11 +67,15 @@ def parse_flags(argv: list[str], config_flag: flags.FlagHolder | None = None) ->
     if config_flag is None:
       return flags.FLAGS(argv)
     args = flags.FLAGS(_resolve_config_names(argv, config_flag.name))
-    config_flag.value.keys()  # a config file that failed to load raises on first use; make it fail here
+    # A config file that failed to load raises on first use: make it fail here.
+    config_flag.value.keys()
     return args
   except flags.Error as e:
     fail(str(e), status=2)
-  except (AttributeError, KeyError) as e:  # config_flags: an override names a field that is not there
+  except (
+    AttributeError,
+    KeyError,
+  ) as e:  # config_flags: an override names a field that is not there
     while e.args and isinstance(e.args[0], BaseException):  # unwrap AttributeError(KeyError(...))
       e = e.args[0]
     fail(f'unknown config field in a --config override: {e.args[0] if e.args else e}', status=2)
@@ -76,11 +85,20 @@ def parse_flags(argv: list[str], config_flag: flags.FlagHolder | None = None) ->
 
 def _resolve_config_names(argv: list[str], name: str) -> list[str]:
   """argv with a shipped config's name after --config (--config tiny) replaced by its path."""
+
   def resolve(spec: str) -> str:
     path = configs.resolve(spec)
     if not os.path.exists(path.partition(':')[0]):
-      fail(f'--{name}={spec}: no such file, and no shipped config of that name (one of '
-           f'{", ".join(configs.names())})', status=2)
+      looks_like_a_path = os.sep in spec or spec.partition(':')[0].endswith('.py')
+      fail(
+        f'--{name}={spec}: No such file or directory'
+        + (
+          ''
+          if looks_like_a_path
+          else f', and no shipped config of that name (one of {", ".join(configs.names())})'
+        ),
+        status=2,
+      )
     return path
 
   resolved = list(argv)

@@ -1,49 +1,143 @@
-"""Checks a run's config before anything expensive happens, and derives the model's config from it.
+"""The run config: one declaration of its fields (type, range or choices, and whether the field may
+change when a run resumes), the checks made before anything expensive happens, the mapping of a
+config.json written by an older gptjax to today's fields, and the model config derived from it.
 
-The fields and their meaning are documented in configs/default.py. Each problem is reported as one
-UserError line naming the field.
+The fields and their meaning are documented in gptjax/configs/default.py. The choices of the model
+fields are the Literal types of gptjax/models/config.py; an architecture's own requirements are
+its record's check_config (gptjax/models/). Each problem is reported as one UserError line naming
+the field.
 """
+
+import json
 import sys
+import typing
 
 import jax
 import ml_collections
 
+from gptjax.data import pairs, windows
 from gptjax.errors import UserError
+from gptjax.fields import COUNT, FRACTION, NATURAL, NON_NEGATIVE, Field, check_field, resumable
 from gptjax.models import registry
 from gptjax.models.config import ModelConfig
 
-_CHOICES = {
-    'model.architecture': ('gpt', 'bert', 'encoder_decoder'),
-    'model.norm': ('pre', 'post'),
-    'model.pos_emb': ('learned', 'sinusoidal', 'rotary'),
-    'model.attention_impl': ('xla', 'cudnn', 'einsum'),
-    'model.remat': ('none', 'full', 'dots_saveable'),
-    'model.dtype': ('float32', 'bfloat16', 'float16'),
-    'model.param_dtype': ('float32', 'bfloat16'),
-    'tokenizer.kind': ('sentencepiece', 'byte', 'char', 'gpt2'),
-    'data.source': ('stdlib', 'text_files', 'tfds', 'stdlib_docstrings', 'pairs_jsonl'),
-    'train.schedule': ('cosine', 'rsqrt'),
-    'train.sharding': ('replicate', 'fsdp'),
-    'train.nonfinite': ('stop', 'skip'),
+
+def _model_choices(name: str) -> tuple[str, ...]:
+  return typing.get_args(typing.get_type_hints(ModelConfig)[name])
+
+
+# The shared sections' fields; each architecture's record adds its own section's (gptjax/models/).
+FIELDS: dict[str, Field] = {
+  'seed': NATURAL,
+  'model.architecture': Field(str, choices=tuple(registry.ARCHITECTURES)),
+  'model.n_layers': COUNT,
+  'model.n_heads': COUNT,
+  'model.d_model': COUNT,
+  'model.d_ff': COUNT,
+  'model.n_ctx': COUNT,
+  'model.norm': Field(str, choices=_model_choices('norm')),
+  'model.pos_emb': Field(str, choices=_model_choices('pos_emb')),
+  'model.tie_embeddings': Field(bool),
+  'model.embd_dropout': FRACTION,
+  'model.attn_dropout': FRACTION,
+  'model.resid_dropout': FRACTION,
+  # Compute-only settings: the same parameters, other kernels or memory use.
+  'model.attention_impl': Field(str, choices=_model_choices('attention_impl'), resumable=True),
+  'model.dtype': Field(str, choices=_model_choices('dtype'), resumable=True),
+  'model.remat': Field(str, choices=_model_choices('remat'), resumable=True),
+  'model.param_dtype': Field(str, choices=_model_choices('param_dtype')),
+  'model.scan_layers': Field(bool),  # stacks the blocks' parameters: another checkpoint layout
+  'model.init_std': NON_NEGATIVE,
+  'model.layer_norm_eps': NON_NEGATIVE,
+  'tokenizer.kind': Field(str, choices=('sentencepiece', 'byte', 'char', 'gpt2')),
+  'tokenizer.vocab_size': COUNT,
+  'data.source': Field(str, choices=tuple(dict.fromkeys(windows.SOURCES + pairs.SOURCES))),
+  'data.text_files': Field(str),
+  'data.tfds_name': Field(str),
+  'data.tfds_data_dir': Field(str),
+  'data.tfds_text_key': Field(str),
+  'data.tfds_train_split': Field(str),
+  'data.tfds_eval_split': Field(str),
+  'data.pairs_files': Field(str),
+  'data.source_key': Field(str),
+  'data.target_key': Field(str),
+  'data.val_fraction': Field(float),  # in (0, 1), checked in validate
+  'data.max_documents': NATURAL,
+  'data.max_train_tokens': Field(int, low=0, resumable=True),  # slices the cache, changes no file
+  **resumable(
+    {  # the schedule, the optimizer and the cadence: what a longer run changes
+      'train.seq_len': COUNT,
+      'train.global_batch_size': COUNT,
+      'train.grad_accum_steps': COUNT,
+      'train.steps': COUNT,
+      'train.lr': NON_NEGATIVE,
+      'train.warmup_steps': NATURAL,
+      'train.schedule': Field(str, choices=('cosine', 'rsqrt', 'linear')),
+      'train.min_lr_ratio': Field(float, low=0, high=1),
+      'train.b1': FRACTION,
+      'train.b2': FRACTION,
+      'train.eps': NON_NEGATIVE,
+      'train.weight_decay': NON_NEGATIVE,
+      'train.grad_clip': NON_NEGATIVE,
+      'train.sharding': Field(str, choices=('replicate', 'fsdp')),
+      'train.log_every': COUNT,
+      'train.eval_every': COUNT,
+      'train.eval_batches': COUNT,
+      'train.checkpoint_every': COUNT,
+      'train.keep_checkpoints': COUNT,
+      'train.nonfinite': Field(str, choices=('stop', 'skip')),
+      'train.preemption_grace_s': NON_NEGATIVE,
+      'sample.prompt': Field(str),
+      'sample.max_new_tokens': NATURAL,
+      'sample.temperature': NON_NEGATIVE,
+      'sample.top_k': NATURAL,
+      'distributed.initialize': Field(bool),
+      'distributed.coordinator_address': Field(str),
+      'distributed.num_processes': NATURAL,
+      'distributed.process_id': Field(int, low=-1),
+    }
+  ),
+  **{
+    name: field
+    for record in registry.ARCHITECTURES.values()
+    for name, field in record.config_fields.items()
+  },
 }
-_POSITIVE_INTS = (
-    'model.n_layers', 'model.n_heads', 'model.d_model', 'model.d_ff', 'model.n_ctx',
-    'model.type_vocab_size', 'tokenizer.vocab_size', 'train.seq_len', 'train.source_len',
-    'train.global_batch_size', 'train.grad_accum_steps', 'train.steps', 'train.log_every', 'train.eval_every', 'train.eval_batches',
-    'train.checkpoint_every', 'train.keep_checkpoints')
-_NON_NEGATIVE_INTS = ('seed', 'model.n_encoder_layers', 'data.max_documents',
-                      'data.max_train_tokens', 'train.warmup_steps', 'sample.max_new_tokens',
-                      'sample.top_k')
-_FRACTIONS = ('model.embd_dropout', 'model.attn_dropout', 'model.resid_dropout', 'train.b1',
-              'train.b2', 'train.label_smoothing', 'train.mlm_probability')  # in [0, 1)
-_NON_NEGATIVE_FLOATS = ('train.min_lr_ratio', 'train.lr', 'train.preemption_grace_s', 'train.eps', 'train.weight_decay', 'train.grad_clip',
-                        'sample.temperature', 'model.init_std', 'model.layer_norm_eps')
+
+RESUMABLE = frozenset(name for name, field in FIELDS.items() if field.resumable)
+
+# Fields that moved, old name -> new: a config.json written before the move still reads (upgrade).
+MOVED = {
+  'model.type_vocab_size': 'bert.type_vocab_size',
+  'train.mlm_probability': 'bert.mlm_probability',
+  'model.n_encoder_layers': 'encoder_decoder.n_encoder_layers',
+  'train.source_len': 'encoder_decoder.source_len',
+  'train.label_smoothing': 'encoder_decoder.label_smoothing',
+}
 
 
-def _get(config: ml_collections.ConfigDict, dotted: str):
+def upgrade(saved: dict) -> dict:
+  """A config (as nested dicts, from a config.json) with the fields of MOVED under their new
+  names; a config already in today's form comes back equal."""
+  upgraded = json.loads(json.dumps(saved))
+  for old, new in MOVED.items():
+    old_section, old_name = old.split('.')
+    if old_name in upgraded.get(old_section, {}):
+      new_section, new_name = new.split('.')
+      upgraded.setdefault(new_section, {})[new_name] = upgraded[old_section].pop(old_name)
+  return upgraded
+
+
+def read_config(path: str) -> ml_collections.ConfigDict:
+  """The run config saved at `path` (a workdir's config.json), upgraded to today's fields."""
+  with open(path) as f:
+    return ml_collections.ConfigDict(upgrade(json.load(f)))
+
+
+def get(config: ml_collections.ConfigDict, dotted: str):
   value = config
   for part in dotted.split('.'):
-    if part not in value:
+    if not isinstance(value, ml_collections.ConfigDict) or part not in value:
       raise UserError(f'config has no field {dotted}')
     value = value[part]
   return value
@@ -51,39 +145,30 @@ def _get(config: ml_collections.ConfigDict, dotted: str):
 
 def validate(config: ml_collections.ConfigDict, device_count: int, process_count: int = 1) -> None:
   """Raises UserError for the first problem found in `config`."""
-  for field, choices in _CHOICES.items():
-    if _get(config, field) not in choices:
-      raise UserError(f'{field}={_get(config, field)!r}; choose one of {", ".join(choices)}')
-  for field in _POSITIVE_INTS + _NON_NEGATIVE_INTS:
-    value = _get(config, field)
-    if not isinstance(value, int) or isinstance(value, bool):
-      raise UserError(f'{field}={value!r} must be an integer')
-    if value < (1 if field in _POSITIVE_INTS else 0):
-      raise UserError(f'{field}={value} must be {"positive" if field in _POSITIVE_INTS else ">= 0"}')
-  for field in _FRACTIONS + _NON_NEGATIVE_FLOATS:
-    value = _get(config, field)
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-      raise UserError(f'{field}={value!r} must be a number >= 0')
-    if field in _FRACTIONS and value >= 1:
-      raise UserError(f'{field}={value} must be below 1')
-  if config.train.min_lr_ratio > 1:
-    raise UserError(f'train.min_lr_ratio={config.train.min_lr_ratio} must be at most 1')
+  for name, field in FIELDS.items():
+    check_field(name, field, get(config, name))
+  model, train = config.model, config.train
   if not 0 < config.data.val_fraction < 1:
     raise UserError(f'data.val_fraction={config.data.val_fraction} must be between 0 and 1')
-
-  model, train = config.model, config.train
   if model.d_model % model.n_heads:
-    raise UserError(f'model.d_model={model.d_model} is not divisible by model.n_heads={model.n_heads}')
+    raise UserError(
+      f'model.d_model={model.d_model} is not divisible by model.n_heads={model.n_heads}'
+    )
   if model.pos_emb == 'rotary' and (model.d_model // model.n_heads) % 2:
-    raise UserError('model.pos_emb=rotary needs an even head width, not '
-                    f'{model.d_model // model.n_heads}')
-  _validate_architecture(config)
+    raise UserError(
+      f'model.pos_emb=rotary needs an even head width, not {model.d_model // model.n_heads}'
+    )
+  registry.get(model.architecture).check_config(config)
   if model.attn_dropout > 0 and model.attention_impl != 'einsum':
-    raise UserError(f'model.attn_dropout={model.attn_dropout} needs model.attention_impl=einsum '
-                    '(jax.nn.dot_product_attention has no dropout)')
+    raise UserError(
+      f'model.attn_dropout={model.attn_dropout} needs model.attention_impl=einsum '
+      '(jax.nn.dot_product_attention has no dropout)'
+    )
   if config.tokenizer.kind != 'byte' and config.tokenizer.vocab_size < 300:
-    raise UserError(f'tokenizer.vocab_size={config.tokenizer.vocab_size} is too small: the 256 byte '
-                    'tokens and the specials alone take 263; use at least 300')
+    raise UserError(
+      f'tokenizer.vocab_size={config.tokenizer.vocab_size} is too small: the 256 byte '
+      'tokens and the specials alone take 263; use at least 300'
+    )
   if config.data.source == 'text_files' and not config.data.text_files:
     raise UserError("data.source='text_files' needs data.text_files (a glob or a directory)")
   if config.data.source == 'tfds' and not config.data.tfds_name:
@@ -94,38 +179,15 @@ def validate(config: ml_collections.ConfigDict, device_count: int, process_count
     raise UserError(f'train.warmup_steps={train.warmup_steps} exceeds train.steps={train.steps}')
   per_device, remainder = divmod(train.global_batch_size, device_count)
   if remainder or train.global_batch_size % process_count:
-    raise UserError(f'train.global_batch_size={train.global_batch_size} is not divisible by the '
-                    f'{device_count} devices')
+    raise UserError(
+      f'train.global_batch_size={train.global_batch_size} is not divisible by the '
+      f'{device_count} devices'
+    )
   if per_device % train.grad_accum_steps:
-    raise UserError(f'the per-device batch {per_device} is not divisible by '
-                    f'train.grad_accum_steps={train.grad_accum_steps}')
-
-
-_PAIR_SOURCES = ('stdlib_docstrings', 'pairs_jsonl', 'tfds')
-
-
-def _validate_architecture(config: ml_collections.ConfigDict) -> None:
-  """The data and settings each architecture needs."""
-  model, source = config.model, config.data.source
-  if model.architecture == 'encoder_decoder':
-    if model.n_encoder_layers < 1:
-      raise UserError('model.architecture=encoder_decoder needs model.n_encoder_layers >= 1')
-    if source not in _PAIR_SOURCES:
-      raise UserError(f'model.architecture=encoder_decoder trains on (source, target) pairs: '
-                      f'data.source={source!r}; use one of {", ".join(_PAIR_SOURCES)}')
-    if config.train.source_len > model.n_ctx:
-      raise UserError(f'train.source_len={config.train.source_len} is longer than '
-                      f'model.n_ctx={model.n_ctx}')
-    if config.tokenizer.kind == 'gpt2':
-      raise UserError("tokenizer.kind='gpt2' pads with its end-of-text token, which would hide "
-                      'the targets\' EOS from the loss; use sentencepiece, byte or char')
-    if source == 'pairs_jsonl' and not config.data.pairs_files:
-      raise UserError("data.source='pairs_jsonl' needs data.pairs_files (a glob of JSONL files)")
-  elif source in ('stdlib_docstrings', 'pairs_jsonl'):
-    raise UserError(f'data.source={source!r} gives (source, target) pairs, which only '
-                    'model.architecture=encoder_decoder trains on')
-  if model.architecture == 'bert' and config.train.seq_len < 3:
-    raise UserError(f'train.seq_len={config.train.seq_len}: BERT needs room for [CLS] and [SEP]')
+    raise UserError(
+      f'the per-device batch {per_device} is not divisible by '
+      f'train.grad_accum_steps={train.grad_accum_steps}'
+    )
 
 
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
@@ -138,8 +200,12 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> ModelCon
   if isinstance(fields['remat'], bool):  # a config.json written before remat policies existed
     fields['remat'] = 'full' if fields['remat'] else 'none'
   if fields['attention_impl'] == 'cudnn' and jax.default_backend() != 'gpu':
-    print(f"warning: model.attention_impl='cudnn' needs an NVIDIA GPU; using 'xla' on "
-          f'{jax.default_backend()}', file=sys.stderr)
+    print(
+      f"warning: model.attention_impl='cudnn' needs an NVIDIA GPU; using 'xla' on "
+      f'{jax.default_backend()}',
+      file=sys.stderr,
+    )
     fields['attention_impl'] = 'xla'
-  vocab_size = registry.model_vocab_size(fields.get('architecture', 'gpt'), vocab_size)
-  return ModelConfig(vocab_size=vocab_size, **fields)
+  architecture = registry.get(fields.get('architecture', 'gpt'))
+  fields.update(architecture.model_fields(config))
+  return ModelConfig(vocab_size=architecture.model_vocab_size(vocab_size), **fields)

@@ -1,5 +1,39 @@
-"""python -m gptjax.finetune: GPT-1 fine-tuning (gptjax/downstream/finetuning.py)."""
+"""Fine-tune a pre-trained run on a task, as GPT-1 does it.
+
+  python -m gptjax.finetune --config finetune --workdir runs/ft_next_line \\
+      --config.finetune.init_from=runs/default --config.finetune.task=stdlib_next_line
+
+--config is a config file or a shipped config's name: finetune (the paper's settings) or
+finetune:cpu (small models on a CPU); any field can be overridden with --config.a.b=value.
+--workdir is a new directory for the run; it ends with the results as one JSON line. How
+examples become sequences, the head and the objective: gptjax/downstream/finetuning.py.
+"""
+
+import json
+
+import jax
+from absl import flags
+
+from gptjax import cli
 from gptjax.downstream import finetuning
+from gptjax.training import sharding
+
+_CONFIG = cli.define_config_flag(
+  help_text="A fine-tuning config file, or a shipped one's name (finetune, finetune:cpu)."
+)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'A new directory for the fine-tuning run.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv: list[str]) -> None:
+  cli.positional(argv)
+  config = _CONFIG.value
+  if 'distributed' in config and config.distributed.initialize:  # a config may have none
+    sharding.initialize_distributed(config.distributed)
+  results = finetuning.finetune(config, _WORKDIR.value)
+  if jax.process_index() == 0:
+    print(json.dumps(results))
+
 
 if __name__ == '__main__':
-  finetuning.main()
+  cli.run(main, _CONFIG)

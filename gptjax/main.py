@@ -5,14 +5,16 @@ overridden: --config.model.n_layers=2 --config.train.steps=100. Running the same
 resumes from the workdir's latest checkpoint. After SIGTERM (a preemption) the run saves a
 checkpoint and exits with status 143.
 """
+
 from absl import flags
 
 from gptjax import cli
 from gptjax.training import sharding, trainer
 
 _CONFIG = cli.define_config_flag()
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for the tokenizer, token caches, '
-                               'checkpoints and metrics.')
+_WORKDIR = flags.DEFINE_string(
+  'workdir', None, 'Directory for the tokenizer, token caches, checkpoints and metrics.'
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 

@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny config and small corpora written by the tests themselves."""
+
 import os
 import tempfile
 
@@ -6,7 +7,9 @@ import pytest
 
 # Most tests train the same tiny model: share XLA's compiled programs between tests and the
 # subprocesses they start (set before any test module imports jax).
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(tempfile.gettempdir(), 'gptjax_test_xla_cache'))
+os.environ.setdefault(
+  'JAX_COMPILATION_CACHE_DIR', os.path.join(tempfile.gettempdir(), 'gptjax_test_xla_cache')
+)
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
@@ -41,8 +44,10 @@ def write_gpt2_tokenizer_files(directory, texts, vocab_size: int = 600) -> None:
   """vocab.json and merges.txt of a GPT-2-style byte-level BPE trained on `texts`, as in a Hugging
   Face GPT-2 directory (<|endoftext|> is id 0 here, 50256 in GPT-2's)."""
   import tokenizers  # pylint: disable=import-outside-toplevel
+
   bpe = tokenizers.ByteLevelBPETokenizer()
-  bpe.train_from_iterator(texts, vocab_size=vocab_size, special_tokens=['<|endoftext|>'],
-                          show_progress=False)
+  bpe.train_from_iterator(
+    texts, vocab_size=vocab_size, special_tokens=['<|endoftext|>'], show_progress=False
+  )
   os.makedirs(directory, exist_ok=True)
   bpe.save_model(str(directory))

@@ -1,7 +1,10 @@
 """BERT and the encoder-decoder through the same configs, checks and training loop as GPT."""
+
 import json
 import os
+import re
 
+import jax
 import numpy as np
 import pytest
 
@@ -10,9 +13,11 @@ from gptjax.configs import (
   bert_base,
   bert_tiny,
   default,
+  tiny,
   transformer_base,
   transformer_tiny,
 )
+from gptjax.data.tokenizers import ByteTokenizer
 from gptjax.decoding import seq2seq
 from gptjax.errors import UserError
 from gptjax.models import accounting, registry
@@ -54,8 +59,15 @@ def _logged(workdir: str, key: str) -> dict[int, float]:
 def _small(config, steps: int):
   config.tokenizer.kind = 'byte'
   config.model.update(n_layers=2, n_heads=2, d_model=32, d_ff=128, n_ctx=64)
-  config.train.update(steps=steps, warmup_steps=10, log_every=1, eval_every=steps,
-                      checkpoint_every=steps, eval_batches=2, global_batch_size=16)
+  config.train.update(
+    steps=steps,
+    warmup_steps=10,
+    log_every=1,
+    eval_every=steps,
+    checkpoint_every=steps,
+    eval_batches=2,
+    global_batch_size=16,
+  )
   return config
 
 
@@ -91,9 +103,11 @@ def _reversal_pairs(path, n: int = 400) -> str:
 
 def test_encoder_decoder_learns_a_task_from_jsonl_pairs_through_the_training_loop(tmp_path):
   config = _small(transformer_tiny.get_config(), steps=250)
-  config.data.update(source='pairs_jsonl', pairs_files=_reversal_pairs(tmp_path / 'pairs.jsonl'),
-                     val_fraction=0.1)
-  config.train.update(source_len=16, seq_len=16, lr=3e-3, schedule='cosine')
+  config.data.update(
+    source='pairs_jsonl', pairs_files=_reversal_pairs(tmp_path / 'pairs.jsonl'), val_fraction=0.1
+  )
+  config.encoder_decoder.source_len = 16
+  config.train.update(seq_len=16, lr=3e-3, schedule='cosine')
   workdir = str(tmp_path / 'run')
   metrics = trainer.train_and_evaluate(config, workdir, show_progress=False)
   losses = _logged(workdir, 'train_loss')
@@ -103,25 +117,50 @@ def test_encoder_decoder_learns_a_task_from_jsonl_pairs_through_the_training_loo
     load_run(workdir)  # sampling and evaluation need a GPT
   source_ids = [*tokenizer.encode('abcdh'), tokenizer.eos_id]  # as gptjax/pairs.py writes sources
   source = np.array([source_ids + [tokenizer.pad_id] * (16 - len(source_ids))], np.int32)
-  ids = seq2seq.greedy(model, params, source, 16, tokenizer.bos_id, tokenizer.eos_id,
-                                tokenizer.pad_id)
+  ids = seq2seq.greedy(
+    model, params, source, 16, tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id
+  )
   assert tokenizer.decode(np.asarray(ids)[0]) == 'hdcba'
 
 
-@pytest.mark.parametrize('overrides, message', [
-    ({'model.architecture': 'encoder_decoder', 'model.n_encoder_layers': 2},
-     'trains on \\(source, target\\) pairs'),
-    ({'model.architecture': 'encoder_decoder', 'data.source': 'stdlib_docstrings'},
-     'needs model.n_encoder_layers >= 1'),
+@pytest.mark.parametrize(
+  'overrides, message',
+  [
+    (
+      {'model.architecture': 'encoder_decoder', 'encoder_decoder.n_encoder_layers': 2},
+      'trains on \\(source, target\\) pairs',
+    ),
+    (
+      {
+        'model.architecture': 'encoder_decoder',
+        'encoder_decoder.n_encoder_layers': 0,
+        'data.source': 'stdlib_docstrings',
+      },
+      'needs encoder_decoder.n_encoder_layers >= 1',
+    ),
     ({'data.source': 'stdlib_docstrings'}, 'only model.architecture=encoder_decoder'),
-    ({'model.architecture': 'encoder_decoder', 'model.n_encoder_layers': 1,
-      'data.source': 'pairs_jsonl'}, 'needs data.pairs_files'),
-    ({'model.architecture': 'encoder_decoder', 'model.n_encoder_layers': 1,
-      'data.source': 'stdlib_docstrings', 'tokenizer.kind': 'gpt2'}, "tokenizer.kind='gpt2' pads"),
+    (
+      {
+        'model.architecture': 'encoder_decoder',
+        'encoder_decoder.n_encoder_layers': 1,
+        'data.source': 'pairs_jsonl',
+      },
+      'needs data.pairs_files',
+    ),
+    (
+      {
+        'model.architecture': 'encoder_decoder',
+        'encoder_decoder.n_encoder_layers': 1,
+        'data.source': 'stdlib_docstrings',
+        'tokenizer.kind': 'gpt2',
+      },
+      "tokenizer.kind='gpt2' pads",
+    ),
     ({'model.architecture': 'transformer'}, "model.architecture='transformer'; choose one of"),
     ({'model.pos_emb': 'rotary', 'model.n_heads': 64}, 'rotary needs an even head width'),
-    ({'train.schedule': 'linear'}, "train.schedule='linear'"),
-])
+    ({'train.schedule': 'exponential'}, "train.schedule='exponential'"),
+  ],
+)
 def test_architecture_settings_are_checked(overrides, message):
   config = default.get_config()
   for field, value in overrides.items():
@@ -143,4 +182,39 @@ def test_rsqrt_schedule_is_the_papers():
 def test_the_architectures_build_from_one_entry_point():
   for module in (default, bert_tiny, transformer_tiny):
     model_config = configuration.model_config(module.get_config(), 512)
-    assert registry.build(model_config).config.architecture == module.get_config().model.architecture
+    assert (
+      registry.build(model_config).config.architecture == module.get_config().model.architecture
+    )
+
+
+def test_no_module_outside_the_registry_branches_on_an_architecture_name():
+  package = os.path.dirname(os.path.abspath(registry.__file__ + '/..'))
+  names = '|'.join(registry.ARCHITECTURES)
+  # A comparison with an architecture's name, or a membership test against names.
+  branch = re.compile(rf"(==|!=)\s*'({names})'|'({names})'\s*(==|!=)|\bin\s*\(\s*'({names})'")
+  found = []
+  for directory, _, files in os.walk(package):
+    if os.path.basename(directory) == 'models':
+      continue
+    for file in files:
+      if file.endswith('.py'):
+        with open(os.path.join(directory, file)) as f:
+          found += [
+            f'{file}:{i}: {line.strip()}' for i, line in enumerate(f, 1) if branch.search(line)
+          ]
+  assert not found, found
+
+
+def test_every_record_builds_a_model_whose_objective_runs():
+  for name, record in registry.ARCHITECTURES.items():
+    config = {'gpt': tiny, 'bert': bert_tiny, 'encoder_decoder': transformer_tiny}[
+      name
+    ].get_config()
+    model_config = configuration.model_config(config, 300)
+    model = record.build(model_config, 0)
+    params = registry.init_params(model, jax.random.PRNGKey(0))
+    rows = jax.random.randint(jax.random.PRNGKey(1), (2, record.row_width(config)), 6, 300)
+    value, metrics = record.objective(model, config, ByteTokenizer())(
+      params, rows, True, jax.random.PRNGKey(2)
+    )
+    assert np.isfinite(float(value)) and np.isfinite(float(metrics['loss'])), name

@@ -1,4 +1,5 @@
 """python -m gptjax.bench: what it reports and how it fails."""
+
 import json
 import math
 import os
@@ -16,10 +17,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _bench(*args):
-  return subprocess.run([sys.executable, '-m', 'gptjax.bench', '--config', 'tiny', *args],
-                        cwd=REPO, capture_output=True, text=True, timeout=300)
+  return subprocess.run(
+    [sys.executable, '-m', 'gptjax.bench', '--config', 'tiny', *args],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
 
 
+@pytest.mark.slow
 def test_train_mode_json_reports_the_step_and_its_flops():
   result = _bench('--shape', '2,2,32,32,4,300', '--steps', '3', '--warmup', '1', '--json')
   assert result.returncode == 0, result.stderr
@@ -33,7 +40,12 @@ def test_train_mode_json_reports_the_step_and_its_flops():
   assert report['mfu'] > 0
   assert report['step_ms_min'] <= report['step_ms'] <= report['step_ms_max']
   assert report['compile_s'] > 0 and report['peak_source'].startswith('measured float32 matmul')
-  assert (report['n_layers'], report['d_model'], report['batch'], report['vocab']) == (2, 32, 4, 300)
+  assert (report['n_layers'], report['d_model'], report['batch'], report['vocab']) == (
+    2,
+    32,
+    4,
+    300,
+  )
 
 
 @pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
@@ -51,28 +63,34 @@ def test_memory_estimate_is_close_to_xlas_count(dtype):
 def test_train_mode_times_every_architecture(module):
   config = module.get_config()
   benchmark.apply_shape(config, '1,2,32,32,4,300')
-  config.model.n_encoder_layers = min(config.model.n_encoder_layers, 1)
-  config.train.source_len = 16
+  config.encoder_decoder.n_encoder_layers = min(config.encoder_decoder.n_encoder_layers, 1)
+  config.encoder_decoder.source_len = 16
   report = benchmark.bench_train(config, steps=2, warmup=1)
   assert report['architecture'] == config.model.architecture and report['tokens_per_s'] > 0
   # Random tokens before any learning: about the uniform distribution's loss.
   assert report['final_loss'] == pytest.approx(math.log(report['vocab']), rel=0.15)
 
 
+@pytest.mark.slow
 def test_decode_mode_compares_cached_and_uncached_decoding():
-  result = _bench('--mode', 'decode', '--new_tokens', '8', '--prompt_len', '4',
-                  '--decode_batch', '2', '--json')
+  result = _bench(
+    '--mode', 'decode', '--new_tokens', '8', '--prompt_len', '4', '--decode_batch', '2', '--json'
+  )
   assert result.returncode == 0, result.stderr
   report = json.loads(result.stdout)
   assert report['same_tokens'] and report['batch_size'] == 2 and report['new_tokens'] == 8
   assert report['speedup'] == pytest.approx(
-      report['cached_tokens_per_s'] / report['uncached_tokens_per_s'])
+    report['cached_tokens_per_s'] / report['uncached_tokens_per_s']
+  )
 
 
+@pytest.mark.slow
 def test_bad_shape_and_config_are_one_line_errors():
-  for args, message in ((['--shape', '2,2,32'], 'expected six integers'),
-                        (['--shape', '2,3,32,32,4,300'], 'not divisible by model.n_heads'),
-                        (['--config.model.bogus=1'], 'unknown config field')):
+  for args, message in (
+    (['--shape', '2,2,32'], 'expected six integers'),
+    (['--shape', '2,3,32,32,4,300'], 'not divisible by model.n_heads'),
+    (['--config.model.bogus=1'], 'unknown config field'),
+  ):
     result = _bench(*args)
     assert result.returncode != 0
     assert result.stderr.strip().count('\n') == 0 and message in result.stderr, result.stderr

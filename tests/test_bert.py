@@ -1,5 +1,6 @@
 """gptjax/bert.py: bidirectionality, padding, masking, the MLM loss, the BERT-base parameter count
 and short training runs of the masked LM and a classifier."""
+
 import dataclasses
 import math
 
@@ -16,9 +17,17 @@ from gptjax.models.layers import padding_mask
 
 TOK = ByteTokenizer()
 CLS, SEP, PAD = TOK.start_id, TOK.delim_id, TOK.pad_id
-SMALL = ModelConfig(vocab_size=bert.mlm_vocab_size(TOK.vocab_size), n_ctx=16, n_layers=2,
-                    n_heads=4, d_model=32, d_ff=64, architecture='bert', norm='post',
-                    layer_norm_eps=1e-12)
+SMALL = ModelConfig(
+  vocab_size=bert.mlm_vocab_size(TOK.vocab_size),
+  n_ctx=16,
+  n_layers=2,
+  n_heads=4,
+  d_model=32,
+  d_ff=64,
+  architecture='bert',
+  norm='post',
+  layer_norm_eps=1e-12,
+)
 
 
 def init(config: ModelConfig, seq_len: int | None = None):
@@ -45,8 +54,9 @@ def test_logits_shape_and_parameters(norm, tie):
   config = dataclasses.replace(SMALL, norm=norm, tie_embeddings=tie)
   params = init(config)
   ids_BxL = jax.random.randint(jax.random.key(1), (2, 11), 0, config.vocab_size)
-  logits, hidden = jax.jit(lambda p, i: bert.BERT(config).apply(
-      {'params': p}, i, jnp.ones_like(i), return_hidden=True))(params, ids_BxL)
+  logits, hidden = jax.jit(
+    lambda p, i: bert.BERT(config).apply({'params': p}, i, jnp.ones_like(i), return_hidden=True)
+  )(params, ids_BxL)
   assert logits.shape == (2, 11, config.vocab_size) and logits.dtype == jnp.float32
   assert hidden.shape == (2, 11, config.d_model)
   assert params['wse']['embedding'].shape == (config.type_vocab_size, config.d_model)
@@ -67,8 +77,9 @@ def test_every_position_sees_every_other(norm):
   direction_D = jax.random.normal(jax.random.key(2), (config.d_model,))
 
   def projected_hidden_L(x_LxD):
-    _, hidden = bert.BERT(config).apply({'params': {**params, 'wte': {'embedding': x_LxD}}},
-                                        positions_1xL, return_hidden=True)
+    _, hidden = bert.BERT(config).apply(
+      {'params': {**params, 'wte': {'embedding': x_LxD}}}, positions_1xL, return_hidden=True
+    )
     return hidden[0] @ direction_D
 
   jacobian_LxLxD = jax.jit(jax.jacrev(projected_hidden_L))(params['wte']['embedding'])
@@ -83,8 +94,9 @@ def test_padding_never_leaks_into_real_positions():
   real_BxL = jnp.arange(SMALL.n_ctx) < n_real[:, None]
   ids_BxL = jnp.where(real_BxL, ids_BxL, PAD)
   mask_Bx1xL = padding_mask(ids_BxL, PAD)
-  apply = jax.jit(lambda ids, segments: model.apply({'params': params}, ids, segments,
-                                                    mask_Bx1xL=mask_Bx1xL))
+  apply = jax.jit(
+    lambda ids, segments: model.apply({'params': params}, ids, segments, mask_Bx1xL=mask_Bx1xL)
+  )
   segments_BxL = jnp.zeros_like(ids_BxL)
   logits = apply(ids_BxL, segments_BxL)
   # Other tokens and segments at the padded positions, the same padding mask.
@@ -98,9 +110,11 @@ def test_padding_never_leaks_into_real_positions():
 
 
 def masked(ids_BxL, key, **kwargs):
-  return jax.jit(lambda i, k: bert.mask_tokens(
-      i, k, mask_id=TOK.vocab_size, vocab_size=TOK.vocab_size, special_ids=(CLS, SEP, PAD),
-      **kwargs))(ids_BxL, key)
+  return jax.jit(
+    lambda i, k: bert.mask_tokens(
+      i, k, mask_id=TOK.vocab_size, vocab_size=TOK.vocab_size, special_ids=(CLS, SEP, PAD), **kwargs
+    )
+  )(ids_BxL, key)
 
 
 def test_masking_statistics():
@@ -122,9 +136,11 @@ def test_masking_statistics():
   vocab = TOK.vocab_size
   expected = {'mask': 0.8, 'random other': 0.1 * (1 - 1 / vocab), 'kept': 0.1 + 0.1 / vocab}
   was, now = ids[selected], corrupted[selected]
-  observed = {'mask': np.mean(now == TOK.vocab_size),
-              'random other': np.mean((now != TOK.vocab_size) & (now != was)),
-              'kept': np.mean(now == was)}
+  observed = {
+    'mask': np.mean(now == TOK.vocab_size),
+    'random other': np.mean((now != TOK.vocab_size) & (now != was)),
+    'kept': np.mean(now == was),
+  }
   for name, q in expected.items():
     assert abs(observed[name] - q) < 4 * math.sqrt(q * (1 - q) / n_selected), (name, observed)
   assert corrupted.max() <= TOK.vocab_size
@@ -142,12 +158,18 @@ def test_loss_and_accuracy_match_a_naive_recomputation():
   windows = jax.random.randint(jax.random.key(7), (8, config.n_ctx + 1), 6, 40)
   windows = windows.at[0, 5:9].set(PAD)  # padding is never chosen
   rng = jax.random.key(8)
-  objective, metrics = jax.jit(lambda p, w, r: bert.loss_and_metrics(
-      model, p, w, r, cls_id=CLS, sep_id=SEP, pad_id=PAD, mlm_probability=0.3))(params, windows, rng)
+  objective, metrics = jax.jit(
+    lambda p, w, r: bert.loss_and_metrics(
+      model, p, w, r, cls_id=CLS, sep_id=SEP, pad_id=PAD, mlm_probability=0.3
+    )
+  )(params, windows, rng)
 
   ids_BxL = bert.mlm_inputs(windows, CLS, SEP)
-  corrupted, selected = jax.jit(lambda i, r: bert.mask_tokens(
-      i, r, mask_id=40, vocab_size=40, special_ids=(CLS, SEP, PAD), probability=0.3))(ids_BxL, rng)
+  corrupted, selected = jax.jit(
+    lambda i, r: bert.mask_tokens(
+      i, r, mask_id=40, vocab_size=40, special_ids=(CLS, SEP, PAD), probability=0.3
+    )
+  )(ids_BxL, rng)
   logits = np.asarray(jax.jit(model.apply)({'params': params}, corrupted))
   selected, targets = np.asarray(selected), np.asarray(ids_BxL)
   assert selected.sum() > 10
@@ -161,9 +183,19 @@ def test_loss_and_accuracy_match_a_naive_recomputation():
 def test_parameter_count_of_bert_base_matches_hugging_face():
   torch = pytest.importorskip('torch')
   transformers = pytest.importorskip('transformers')
-  config = ModelConfig(vocab_size=30522, n_ctx=512, n_layers=12, n_heads=12, d_model=768, d_ff=3072,
-                       architecture='bert', norm='post', pos_emb='learned', type_vocab_size=2,
-                       layer_norm_eps=1e-12)
+  config = ModelConfig(
+    vocab_size=30522,
+    n_ctx=512,
+    n_layers=12,
+    n_heads=12,
+    d_model=768,
+    d_ff=3072,
+    architecture='bert',
+    norm='post',
+    pos_emb='learned',
+    type_vocab_size=2,
+    layer_norm_eps=1e-12,
+  )
   shapes = jax.eval_shape(lambda: init(config, seq_len=8))
   ours = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
   # BertForMaskedLM: BertModel without the pooler (108,891,648) plus the MLM head, which is what
@@ -183,12 +215,13 @@ def tiled_windows(n_windows: int, seq_len: int, rng: np.random.Generator) -> np.
   """Each window one word repeated, from a random phase: a masked letter is given by the others."""
   tiled = np.tile(WORDS[rng.integers(0, len(WORDS), n_windows)], (1, seq_len // 2 + 2))
   phase = rng.integers(0, 2, n_windows)
-  return np.stack([row[p:p + seq_len + 1] for row, p in zip(tiled, phase)]).astype(np.int32)
+  return np.stack([row[p : p + seq_len + 1] for row, p in zip(tiled, phase)]).astype(np.int32)
 
 
 def test_masked_lm_training_beats_chance():
-  config = dataclasses.replace(SMALL, vocab_size=bert.mlm_vocab_size(32), n_ctx=32, d_model=64,
-                               d_ff=128, resid_dropout=0.1)
+  config = dataclasses.replace(
+    SMALL, vocab_size=bert.mlm_vocab_size(32), n_ctx=32, d_model=64, d_ff=128, resid_dropout=0.1
+  )
   model = bert.BERT(config)
   params = init(config)
   optimizer = optax.adam(3e-3)
@@ -199,11 +232,14 @@ def test_masked_lm_training_beats_chance():
   def train_step(params, opt_state, windows, step):
     mask_rng, dropout_rng = jax.random.split(jax.random.fold_in(jax.random.key(9), step))
     objective = lambda p: bert.loss_and_metrics(
-        model, p, windows, mask_rng, deterministic=False, dropout_rng=dropout_rng, **kwargs)[0]
+      model, p, windows, mask_rng, deterministic=False, dropout_rng=dropout_rng, **kwargs
+    )[0]
     updates, opt_state = optimizer.update(jax.grad(objective)(params), opt_state)
     return optax.apply_updates(params, updates), opt_state
 
-  evaluate = jax.jit(lambda p, w: bert.loss_and_metrics(model, p, w, jax.random.key(10), **kwargs)[1])
+  evaluate = jax.jit(
+    lambda p, w: bert.loss_and_metrics(model, p, w, jax.random.key(10), **kwargs)[1]
+  )
   rng = np.random.default_rng(1)
   eval_windows = tiled_windows(64, config.n_ctx, rng)
   before = evaluate(params, eval_windows)
@@ -246,9 +282,14 @@ def test_classifier_reuses_bert_params_and_learns_a_trivial_task():
   @jax.jit
   def train_step(params, opt_state, ids, labels, step):
     def loss_fn(p):
-      logits = model.apply({'params': p}, ids, deterministic=False,
-                           rngs={'dropout': jax.random.fold_in(jax.random.key(12), step)})
+      logits = model.apply(
+        {'params': p},
+        ids,
+        deterministic=False,
+        rngs={'dropout': jax.random.fold_in(jax.random.key(12), step)},
+      )
       return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
     updates, opt_state = optimizer.update(jax.grad(loss_fn)(params), opt_state)
     return optax.apply_updates(params, updates), opt_state
 

@@ -19,7 +19,9 @@ def test_shipped_configs_are_valid(module):
   configuration.validate(module.get_config(), device_count=1)
 
 
-@pytest.mark.parametrize('field, value, message', [
+@pytest.mark.parametrize(
+  'field, value, message',
+  [
     ('model.n_heads', 5, 'not divisible by model.n_heads'),
     ('model.norm', 'sandwich', "model.norm='sandwich'; choose one of pre, post"),
     ('model.n_layers', 0, 'model.n_layers=0 must be positive'),
@@ -30,7 +32,8 @@ def test_shipped_configs_are_valid(module):
     ('tokenizer.vocab_size', 100, 'too small'),
     ('data.val_fraction', 1.5, 'between 0 and 1'),
     ('data.source', 'text_files', 'needs data.text_files'),
-])
+  ],
+)
 def test_inconsistent_configs_are_rejected_with_the_field_named(field, value, message):
   config = default.get_config()
   section, name = field.split('.')
@@ -47,17 +50,26 @@ def test_attention_dropout_needs_the_einsum_attention():
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, '-m', 'gptjax.main', *args], cwd=REPO, capture_output=True,
-                        text=True, timeout=120)
+  return subprocess.run(
+    [sys.executable, '-m', 'gptjax.main', *args],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
 
 
-@pytest.mark.parametrize('override, message', [
+@pytest.mark.slow
+@pytest.mark.parametrize(
+  'override, message',
+  [
     ('--config.model.n_layerz=2', 'unknown config field'),
     ('--config.model.n_layers=two', 'invalid literal for int()'),
     ('--config.model.n_heads=3', 'not divisible by model.n_heads'),
     ('--config.train.sharding=zero3', 'train.sharding'),
     ('--no_such_flag=1', "Unknown command line flag 'no_such_flag'"),
-])
+  ],
+)
 def test_cli_reports_bad_input_in_one_line(override, message, tmp_path):
   result = _cli('--config', 'tiny', '--workdir', str(tmp_path / 'w'), override)
   assert result.returncode != 0
@@ -66,6 +78,7 @@ def test_cli_reports_bad_input_in_one_line(override, message, tmp_path):
   assert 'Traceback' not in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_reports_a_missing_config_file(tmp_path):
   result = _cli('--config', str(tmp_path / 'missing.py'), '--workdir', str(tmp_path / 'w'))
   assert result.returncode != 0 and 'Traceback' not in result.stderr
@@ -95,3 +108,37 @@ def test_a_config_saved_before_newer_fields_existed_still_loads_and_resumes(tmp_
   changed.model.d_model = 256
   with pytest.raises(UserError, match='model.d_model 192 -> 256'):
     workdir.check_config(changed, str(tmp_path))
+
+
+def test_a_config_json_written_before_fields_moved_reads_as_today(tmp_path):
+  config = default.get_config()
+  old = json.loads(config.to_json())
+  old['model']['type_vocab_size'] = old['bert'].pop('type_vocab_size')
+  old['train']['mlm_probability'] = old['bert'].pop('mlm_probability')
+  old['model']['n_encoder_layers'] = old['encoder_decoder'].pop('n_encoder_layers')
+  old['train']['source_len'] = old['encoder_decoder'].pop('source_len')
+  old['train']['label_smoothing'] = old['encoder_decoder'].pop('label_smoothing')
+  del old['bert'], old['encoder_decoder']
+  assert configuration.upgrade(old) == json.loads(config.to_json())
+  assert configuration.upgrade(json.loads(config.to_json())) == json.loads(config.to_json())
+  path = tmp_path / 'config.json'
+  path.write_text(json.dumps(old))
+  assert configuration.read_config(str(path)).encoder_decoder.source_len == 128
+  workdir.check_config(config, str(tmp_path))  # the same run: resuming it is allowed
+
+
+def test_every_field_of_the_default_config_is_declared():
+  flat = []
+  for section, fields in json.loads(default.get_config().to_json()).items():
+    flat += [f'{section}.{name}' for name in fields] if isinstance(fields, dict) else [section]
+  assert sorted(flat) == sorted(configuration.FIELDS)
+
+
+def test_nan_and_inf_are_refused_in_float_fields():
+  for field in ('train.lr', 'model.init_std', 'train.b2', 'bert.mlm_probability'):
+    for value in (float('nan'), float('inf')):
+      config = default.get_config()
+      section, name = field.split('.')
+      config[section][name] = value
+      with pytest.raises(UserError, match=f'{field}=.* must be finite'):
+        configuration.validate(config, device_count=1)

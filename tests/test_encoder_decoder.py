@@ -16,9 +16,19 @@ PAD, BOS, EOS = 0, 1, 2
 # The paper's post-LN model with sinusoids, tiny. init_std 0.2: attention far from uniform, so
 # that what a position may see visibly moves it. Every test's model has these shapes, which lets
 # the operations JAX compiles for one be reused by the others.
-CONFIG = ModelConfig(vocab_size=16, n_ctx=12, n_layers=2, n_encoder_layers=1, n_heads=4,
-                     d_model=32, d_ff=64, architecture='encoder_decoder', norm='post',
-                     pos_emb='sinusoidal', init_std=0.2)
+CONFIG = ModelConfig(
+  vocab_size=16,
+  n_ctx=12,
+  n_layers=2,
+  n_encoder_layers=1,
+  n_heads=4,
+  d_model=32,
+  d_ff=64,
+  architecture='encoder_decoder',
+  norm='post',
+  pos_emb='sinusoidal',
+  init_std=0.2,
+)
 SOURCE_BxS = np.array([[5, 6, 7, 8, 9, 2, 0, 0], [10, 11, 12, 2, 0, 0, 0, 0]], np.int32)
 TARGET_IN_BxT = np.array([[1, 3, 4, 5, 6], [1, 7, 8, 2, 0]], np.int32)
 
@@ -37,8 +47,10 @@ def stack_layers(params, config: ModelConfig):
   return stacked
 
 
-@pytest.mark.parametrize('variant', [{}, {'norm': 'pre', 'tie_embeddings': False,
-                                          'pos_emb': 'learned'}, {'scan_layers': True}])
+@pytest.mark.parametrize(
+  'variant',
+  [{}, {'norm': 'pre', 'tie_embeddings': False, 'pos_emb': 'learned'}, {'scan_layers': True}],
+)
 def test_parameters_are_named_after_their_place(variant):
   config = dataclasses.replace(CONFIG, **variant)
   params = jax.eval_shape(lambda: init(config))
@@ -71,8 +83,9 @@ def test_encoder_sees_both_directions_but_not_padding():
   source_1xS = np.array([[1, 2, 3, 4, 5, 6, 0, 0]], np.int32)  # id j at position j - 1
 
   def memory_sums_S(table_VxD):
-    memory_1xSxD = model.apply({'params': {**params, 'wte_source': {'embedding': table_VxD}}},
-                               source_1xS, method='encode')
+    memory_1xSxD = model.apply(
+      {'params': {**params, 'wte_source': {'embedding': table_VxD}}}, source_1xS, method='encode'
+    )
     return memory_1xSxD[0].sum(axis=1)
 
   grad_SxVxD = jax.jit(jax.jacrev(memory_sums_S))(params['wte_source']['embedding'])
@@ -85,24 +98,31 @@ def test_decoder_never_sees_the_future():
   model, params = _untied()
   memory_BxSxD = model.apply({'params': params}, SOURCE_BxS, method='encode')
   memory_mask_Bx1xS = padding_mask(SOURCE_BxS, PAD)
-  decode = jax.jit(lambda target_in: model.apply({'params': params}, target_in, memory_BxSxD,
-                                                 memory_mask_Bx1xS, method='decode'))
+  decode = jax.jit(
+    lambda target_in: model.apply(
+      {'params': params}, target_in, memory_BxSxD, memory_mask_Bx1xS, method='decode'
+    )
+  )
   logits_BxTxV = decode(TARGET_IN_BxT)
   t = 2
   changed = TARGET_IN_BxT.copy()
-  changed[:, t + 1:] = (changed[:, t + 1:] + 5) % CONFIG.vocab_size
+  changed[:, t + 1 :] = (changed[:, t + 1 :] + 5) % CONFIG.vocab_size
   changed_BxTxV = decode(changed)
-  np.testing.assert_array_equal(logits_BxTxV[:, :t + 1], changed_BxTxV[:, :t + 1])
-  assert np.abs(logits_BxTxV[:, t + 1:] - changed_BxTxV[:, t + 1:]).max() > 1e-3
+  np.testing.assert_array_equal(logits_BxTxV[:, : t + 1], changed_BxTxV[:, : t + 1])
+  assert np.abs(logits_BxTxV[:, t + 1 :] - changed_BxTxV[:, t + 1 :]).max() > 1e-3
 
   # Through the gradient: with ids 1..T at positions 0..T-1, d logits[t] / d embedding row
   # t' + 1 is non-zero exactly when t' <= t.
   target_in_1xT = np.arange(1, 8, dtype=np.int32)[None]
 
   def logit_sums_T(table_VxD):
-    return model.apply({'params': {**params, 'wte_target': {'embedding': table_VxD}}},
-                       target_in_1xT, memory_BxSxD[:1], memory_mask_Bx1xS[:1],
-                       method='decode')[0].sum(axis=1)
+    return model.apply(
+      {'params': {**params, 'wte_target': {'embedding': table_VxD}}},
+      target_in_1xT,
+      memory_BxSxD[:1],
+      memory_mask_Bx1xS[:1],
+      method='decode',
+    )[0].sum(axis=1)
 
   grad_TxVxD = jax.jit(jax.jacrev(logit_sums_T))(params['wte_target']['embedding'])
   per_position_TxT = np.abs(np.asarray(grad_TxVxD)).sum(axis=2)[:, 1:8]
@@ -125,13 +145,16 @@ def test_cross_attention_reads_the_source_and_never_its_padding():
   memory_BxSxD = model.apply({'params': params}, SOURCE_BxS, method='encode')
   noise_BxSxD = 100 * jax.random.normal(jax.random.key(0), memory_BxSxD.shape)
   noise_BxSxD = jnp.where((SOURCE_BxS == PAD)[..., None], noise_BxSxD, memory_BxSxD)
-  decoded = model.apply({'params': params}, TARGET_IN_BxT, noise_BxSxD,
-                        padding_mask(SOURCE_BxS, PAD), method='decode')
+  decoded = model.apply(
+    {'params': params}, TARGET_IN_BxT, noise_BxSxD, padding_mask(SOURCE_BxS, PAD), method='decode'
+  )
   np.testing.assert_allclose(decoded, logits_BxTxV, atol=1e-6)
 
 
-@pytest.mark.parametrize('variant', [
-    {}, {'norm': 'pre', 'pos_emb': 'rotary', 'tie_embeddings': False, 'scan_layers': True}])
+@pytest.mark.parametrize(
+  'variant',
+  [{}, {'norm': 'pre', 'pos_emb': 'rotary', 'tie_embeddings': False, 'scan_layers': True}],
+)
 def test_cached_decoding_gives_the_logits_of_the_full_decoder(variant):
   """With scan_layers, against the unrolled layers' full decoder (with the same parameters)."""
   config = dataclasses.replace(CONFIG, **variant)
@@ -140,16 +163,24 @@ def test_cached_decoding_gives_the_logits_of_the_full_decoder(variant):
   target_in_BxT = jax.random.randint(jax.random.key(1), (2, 9), 3, config.vocab_size)
   memory_BxSxD = jax.random.normal(jax.random.key(2), (2, SOURCE_BxS.shape[1], config.d_model))
   memory_mask_Bx1xS = padding_mask(SOURCE_BxS, PAD)
-  full_BxTxV = EncoderDecoder(unrolled).apply({'params': params}, target_in_BxT, memory_BxSxD,
-                                              memory_mask_Bx1xS, method='decode')
+  full_BxTxV = EncoderDecoder(unrolled).apply(
+    {'params': params}, target_in_BxT, memory_BxSxD, memory_mask_Bx1xS, method='decode'
+  )
   model = EncoderDecoder(config)
   if config.scan_layers:
     params = stack_layers(params, config)
 
   @jax.jit
   def apply(variables, ids_BxL, start):
-    return model.apply(variables, ids_BxL, memory_BxSxD, memory_mask_Bx1xS,
-                       cache_start_B=jnp.full(2, start), method='decode', mutable=['cache'])
+    return model.apply(
+      variables,
+      ids_BxL,
+      memory_BxSxD,
+      memory_mask_Bx1xS,
+      cache_start_B=jnp.full(2, start),
+      method='decode',
+      mutable=['cache'],
+    )
 
   def decode(variables, start: int, end: int):
     logits, variables = apply(variables, target_in_BxT[:, start:end], start)
@@ -162,8 +193,9 @@ def test_cached_decoding_gives_the_logits_of_the_full_decoder(variant):
     variables = decode(variables, t, t + 1)
 
 
-def _sequence_score(model: EncoderDecoder, params, source_BxS, ids_BxT, eos_id: int,
-                    alpha: float) -> np.ndarray:
+def _sequence_score(
+  model: EncoderDecoder, params, source_BxS, ids_BxT, eos_id: int, alpha: float
+) -> np.ndarray:
   """The length-penalised log-probability of each output under the full model; an output shorter
   than max_len ended with EOS, whose probability counts (and pad, which decoding never picks, is
   out of the softmax)."""
@@ -175,8 +207,9 @@ def _sequence_score(model: EncoderDecoder, params, source_BxS, ids_BxT, eos_id: 
   target_BxT1[finished_B, n_tokens_B[finished_B] + 1] = eos_id
   logits_BxTxV = model.apply({'params': params}, source_BxS, target_BxT1[:, :max_len])
   logits_BxTxV = jnp.where(jnp.arange(model.config.vocab_size) == PAD, -jnp.inf, logits_BxTxV)
-  log_probs_BxT = jnp.take_along_axis(jax.nn.log_softmax(logits_BxTxV),
-                                      target_BxT1[:, 1:, None], axis=-1)[..., 0]
+  log_probs_BxT = jnp.take_along_axis(
+    jax.nn.log_softmax(logits_BxTxV), target_BxT1[:, 1:, None], axis=-1
+  )[..., 0]
   length_B = n_tokens_B + finished_B
   log_prob_B = jnp.sum(jnp.where(np.arange(max_len) < length_B[:, None], log_probs_BxT, 0), 1)
   return np.asarray(log_prob_B / ((5 + length_B) / 6) ** alpha)
@@ -195,10 +228,12 @@ def test_beam_search_finds_what_greedy_does_or_better():
   greedy_BxT = seq2seq.greedy(model, params, sources_BxS, max_len, BOS, eos_id, PAD)
   assert np.any(greedy_BxT == PAD) and np.any(np.all(greedy_BxT != PAD, axis=1))
 
-  np.testing.assert_array_equal(seq2seq.beam_search(
-      model, params, sources_BxS, max_len, 1, BOS, eos_id, PAD), greedy_BxT)
+  np.testing.assert_array_equal(
+    seq2seq.beam_search(model, params, sources_BxS, max_len, 1, BOS, eos_id, PAD), greedy_BxT
+  )
   beam_BxT, score_B = seq2seq._beam_search(  # pylint: disable=protected-access
-      model, params, sources_BxS, max_len, 4, BOS, eos_id, PAD, 0.6)
+    model, params, sources_BxS, max_len, 4, BOS, eos_id, PAD, 0.6
+  )
   beam_score_B = _sequence_score(model, params, sources_BxS, beam_BxT, eos_id, 0.6)
   np.testing.assert_allclose(score_B, beam_score_B, atol=1e-4, rtol=1e-4)
   greedy_score_B = _sequence_score(model, params, sources_BxS, greedy_BxT, eos_id, 0.6)
@@ -207,8 +242,12 @@ def test_beam_search_finds_what_greedy_does_or_better():
 
   # Scanned layers keep a leading layer axis on every cache leaf; the beams must follow the same.
   scanned = EncoderDecoder(dataclasses.replace(config, scan_layers=True))
-  np.testing.assert_array_equal(seq2seq.beam_search(
-      scanned, stack_layers(params, config), sources_BxS, max_len, 4, BOS, eos_id, PAD), beam_BxT)
+  np.testing.assert_array_equal(
+    seq2seq.beam_search(
+      scanned, stack_layers(params, config), sources_BxS, max_len, 4, BOS, eos_id, PAD
+    ),
+    beam_BxT,
+  )
 
 
 def test_loss_is_label_smoothed_cross_entropy_over_the_labelled_tokens():
@@ -219,16 +258,24 @@ def test_loss_is_label_smoothed_cross_entropy_over_the_labelled_tokens():
 
   @functools.partial(jax.jit, static_argnames=('config', 'deterministic'))
   def loss(eps, config=CONFIG, deterministic=True, seed=0):
-    return loss_and_metrics(EncoderDecoder(config), params, batch_BxW, source_len=source_len,
-                            pad_id=PAD, label_smoothing=eps, deterministic=deterministic,
-                            rng=jax.random.key(seed))
+    return loss_and_metrics(
+      EncoderDecoder(config),
+      params,
+      batch_BxW,
+      source_len=source_len,
+      pad_id=PAD,
+      label_smoothing=eps,
+      deterministic=deterministic,
+      rng=jax.random.key(seed),
+    )
 
   logits_BxTxV = EncoderDecoder(CONFIG).apply({'params': params}, SOURCE_BxS, targets_BxU[:, :-1])
   labels_BxT = targets_BxU[:, 1:]
   labelled = labels_BxT != PAD
   objective, metrics = loss(0.0)
-  reference = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV[labelled],
-                                                              labels_BxT[labelled]).mean()
+  reference = optax.softmax_cross_entropy_with_integer_labels(
+    logits_BxTxV[labelled], labels_BxT[labelled]
+  ).mean()
   np.testing.assert_allclose(objective, reference, rtol=1e-5)
   np.testing.assert_allclose(metrics['loss'], reference, rtol=1e-5)
   predicted = np.argmax(logits_BxTxV, axis=-1)
@@ -251,15 +298,16 @@ def test_loss_is_label_smoothed_cross_entropy_over_the_labelled_tokens():
   assert noisy(0) == noisy(0) != noisy(1)
 
 
-def _reversal_rows(rng: np.random.Generator, n: int, source_len: int, target_len: int,
-                   vocab_size: int) -> np.ndarray:
+def _reversal_rows(
+  rng: np.random.Generator, n: int, source_len: int, target_len: int, vocab_size: int
+) -> np.ndarray:
   """Rows in gptjax/pairs.py's layout: a source of 3-6 ids and EOS, the target its reversal."""
   rows = np.full((n, source_len + target_len + 1), PAD, np.int32)
   for row in rows:
     length = rng.integers(3, 7)
     ids = rng.integers(EOS + 1, vocab_size, length)
-    row[:length + 1] = [*ids, EOS]
-    row[source_len:source_len + length + 2] = [BOS, *ids[::-1], EOS]
+    row[: length + 1] = [*ids, EOS]
+    row[source_len : source_len + length + 2] = [BOS, *ids[::-1], EOS]
   return rows
 
 
@@ -277,23 +325,29 @@ def test_learns_to_reverse_a_sequence():
 
   @jax.jit
   def train_step(params, opt_state, batch_BxW):
-    grads, metrics = jax.grad(lambda p: loss_and_metrics(
-        model, p, batch_BxW, source_len=source_len, pad_id=PAD, label_smoothing=0.1), has_aux=True)(
-            params)
+    grads, metrics = jax.grad(
+      lambda p: loss_and_metrics(
+        model, p, batch_BxW, source_len=source_len, pad_id=PAD, label_smoothing=0.1
+      ),
+      has_aux=True,
+    )(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, metrics
 
   opt_state = optimizer.init(params)
   losses = []
   for _ in range(n_steps):
-    params, opt_state, metrics = train_step(params, opt_state,
-                                            train_rows[rng.integers(0, len(train_rows), 64)])
+    params, opt_state, metrics = train_step(
+      params, opt_state, train_rows[rng.integers(0, len(train_rows), 64)]
+    )
     losses.append(float(metrics['loss']))
   assert np.mean(losses[-10:]) < 0.2 * np.mean(losses[:10]), losses[::20]
 
-  test_rows = _reversal_rows(np.random.default_rng(1), 32, source_len, target_len,
-                             config.vocab_size)
-  ids_BxT = seq2seq.greedy(model, params, test_rows[:, :source_len], target_len, BOS,
-                                    EOS, PAD)
-  expected_BxT = np.where(test_rows[:, source_len + 1:] == EOS, PAD, test_rows[:, source_len + 1:])
+  test_rows = _reversal_rows(
+    np.random.default_rng(1), 32, source_len, target_len, config.vocab_size
+  )
+  ids_BxT = seq2seq.greedy(model, params, test_rows[:, :source_len], target_len, BOS, EOS, PAD)
+  expected_BxT = np.where(
+    test_rows[:, source_len + 1 :] == EOS, PAD, test_rows[:, source_len + 1 :]
+  )
   assert np.mean(np.all(ids_BxT == expected_BxT, axis=1)) >= 0.8

@@ -1,4 +1,5 @@
 """Runs that die, go wrong or collide: real signals, real truncated files, real processes."""
+
 import json
 import os
 import signal
@@ -16,19 +17,38 @@ from gptjax.errors import UserError
 from gptjax.training import trainer
 from gptjax.training import workdir as workdir_lib
 
+# Fault tests start subprocesses, kill them and damage checkpoints: slow by nature.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _command(workdir, corpus_glob, *overrides):
-  return [sys.executable, '-m', 'gptjax.main', '--config', 'tiny',
-          '--workdir', str(workdir), '--config.tokenizer.kind=byte',
-          '--config.sample.max_new_tokens=0', '--config.data.source=text_files',
-          f'--config.data.text_files={corpus_glob}', *overrides]
+  return [
+    sys.executable,
+    '-m',
+    'gptjax.main',
+    '--config',
+    'tiny',
+    '--workdir',
+    str(workdir),
+    '--config.tokenizer.kind=byte',
+    '--config.sample.max_new_tokens=0',
+    '--config.data.source=text_files',
+    f'--config.data.text_files={corpus_glob}',
+    *overrides,
+  ]
 
 
 def _run(workdir, corpus_glob, *overrides, env=None):
-  return subprocess.run(_command(workdir, corpus_glob, *overrides), cwd=REPO, capture_output=True,
-                        text=True, timeout=300, env=env)
+  return subprocess.run(
+    _command(workdir, corpus_glob, *overrides),
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=env,
+  )
 
 
 def _final_state(workdir):
@@ -55,8 +75,12 @@ def _wait_for_checkpoint(workdir, process, timeout=120):
   raise AssertionError('the run wrote no checkpoint')
 
 
-RUN = ('--config.train.steps=300', '--config.train.checkpoint_every=20', '--config.train.log_every=10',
-       '--config.train.eval_every=100')
+RUN = (
+  '--config.train.steps=300',
+  '--config.train.checkpoint_every=20',
+  '--config.train.log_every=10',
+  '--config.train.eval_every=100',
+)
 
 
 @pytest.fixture(scope='module')
@@ -70,14 +94,20 @@ def reference(tmp_path_factory):
 
 def _module_corpus(tmp_path_factory):
   from conftest import write_corpus
+
   return write_corpus(tmp_path_factory.getbasetemp() / 'module_corpus')
 
 
-def test_sigkill_at_a_random_moment_then_restart_is_bitwise_identical(reference, tmp_path_factory,
-                                                                    tmp_path):
+def test_sigkill_at_a_random_moment_then_restart_is_bitwise_identical(
+  reference, tmp_path_factory, tmp_path
+):
   corpus_glob, killed = _module_corpus(tmp_path_factory), tmp_path / 'killed'
-  process = subprocess.Popen(_command(killed, corpus_glob, *RUN), cwd=REPO,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  process = subprocess.Popen(
+    _command(killed, corpus_glob, *RUN),
+    cwd=REPO,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   _wait_for_checkpoint(killed, process)
   time.sleep(np.random.default_rng().uniform(0, 1.5))
   process.kill()  # SIGKILL: no handler, no cleanup
@@ -87,11 +117,17 @@ def test_sigkill_at_a_random_moment_then_restart_is_bitwise_identical(reference,
   _assert_bitwise_equal(reference, killed)
 
 
-def test_sigterm_saves_the_current_step_and_the_restart_continues_exactly(reference, tmp_path_factory,
-                                                                       tmp_path):
+def test_sigterm_saves_the_current_step_and_the_restart_continues_exactly(
+  reference, tmp_path_factory, tmp_path
+):
   corpus_glob, preempted = _module_corpus(tmp_path_factory), tmp_path / 'preempted'
-  process = subprocess.Popen(_command(preempted, corpus_glob, *RUN), cwd=REPO,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  process = subprocess.Popen(
+    _command(preempted, corpus_glob, *RUN),
+    cwd=REPO,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   _wait_for_checkpoint(preempted, process)
   process.send_signal(signal.SIGTERM)
   stderr = process.communicate(timeout=120)[1]
@@ -120,7 +156,8 @@ def _largest_file(directory):
 
 @pytest.mark.parametrize('damage', ['truncate', 'remove', 'flip_bytes'])
 def test_a_damaged_latest_checkpoint_is_reported_and_the_previous_one_used(
-    tiny_config, corpus_glob, tmp_path, capsys, damage):
+  tiny_config, corpus_glob, tmp_path, capsys, damage
+):
   config = _text_config(tiny_config, corpus_glob)
   _train(config, tmp_path, stop_at=20)
   data_file = _largest_file(tmp_path / 'checkpoints' / '20' / 'default')
@@ -144,7 +181,8 @@ def test_a_damaged_latest_checkpoint_is_reported_and_the_previous_one_used(
 
 
 def test_no_restorable_checkpoint_stops_the_run_instead_of_starting_over(
-    tiny_config, corpus_glob, tmp_path):
+  tiny_config, corpus_glob, tmp_path
+):
   config = _text_config(tiny_config, corpus_glob)
   _train(config, tmp_path, stop_at=10)
   os.remove(_largest_file(tmp_path / 'checkpoints' / '10' / 'default'))
@@ -179,7 +217,8 @@ def test_a_second_run_on_the_same_workdir_is_refused(tiny_config, corpus_glob, t
 
 
 def test_resuming_with_a_different_model_is_refused_but_new_step_budgets_are_fine(
-    tiny_config, corpus_glob, tmp_path):
+  tiny_config, corpus_glob, tmp_path
+):
   config = _text_config(tiny_config, corpus_glob)
   _train(config, tmp_path, stop_at=10)
   changed = config.copy_and_resolve_references()
@@ -190,7 +229,9 @@ def test_resuming_with_a_different_model_is_refused_but_new_step_budgets_are_fin
   assert _train(config, tmp_path)['eval_loss'] > 0
 
 
-def test_a_failed_start_does_not_pin_the_workdir_to_its_bad_config(tiny_config, corpus_glob, tmp_path):
+def test_a_failed_start_does_not_pin_the_workdir_to_its_bad_config(
+  tiny_config, corpus_glob, tmp_path
+):
   config = _text_config(tiny_config, corpus_glob)
   config.data.text_files = str(tmp_path / 'typo*.py')
   with pytest.raises(UserError, match='matches no files'):
@@ -217,9 +258,11 @@ def test_non_finite_steps_stop_the_run_or_are_skipped(tiny_config, corpus_glob, 
 
 
 def test_out_of_memory_at_compile_time_names_what_drives_memory(
-    tiny_config, corpus_glob, tmp_path, monkeypatch, capsys):
+  tiny_config, corpus_glob, tmp_path, monkeypatch, capsys
+):
   def no_memory(self):
     raise jax.errors.JaxRuntimeError('RESOURCE_EXHAUSTED: Out of memory allocating 9 GiB')
+
   monkeypatch.setattr(jax.stages.Lowered, 'compile', no_memory)
   with pytest.raises(UserError) as error:
     trainer.Run(_text_config(tiny_config, corpus_glob), str(tmp_path))
@@ -235,19 +278,36 @@ def _free_port() -> int:
 
 
 def test_two_processes_on_loopback_match_one_process_with_four_devices(corpus_glob, tmp_path):
-  run = ('--config.train.steps=12', '--config.train.log_every=1', '--config.train.eval_every=12',
-         '--config.train.checkpoint_every=6')
+  run = (
+    '--config.train.steps=12',
+    '--config.train.log_every=1',
+    '--config.train.eval_every=12',
+    '--config.train.checkpoint_every=6',
+  )
   four = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
   single = _run(tmp_path / 'single', corpus_glob, *run, env=four)
   assert single.returncode == 0, single.stderr
   two = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
   port = _free_port()
-  processes = [subprocess.Popen(
-      _command(tmp_path / 'multi', corpus_glob, *run, '--config.distributed.initialize=True',
-               f'--config.distributed.coordinator_address=127.0.0.1:{port}',
-               '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}'),
-      cwd=REPO, env=two, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for i in range(2)]
+  processes = [
+    subprocess.Popen(
+      _command(
+        tmp_path / 'multi',
+        corpus_glob,
+        *run,
+        '--config.distributed.initialize=True',
+        f'--config.distributed.coordinator_address=127.0.0.1:{port}',
+        '--config.distributed.num_processes=2',
+        f'--config.distributed.process_id={i}',
+      ),
+      cwd=REPO,
+      env=two,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outputs = [p.communicate(timeout=300) for p in processes]
   assert [p.returncode for p in processes] == [0, 0], outputs
   assert 'eval loss' in outputs[0][0] and 'eval loss' not in outputs[1][0]  # process 0 reports
@@ -255,6 +315,7 @@ def test_two_processes_on_loopback_match_one_process_with_four_devices(corpus_gl
   def losses(workdir):
     with open(workdir / 'metrics.jsonl') as f:
       return [json.loads(line)['train_loss'] for line in f if 'train_loss' in line]
+
   np.testing.assert_allclose(losses(tmp_path / 'multi'), losses(tmp_path / 'single'), rtol=2e-5)
   with open(tmp_path / 'multi' / 'checkpoints' / 'fingerprints.json') as f:
     assert sorted(json.load(f), key=int) == ['6', '12']  # both processes took part in saving

@@ -1,4 +1,5 @@
 """Hugging Face GPT-2 checkpoints: logits against transformers, the tokenizer, convert -> sample."""
+
 import json
 import os
 import subprocess
@@ -20,14 +21,24 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = 400
 
 
-def _random_gpt2(directory, seed: int = 0, torch_bin: bool = False, sharded: bool = False,
-                 **config) -> 'torch.nn.Module':
+def _random_gpt2(
+  directory, seed: int = 0, torch_bin: bool = False, sharded: bool = False, **config
+) -> 'torch.nn.Module':
   """A small GPT-2 saved by transformers, every weight random (LayerNorm scales and biases too,
   so that a swapped or transposed tensor shows)."""
   torch.manual_seed(seed)
-  hf_config = transformers.GPT2Config(**{'n_layer': 2, 'n_embd': 64, 'n_head': 4, 'n_positions': 32,
-                                         'vocab_size': VOCAB, 'bos_token_id': 0, 'eos_token_id': 0,
-                                         **config})
+  hf_config = transformers.GPT2Config(
+    **{
+      'n_layer': 2,
+      'n_embd': 64,
+      'n_head': 4,
+      'n_positions': 32,
+      'vocab_size': VOCAB,
+      'bos_token_id': 0,
+      'eos_token_id': 0,
+      **config,
+    }
+  )
   model = transformers.GPT2LMHeadModel(hf_config).eval()
   with torch.no_grad():
     for name, p in model.named_parameters():
@@ -43,8 +54,9 @@ def _random_gpt2(directory, seed: int = 0, torch_bin: bool = False, sharded: boo
 @pytest.mark.parametrize('config', [{}, {'tie_word_embeddings': False, 'n_inner': 96}])
 @pytest.mark.parametrize('file_format', ['safetensors', 'sharded', 'torch_bin'])
 def test_logits_match_transformers(tmp_path, config, file_format):
-  reference = _random_gpt2(tmp_path, torch_bin=file_format == 'torch_bin',
-                           sharded=file_format == 'sharded', **config)
+  reference = _random_gpt2(
+    tmp_path, torch_bin=file_format == 'torch_bin', sharded=file_format == 'sharded', **config
+  )
   if file_format == 'sharded':
     assert os.path.exists(tmp_path / 'model.safetensors.index.json')
   model, params = hf.load_gpt2(str(tmp_path))
@@ -78,15 +90,17 @@ def test_what_gptjax_cannot_run_is_a_user_error(tmp_path):
 def hf_dir(tmp_path_factory):
   """A Hugging Face GPT-2 directory: random weights and a small trained tokenizer."""
   directory = tmp_path_factory.mktemp('hf_gpt2')
-  write_gpt2_tokenizer_files(directory, [text for _, text in list(sources.stdlib_documents())[:30]],
-                             vocab_size=VOCAB)
+  write_gpt2_tokenizer_files(
+    directory, [text for _, text in list(sources.stdlib_documents())[:30]], vocab_size=VOCAB
+  )
   _random_gpt2(directory, n_positions=64)
   return str(directory)
 
 
 def test_tokenizer_matches_transformers(hf_dir):
   ours = tokenizer_lib.GPT2Tokenizer.from_files(
-      os.path.join(hf_dir, 'vocab.json'), os.path.join(hf_dir, 'merges.txt'), VOCAB)
+    os.path.join(hf_dir, 'vocab.json'), os.path.join(hf_dir, 'merges.txt'), VOCAB
+  )
   theirs = transformers.GPT2Tokenizer.from_pretrained(hf_dir)
   for text in ['def fib(n):\n    return n', "  it's 3.14 naïve café 你好 🐍\r\n\t", 'x' * 300]:
     assert ours.encode(text) == theirs(text)['input_ids']
@@ -94,10 +108,12 @@ def test_tokenizer_matches_transformers(hf_dir):
 
 
 def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, capture_output=True,
-                        text=True, timeout=300)
+  return subprocess.run(
+    [sys.executable, '-m', module, *args], cwd=REPO, capture_output=True, text=True, timeout=300
+  )
 
 
+@pytest.mark.slow
 def test_convert_then_sample_continues_the_prompt_as_transformers_does(hf_dir, tmp_path):
   workdir = str(tmp_path / 'run')
   converted = _cli('gptjax.convert', 'hf_gpt2', '--hf_dir', hf_dir, '--workdir', workdir)
@@ -109,28 +125,50 @@ def test_convert_then_sample_continues_the_prompt_as_transformers_does(hf_dir, t
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['0', 'fingerprints.json']
 
   prompt = 'def fib('
-  sampled = _cli('gptjax.sample', '--workdir', workdir, '--prompt', prompt, '--max_new_tokens', '12',
-                 '--temperature', '0')
+  sampled = _cli(
+    'gptjax.sample',
+    '--workdir',
+    workdir,
+    '--prompt',
+    prompt,
+    '--max_new_tokens',
+    '12',
+    '--temperature',
+    '0',
+  )
   assert sampled.returncode == 0, sampled.stderr
   tokenizer = tokenizer_lib.GPT2Tokenizer.from_files(
-      os.path.join(hf_dir, 'vocab.json'), os.path.join(hf_dir, 'merges.txt'), VOCAB)
+    os.path.join(hf_dir, 'vocab.json'), os.path.join(hf_dir, 'merges.txt'), VOCAB
+  )
   reference = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).eval()
   ids = [tokenizer.bos_id, *tokenizer.encode(prompt)]
   with torch.no_grad():
-    greedy = reference.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False,
-                                eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.eos_id)
-  new_ids = greedy[0, len(ids):].tolist()
-  new_ids = new_ids[:new_ids.index(tokenizer.eos_id)] if tokenizer.eos_id in new_ids else new_ids
+    greedy = reference.generate(
+      torch.tensor([ids]),
+      max_new_tokens=12,
+      do_sample=False,
+      eos_token_id=tokenizer.eos_id,
+      pad_token_id=tokenizer.eos_id,
+    )
+  new_ids = greedy[0, len(ids) :].tolist()
+  new_ids = new_ids[: new_ids.index(tokenizer.eos_id)] if tokenizer.eos_id in new_ids else new_ids
   assert sampled.stdout == prompt + tokenizer.decode(new_ids) + '\n'
 
   again = _cli('gptjax.convert', 'hf_gpt2', '--hf_dir', hf_dir, '--workdir', workdir)
   assert again.returncode == 1 and again.stderr.startswith('error: ') and 'already' in again.stderr
 
 
+@pytest.mark.slow
 def test_convert_without_tokenizer_files_is_one_line(tmp_path):
   _random_gpt2(tmp_path / 'hf')
-  result = _cli('gptjax.convert', 'hf_gpt2', '--hf_dir', str(tmp_path / 'hf'), '--workdir',
-                str(tmp_path / 'run'))
+  result = _cli(
+    'gptjax.convert',
+    'hf_gpt2',
+    '--hf_dir',
+    str(tmp_path / 'hf'),
+    '--workdir',
+    str(tmp_path / 'run'),
+  )
   assert result.returncode == 1
   assert result.stderr.count('\n') == 1 and 'vocab.json' in result.stderr
   assert not os.path.exists(tmp_path / 'run')

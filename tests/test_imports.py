@@ -1,4 +1,5 @@
 """The package's import graph: no module imports itself back through others."""
+
 import ast
 import os
 
@@ -30,8 +31,10 @@ def import_graph() -> dict[str, set[str]]:
         imported |= {alias.name for alias in node.names}
       elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
         # `from gptjax.models import gpt` imports the module gptjax.models.gpt.
-        imported |= {f'{node.module}.{alias.name}' if f'{node.module}.{alias.name}' in modules
-                     else node.module for alias in node.names}
+        imported |= {
+          f'{node.module}.{alias.name}' if f'{node.module}.{alias.name}' in modules else node.module
+          for alias in node.names
+        }
     graph[name] = {m for m in imported if m in modules and m != name}
   return graph
 
@@ -43,7 +46,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     state[node] = 1
     for nxt in sorted(graph[node]):
       if state.get(nxt) == 1:
-        return path[path.index(nxt):] + [node, nxt] if nxt in path else [node, nxt]
+        return path[path.index(nxt) :] + [node, nxt] if nxt in path else [node, nxt]
       if nxt not in state:
         found = visit(nxt, path + [node])
         if found:

@@ -1,4 +1,5 @@
 """The shared Transformer parts: masks, rotary positions, attention implementations."""
+
 import dataclasses
 import math
 import re
@@ -50,10 +51,14 @@ class _CausalAttend(nn.Module):
 def test_attend_combines_padding_and_causal_masks_the_same_way_in_every_implementation():
   q, k, v = _qkv((2, 5, 2, 8), seed=1)
   mask_Bx1xS = jnp.array([[[True] * 5], [[True] * 3 + [False] * 2]])
-  outputs = {impl: _CausalAttend(ModelConfig(vocab_size=8, n_ctx=5, n_layers=1, n_heads=2,
-                                             d_model=16, d_ff=16, attention_impl=impl)).apply(
-                                                 {}, q, k, v, mask_Bx1xS)
-             for impl in ('einsum', 'xla')}
+  outputs = {
+    impl: _CausalAttend(
+      ModelConfig(
+        vocab_size=8, n_ctx=5, n_layers=1, n_heads=2, d_model=16, d_ff=16, attention_impl=impl
+      )
+    ).apply({}, q, k, v, mask_Bx1xS)
+    for impl in ('einsum', 'xla')
+  }
   np.testing.assert_allclose(outputs['xla'], outputs['einsum'], atol=1e-5)
   # The first row is plain causal attention; position 0 sees only itself.
   np.testing.assert_allclose(outputs['einsum'][:, 0], v[:, 0], atol=1e-6)
@@ -71,28 +76,38 @@ def test_causal_mask_is_lower_triangular():
 
 def test_rotary_scores_depend_only_on_the_distance_between_positions():
   q, k, _ = _qkv((1, 1, 1, 8), seed=3)
+
   def score(query_position, key_position):
     rq = rotary(q, jnp.array([[query_position]]))
     rk = rotary(k, jnp.array([[key_position]]))
     return float(jnp.sum(rq * rk))
+
   np.testing.assert_allclose(score(7, 3), score(104, 100), rtol=1e-4)
   np.testing.assert_allclose(score(3, 3), float(jnp.sum(q * k)), rtol=1e-5)  # distance 0: unrotated
   assert abs(score(7, 3) - score(3, 7)) > 1e-3  # direction matters
   # A rotation keeps each vector's length.
-  np.testing.assert_allclose(jnp.linalg.norm(rotary(q, jnp.array([[50]]))), jnp.linalg.norm(q),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    jnp.linalg.norm(rotary(q, jnp.array([[50]]))), jnp.linalg.norm(q), rtol=1e-5
+  )
 
 
 # Every product the models take: Dense, attention's two, cached attention's two, the loss's three.
-PRODUCTS = [('nd,df->nf', (12, 8), (8, 5)), ('nqk,nsk->nqs', (3, 6, 4), (3, 7, 4)),
-            ('nqs,nsk->nqk', (3, 6, 7), (3, 7, 4)), ('blhk,bhks->bhls', (2, 3, 2, 4), (2, 2, 4, 5)),
-            ('bhls,bhsk->blhk', (2, 2, 3, 5), (2, 2, 5, 4)), ('td,vd->tv', (6, 8), (9, 8)),
-            ('tv,vd->td', (6, 9), (9, 8)), ('td,tv->dv', (6, 8), (6, 9))]
+PRODUCTS = [
+  ('nd,df->nf', (12, 8), (8, 5)),
+  ('nqk,nsk->nqs', (3, 6, 4), (3, 7, 4)),
+  ('nqs,nsk->nqk', (3, 6, 7), (3, 7, 4)),
+  ('blhk,bhks->bhls', (2, 3, 2, 4), (2, 2, 4, 5)),
+  ('bhls,bhsk->blhk', (2, 2, 3, 5), (2, 2, 5, 4)),
+  ('td,vd->tv', (6, 8), (9, 8)),
+  ('tv,vd->td', (6, 9), (9, 8)),
+  ('td,tv->dv', (6, 8), (6, 9)),
+]
 
 
 @pytest.mark.parametrize('spec,shape_a,shape_b', PRODUCTS)
 def test_bfloat16_matmul_is_the_float32_product_of_rounded_operands_with_its_gradients(
-    spec, shape_a, shape_b):
+  spec, shape_a, shape_b
+):
   key_a, key_b, key_out = jax.random.split(jax.random.key(0), 3)
   a, b = jax.random.normal(key_a, shape_a), jax.random.normal(key_b, shape_b)
   bf16 = lambda x: x.astype(jnp.bfloat16).astype(jnp.float32)
@@ -120,8 +135,10 @@ def test_bfloat16_gradients_multiply_in_bfloat16_on_cpu_and_track_float32(scan_l
   operands out so that neither happens. One chunk of the loss: its transpose meets the product."""
   from gptjax.models.gpt import GPT
   from gptjax.models.losses import fused_cross_entropy
-  config = ModelConfig(vocab_size=64, n_ctx=16, n_layers=2, n_heads=2, d_model=32, d_ff=64,
-                       scan_layers=scan_layers)
+
+  config = ModelConfig(
+    vocab_size=64, n_ctx=16, n_layers=2, n_heads=2, d_model=32, d_ff=64, scan_layers=scan_layers
+  )
   ids_BxL = jax.random.randint(jax.random.key(1), (2, 16), 0, 64)
   params = GPT(config).init(jax.random.key(0), ids_BxL)['params']
 
@@ -130,9 +147,10 @@ def test_bfloat16_gradients_multiply_in_bfloat16_on_cpu_and_track_float32(scan_l
 
     def loss(params):
       _, hidden_BxLxD = model.apply({'params': params}, ids_BxL, return_hidden=True)
-      return fused_cross_entropy(hidden_BxLxD.astype(dtype).reshape(-1, 32),
-                                 params['wte']['embedding'],
-                                 ids_BxL.reshape(-1))
+      return fused_cross_entropy(
+        hidden_BxLxD.astype(dtype).reshape(-1, 32), params['wte']['embedding'], ids_BxL.reshape(-1)
+      )
+
     return jax.jit(jax.grad(loss)).lower(params).compile()
 
   compiled = gradients('bfloat16')

@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from gptjax.models import registry
+from gptjax.models import gpt
 from gptjax.models.config import ModelConfig
 from gptjax.models.gpt import GPT
 from gptjax.models.losses import fused_cross_entropy
@@ -36,8 +36,9 @@ def test_fused_loss_and_gradients_equal_the_unfused_ones(n_tokens, chunk):
 
 @pytest.mark.parametrize('tie', [True, False])
 def test_train_loss_equals_optax_on_the_models_logits(tie):
-  config = ModelConfig(vocab_size=97, n_ctx=16, n_layers=2, n_heads=4, d_model=32, d_ff=64,
-                       tie_embeddings=tie)
+  config = ModelConfig(
+    vocab_size=97, n_ctx=16, n_layers=2, n_heads=4, d_model=32, d_ff=64, tie_embeddings=tie
+  )
   model = GPT(config)
   batch_BxL1 = jax.random.randint(jax.random.key(1), (3, 17), 0, config.vocab_size)
   params = model.init(jax.random.key(0), batch_BxL1[:, :-1])['params']
@@ -46,10 +47,14 @@ def test_train_loss_equals_optax_on_the_models_logits(tie):
     logits_BxLxV = model.apply({'params': params}, batch_BxL1[:, :-1])
     return optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, batch_BxL1[:, 1:]).mean()
 
-  loss, grads = jax.value_and_grad(lambda p: registry.next_token_cross_entropy(model, p, batch_BxL1))(params)
+  loss, grads = jax.value_and_grad(lambda p: gpt.next_token_cross_entropy(model, p, batch_BxL1))(
+    params
+  )
   want_loss, want_grads = jax.value_and_grad(reference)(params)
   np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
-  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-7), grads, want_grads)
+  jax.tree.map(
+    lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-7), grads, want_grads
+  )
 
 
 def test_bfloat16_hidden_states_keep_a_float32_loss():
@@ -58,9 +63,13 @@ def test_bfloat16_hidden_states_keep_a_float32_loss():
   embedding_VxD = jax.random.normal(keys[1], (50, 16))
   targets_N = jax.random.randint(keys[2], (64,), 0, 50)
   loss, (grad_hidden, grad_embedding) = jax.value_and_grad(fused_cross_entropy, argnums=(0, 1))(
-      hidden_NxD, embedding_VxD, targets_N, 16)
+    hidden_NxD, embedding_VxD, targets_N, 16
+  )
   assert loss.dtype == jnp.float32
   assert grad_hidden.dtype == jnp.bfloat16 and grad_embedding.dtype == jnp.float32
-  want = unfused_cross_entropy(hidden_NxD.astype(jnp.float32),
-                               embedding_VxD.astype(jnp.bfloat16).astype(jnp.float32), targets_N)
+  want = unfused_cross_entropy(
+    hidden_NxD.astype(jnp.float32),
+    embedding_VxD.astype(jnp.bfloat16).astype(jnp.float32),
+    targets_N,
+  )
   np.testing.assert_allclose(loss, want, rtol=1e-3)

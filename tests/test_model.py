@@ -17,7 +17,9 @@ SMALL = ModelConfig(vocab_size=97, n_ctx=16, n_layers=2, n_heads=4, d_model=32, 
 
 
 def init(config: ModelConfig, batch: int = 2, seed: int = 0):
-  ids_BxL = jax.random.randint(jax.random.key(seed + 1), (batch, config.n_ctx), 0, config.vocab_size)
+  ids_BxL = jax.random.randint(
+    jax.random.key(seed + 1), (batch, config.n_ctx), 0, config.vocab_size
+  )
   params = GPT(config).init(jax.random.key(seed), ids_BxL)['params']
   return params, ids_BxL
 
@@ -43,10 +45,10 @@ def test_changing_later_tokens_leaves_earlier_logits_unchanged(impl, norm):
   model = GPT(config)
   logits = model.apply({'params': params}, ids_BxL)
   t = 6
-  changed_ids = ids_BxL.at[:, t + 1:].set((ids_BxL[:, t + 1:] + 1) % config.vocab_size)
+  changed_ids = ids_BxL.at[:, t + 1 :].set((ids_BxL[:, t + 1 :] + 1) % config.vocab_size)
   changed = model.apply({'params': params}, changed_ids)
-  np.testing.assert_array_equal(logits[:, :t + 1], changed[:, :t + 1])
-  assert np.abs(logits[:, t + 1:] - changed[:, t + 1:]).max() > 1e-3
+  np.testing.assert_array_equal(logits[:, : t + 1], changed[:, : t + 1])
+  assert np.abs(logits[:, t + 1 :] - changed[:, t + 1 :]).max() > 1e-3
 
 
 def test_gradient_of_output_at_t_ignores_inputs_after_t():
@@ -58,13 +60,15 @@ def test_gradient_of_output_at_t_ignores_inputs_after_t():
   positions_1xL = jnp.arange(config.n_ctx)[None]
 
   def logit_sum_at(t, x_LxD):
-    return model.apply({'params': {**params, 'wte': {'embedding': x_LxD}}}, positions_1xL)[0, t].sum()
+    return model.apply({'params': {**params, 'wte': {'embedding': x_LxD}}}, positions_1xL)[
+      0, t
+    ].sum()
 
   for t in (0, 7, config.n_ctx - 1):
     grad_LxD = jax.grad(logit_sum_at, argnums=1)(t, params['wte']['embedding'])
     per_position = np.abs(np.asarray(grad_LxD)).sum(axis=1)
-    assert np.all(per_position[t + 1:] == 0), t
-    assert np.all(per_position[:t + 1] > 0), t
+    assert np.all(per_position[t + 1 :] == 0), t
+    assert np.all(per_position[: t + 1] > 0), t
 
 
 def test_fused_attention_matches_einsum_reference():
@@ -74,8 +78,10 @@ def test_fused_attention_matches_einsum_reference():
   fused = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation='xla')
   np.testing.assert_allclose(fused, reference, atol=1e-5, rtol=1e-5)
   params, ids_BxL = init(SMALL)
-  logits = {impl: GPT(dataclasses.replace(SMALL, attention_impl=impl)).apply({'params': params}, ids_BxL)
-            for impl in ('einsum', 'xla')}
+  logits = {
+    impl: GPT(dataclasses.replace(SMALL, attention_impl=impl)).apply({'params': params}, ids_BxL)
+    for impl in ('einsum', 'xla')
+  }
   np.testing.assert_allclose(logits['xla'], logits['einsum'], atol=1e-5, rtol=1e-5)
 
 
@@ -85,7 +91,7 @@ def test_einsum_attention_matches_a_loop_over_positions():
   for t in range(5):
     scores = np.array([q[0, t, 0] @ k[0, s, 0] for s in range(t + 1)]) / math.sqrt(3)
     weights = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
-    np.testing.assert_allclose(out[0, t, 0], weights @ np.asarray(v[0, :t + 1, 0]), atol=1e-6)
+    np.testing.assert_allclose(out[0, t, 0], weights @ np.asarray(v[0, : t + 1, 0]), atol=1e-6)
 
 
 def test_sinusoidal_positions_follow_the_paper():
@@ -96,12 +102,14 @@ def test_sinusoidal_positions_follow_the_paper():
 
 
 def test_dropout_is_driven_by_the_explicit_key_and_off_at_eval():
-  config = dataclasses.replace(SMALL, embd_dropout=0.1, attn_dropout=0.1, resid_dropout=0.1,
-                               attention_impl='einsum')
+  config = dataclasses.replace(
+    SMALL, embd_dropout=0.1, attn_dropout=0.1, resid_dropout=0.1, attention_impl='einsum'
+  )
   params, ids_BxL = init(config)
   model = GPT(config)
-  apply = lambda seed: model.apply({'params': params}, ids_BxL, deterministic=False,
-                                   rngs={'dropout': jax.random.key(seed)})
+  apply = lambda seed: model.apply(
+    {'params': params}, ids_BxL, deterministic=False, rngs={'dropout': jax.random.key(seed)}
+  )
   np.testing.assert_array_equal(apply(1), apply(1))
   assert np.abs(apply(1) - apply(2)).max() > 1e-3
   no_dropout = GPT(SMALL).apply({'params': params}, ids_BxL)
@@ -159,19 +167,25 @@ def test_remat_changes_memory_not_results(policy, max_kept_share):
   config = dataclasses.replace(SMALL, n_layers=4, d_model=32, d_ff=128, n_ctx=64)
   params, ids_BxL = init(config, batch=4)
   plain, remat = GPT(config), GPT(dataclasses.replace(config, remat=policy))
-  assert jax.tree.structure(remat.init(jax.random.key(0), ids_BxL)['params']) == jax.tree.structure(params)
+  assert jax.tree.structure(remat.init(jax.random.key(0), ids_BxL)['params']) == jax.tree.structure(
+    params
+  )
 
   def loss_fn(model):
     return lambda p: model.apply({'params': p}, ids_BxL).astype(jnp.float32).std()
 
   np.testing.assert_allclose(loss_fn(remat)(params), loss_fn(plain)(params), rtol=1e-6)
-  grads = {name: jax.grad(loss_fn(model))(params) for name, model in (('plain', plain), ('remat', remat))}
+  grads = {
+    name: jax.grad(loss_fn(model))(params) for name, model in (('plain', plain), ('remat', remat))
+  }
   for a, b in zip(jax.tree.leaves(grads['plain']), jax.tree.leaves(grads['remat'])):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
   # What the backward pass keeps: the residuals held by the VJP closure (params excluded).
   param_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
-  kept = {name: sum(x.nbytes for x in jax.tree.leaves(jax.vjp(loss_fn(model), params)[1])) - param_bytes
-          for name, model in (('plain', plain), ('remat', remat))}
+  kept = {
+    name: sum(x.nbytes for x in jax.tree.leaves(jax.vjp(loss_fn(model), params)[1])) - param_bytes
+    for name, model in (('plain', plain), ('remat', remat))
+  }
   assert kept['remat'] < kept['plain'] * max_kept_share, kept
 
 
@@ -187,11 +201,15 @@ def test_scanned_layers_compute_what_the_unrolled_ones_do(remat):
   params, ids_BxL = init(config)
   scanned = GPT(dataclasses.replace(config, scan_layers=True, remat=remat))
   scanned_params = stack_layers(dict(params), config.n_layers)
-  assert (jax.tree.structure(scanned.init(jax.random.key(0), ids_BxL)['params'])
-          == jax.tree.structure(scanned_params))
+  assert jax.tree.structure(
+    scanned.init(jax.random.key(0), ids_BxL)['params']
+  ) == jax.tree.structure(scanned_params)
   loss = lambda model: lambda p: model.apply({'params': p}, ids_BxL).std()
   np.testing.assert_allclose(loss(scanned)(scanned_params), loss(GPT(config))(params), rtol=1e-6)
   grads = jax.grad(loss(GPT(config)))(params)
-  np.testing.assert_allclose(jax.grad(loss(scanned))(scanned_params)['h']['block']['mlp']['c_fc']['kernel'],
-                             jnp.stack([grads[f'h_{i}']['mlp']['c_fc']['kernel'] for i in range(3)]),
-                             rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(
+    jax.grad(loss(scanned))(scanned_params)['h']['block']['mlp']['c_fc']['kernel'],
+    jnp.stack([grads[f'h_{i}']['mlp']['c_fc']['kernel'] for i in range(3)]),
+    rtol=1e-4,
+    atol=1e-7,
+  )

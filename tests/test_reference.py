@@ -5,6 +5,7 @@ tiny loss curve, and a workdir that code wrote, resumed by this code.
 On a CPU with the same instruction-set extensions as the one that made the files (XLA's CPU code
 depends on them) the results must be bitwise equal; elsewhere within float32 round-off.
 """
+
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ import pytest
 
 from gptjax import configuration
 from gptjax.configs import tiny
-from gptjax.models import registry
+from gptjax.models import gpt, registry
 from gptjax.training import trainer
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
@@ -50,9 +51,14 @@ def _tiny_config():
   return config
 
 
-@pytest.mark.parametrize('name, overrides', [
-    ('pre', {}), ('post', {'norm': 'post', 'tie_embeddings': False}),
-    ('pre_bf16', {'dtype': 'bfloat16'})])
+@pytest.mark.parametrize(
+  'name, overrides',
+  [
+    ('pre', {}),
+    ('post', {'norm': 'post', 'tie_embeddings': False}),
+    ('pre_bf16', {'dtype': 'bfloat16'}),
+  ],
+)
 def test_gpt_logits_and_gradients_match_the_reference(name, overrides):
   reference = np.load(os.path.join(FIXTURES, 'gpt_reference.npz'))
   ids_BxL1 = jax.random.randint(jax.random.PRNGKey(1), (2, 17), 0, 512)
@@ -60,11 +66,16 @@ def test_gpt_logits_and_gradients_match_the_reference(name, overrides):
   config.model.update(overrides)
   model = registry.build(configuration.model_config(config, 512))
   params = registry.init_params(model, jax.random.PRNGKey(0))
-  _assert_same(np.asarray(model.apply({'params': params}, ids_BxL1[:, :-1])),
-               reference[f'{name}/logits'], rtol=1e-5)
-  grads = jax.grad(lambda p: registry.next_token_cross_entropy(model, p, ids_BxL1))(params)
-  flat = {f'{name}/grad/' + '/'.join(k.key for k in path): leaf
-          for path, leaf in jax.tree_util.tree_flatten_with_path(grads)[0]}
+  _assert_same(
+    np.asarray(model.apply({'params': params}, ids_BxL1[:, :-1])),
+    reference[f'{name}/logits'],
+    rtol=1e-5,
+  )
+  grads = jax.grad(lambda p: gpt.next_token_cross_entropy(model, p, ids_BxL1))(params)
+  flat = {
+    f'{name}/grad/' + '/'.join(k.key for k in path): leaf
+    for path, leaf in jax.tree_util.tree_flatten_with_path(grads)[0]
+  }
   assert sorted(flat) == sorted(k for k in reference.files if k.startswith(f'{name}/grad/'))
   for key, leaf in flat.items():
     _assert_same(np.asarray(leaf), reference[key], rtol=1e-4)

@@ -1,4 +1,5 @@
 """The sampling command: python -m gptjax.sample --workdir ... --prompt ..."""
+
 import os
 import subprocess
 import sys
@@ -29,34 +30,71 @@ def workdir(tmp_path_factory):
 
 
 def _sample(*args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, '-m', 'gptjax.sample', *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=300)
+  return subprocess.run(
+    [sys.executable, '-m', 'gptjax.sample', *args],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
 
 
+@pytest.mark.slow
 def test_samples_are_reproducible_and_match_the_library(workdir, tmp_path):
   prompt_file = tmp_path / 'prompt.txt'
   prompt_file.write_text('def function_1(value):\n')
-  args = ['--workdir', workdir, '--prompt_file', str(prompt_file), '--num_samples', '2',
-          '--max_new_tokens', '30', '--temperature', '1', '--top_k', '20', '--top_p', '0.9',
-          '--seed', '5']
+  args = [
+    '--workdir',
+    workdir,
+    '--prompt_file',
+    str(prompt_file),
+    '--num_samples',
+    '2',
+    '--max_new_tokens',
+    '30',
+    '--temperature',
+    '1',
+    '--top_k',
+    '20',
+    '--top_p',
+    '0.9',
+    '--seed',
+    '5',
+  ]
   first, second = _sample(*args), _sample(*args)
   assert first.returncode == 0, first.stderr
   assert first.stdout == second.stdout
   tokenizer, model, params = load_run(workdir)
-  texts = sampling.sample_texts(model, params, tokenizer, 'def function_1(value):\n', 2, 30,
-                                jax.random.PRNGKey(5), temperature=1.0, top_k=20, top_p=0.9)
-  assert first.stdout == ''.join(f'--- sample {i + 1} ---\n{text}\n' for i, text in enumerate(texts))
+  texts = sampling.sample_texts(
+    model,
+    params,
+    tokenizer,
+    'def function_1(value):\n',
+    2,
+    30,
+    jax.random.PRNGKey(5),
+    temperature=1.0,
+    top_k=20,
+    top_p=0.9,
+  )
+  assert first.stdout == ''.join(
+    f'--- sample {i + 1} ---\n{text}\n' for i, text in enumerate(texts)
+  )
   assert texts[0] != texts[1]
 
 
-@pytest.mark.parametrize('args, message', [
+@pytest.mark.slow
+@pytest.mark.parametrize(
+  'args, message',
+  [
     (['--workdir', '{empty}', '--prompt', 'x'], 'no config.json'),
     (['--workdir', '{run}', '--prompt', ''], 'prompt is empty'),
     (['--workdir', '{run}', '--prompt', 'x' * 64], 'context holds 64'),
     (['--workdir', '{run}', '--prompt', 'x', '--top_k', '-1'], 'top_k'),
     (['--workdir', '{run}', '--prompt', 'x', '--prompt_file', 'p.txt'], 'one of --prompt'),
     (['--workdir', '{run}', '--prompt', 'x', '--no_such_flag'], 'no_such_flag'),
-])
+  ],
+)
 def test_bad_input_is_one_error_line(workdir, tmp_path, args, message):
   result = _sample(*(a.format(empty=tmp_path, run=workdir) for a in args))
   assert result.returncode != 0
@@ -64,6 +102,7 @@ def test_bad_input_is_one_error_line(workdir, tmp_path, args, message):
   assert message in result.stderr
 
 
+@pytest.mark.slow
 def test_a_run_without_checkpoints_is_one_error_line(workdir, tmp_path):
   with open(os.path.join(workdir, 'config.json')) as f:
     (tmp_path / 'config.json').write_text(f.read())

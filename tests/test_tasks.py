@@ -1,4 +1,5 @@
 """Task files and the built-in tasks made from the held-out standard library."""
+
 import json
 import os
 import subprocess
@@ -39,6 +40,18 @@ def test_built_in_tasks_use_only_documents_pre_training_holds_out(held_out, buil
         assert set(example['source'].split(' | ')) <= allowed
 
 
+def test_editing_the_default_config_does_not_change_the_benchmark(held_out, monkeypatch):
+  def edited():
+    config = default.get_config()
+    config.data.update(val_fraction=0.5, max_documents=100)
+    return config
+
+  monkeypatch.setattr(default, 'get_config', edited)
+  assert tasks.held_out_documents() == held_out
+  assert held_out == sources.split_documents(tasks.STDLIB_DATA)[1]
+  assert dict(tasks.STDLIB_DATA) == {'source': 'stdlib', 'max_documents': 0, 'val_fraction': 0.02}
+
+
 def test_built_in_tasks_are_deterministic_given_the_seed(held_out, built):
   again = tasks.build_stdlib_task('stdlib_next_line', 0, 20, held_out)
   assert again == built['stdlib_next_line']
@@ -51,7 +64,7 @@ def test_built_in_answers_come_from_their_documents(held_out, built):
     assert len(example['choices']) == 4 and len({c.strip() for c in example['choices']}) == 4
     answer = example['choices'][example['label']]
     assert example['context'] + answer + '\n' in text[example['source']] + '\n'
-    indents = {c[:len(c) - len(c.lstrip())] for c in example['choices']}
+    indents = {c[: len(c) - len(c.lstrip())] for c in example['choices']}
     assert len(indents) == 1  # the distractors are indented like the answer
   for example in built['stdlib_cloze'].split('test'):
     assert (example['context'] + example['target']) in text[example['source']]
@@ -74,11 +87,15 @@ def test_jsonl_files_round_trip(built, tmp_path):
   assert loaded.kind == 'similarity' and loaded.num_labels == 2
   assert loaded.splits == built['stdlib_same_file'].splits
   assert counts == {s: len(e) for s, e in loaded.splits.items()}
-  pairs = tasks.load_task(f'train={tmp_path}/same/train.jsonl,validation={tmp_path}/same/test.jsonl')
+  pairs = tasks.load_task(
+    f'train={tmp_path}/same/train.jsonl,validation={tmp_path}/same/test.jsonl'
+  )
   assert set(pairs.splits) == {'train', 'validation'}
 
 
-@pytest.mark.parametrize('lines, message', [
+@pytest.mark.parametrize(
+  'lines, message',
+  [
     (['{"text": "a", "label": 0}', '{"text": "b", "label": '], ':2: not valid JSON'),
     (['[1, 2]'], ':1: expected a JSON object'),
     (['{"premise": "a", "label": 0}'], 'match no task kind'),
@@ -89,7 +106,8 @@ def test_jsonl_files_round_trip(built, tmp_path):
     (['{"context": "a", "choices": ["b", "c"], "label": 2}'], 'label 2 is outside 0..1'),
     (['{"context": "a", "target": ""}'], '"target" is empty'),
     ([], 'holds no examples'),
-])
+  ],
+)
 def test_malformed_files_name_the_line_and_the_problem(tmp_path, lines, message):
   path = tmp_path / 'task.jsonl'
   path.write_text(''.join(line + '\n' for line in lines))
@@ -105,29 +123,66 @@ def test_labels_outside_the_declared_classes_are_refused(tmp_path):
   assert tasks.load_task(str(tmp_path), num_labels=3).num_labels == 3
 
 
-@pytest.mark.parametrize('spec, message', [
+@pytest.mark.parametrize(
+  'spec, message',
+  [
     ('no_such_task', 'unknown task'),
     ('{tmp}/missing.jsonl', 'does not exist'),
     ('{tmp}', 'holds none of train.jsonl'),
     ('dev={tmp}/a.jsonl', "'dev' is not a split"),
     ('tfds:glue/cola', 'not supported'),
     ('glue/sst2', 'TFDS dataset glue/sst2 is not prepared in {tmp}'),
-])
+  ],
+)
 def test_unknown_or_missing_tasks_are_refused(tmp_path, spec, message):
   with pytest.raises(UserError, match=message.format(tmp=tmp_path)):
     tasks.load_task(spec.format(tmp=tmp_path), tfds_data_dir=str(tmp_path))
 
 
+@pytest.mark.slow
+@pytest.mark.slow
 def test_the_builder_command_line(tmp_path):
-  result = subprocess.run([sys.executable, '-m', 'gptjax.tasks', 'build', '--out', str(tmp_path),
-                           '--tasks', 'stdlib_cloze,nope'], cwd=REPO, capture_output=True, text=True)
+  result = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'gptjax.tasks',
+      'build',
+      '--out',
+      str(tmp_path),
+      '--tasks',
+      'stdlib_cloze,nope',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+  )
   assert result.returncode == 1
-  assert result.stderr == ("error: unknown built-in task 'nope'; use stdlib_next_line, "
-                           'stdlib_same_file, stdlib_test_or_lib, stdlib_cloze\n')
+  assert result.stderr == (
+    "error: unknown built-in task 'nope'; use stdlib_next_line, "
+    'stdlib_same_file, stdlib_test_or_lib, stdlib_cloze\n'
+  )
   assert not os.listdir(tmp_path)
-  result = subprocess.run([sys.executable, '-m', 'gptjax.tasks', 'build', '--out', str(tmp_path),
-                           '--tasks', 'stdlib_cloze', '--max_per_document', '5'],
-                          cwd=REPO, capture_output=True, text=True)
+  result = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'gptjax.tasks',
+      'build',
+      '--out',
+      str(tmp_path),
+      '--tasks',
+      'stdlib_cloze',
+      '--max_per_document',
+      '5',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+  )
   assert result.returncode == 0, result.stderr
-  assert sorted(os.listdir(tmp_path / 'stdlib_cloze')) == ['test.jsonl', 'train.jsonl',
-                                                            'validation.jsonl']
+  assert sorted(os.listdir(tmp_path / 'stdlib_cloze')) == [
+    'test.jsonl',
+    'train.jsonl',
+    'validation.jsonl',
+  ]

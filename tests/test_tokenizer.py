@@ -12,8 +12,17 @@ from gptjax.errors import UserError
 # Text the tokenizers were not trained on: any Unicode, including the SentencePiece space marker
 # U+2581, control characters, surrogate-free astral characters and runs of whitespace.
 ANY_TEXT = st.text(st.characters(blacklist_categories=('Cs',)), max_size=200)
-TRICKY = ['', ' ', '\n\n  \t', 'x\u2581y', '\u2581\u2581', '\x00\r\n', 'naïve café 你好 🐍',
-          '<start><delim><extract>', '<s></s><pad><unk>']
+TRICKY = [
+  '',
+  ' ',
+  '\n\n  \t',
+  'x\u2581y',
+  '\u2581\u2581',
+  '\x00\r\n',
+  'naïve café 你好 🐍',
+  '<start><delim><extract>',
+  '<s></s><pad><unk>',
+]
 
 
 @pytest.fixture(scope='module')
@@ -23,8 +32,9 @@ def stdlib_texts():
 
 @pytest.fixture(scope='module')
 def sentencepiece(stdlib_texts, tmp_path_factory):
-  return tokenizer_lib.load_or_train('sentencepiece', 600, str(tmp_path_factory.mktemp('sp')),
-                                     stdlib_texts)
+  return tokenizer_lib.load_or_train(
+    'sentencepiece', 600, str(tmp_path_factory.mktemp('sp')), stdlib_texts
+  )
 
 
 @pytest.fixture(scope='module')
@@ -37,7 +47,8 @@ def gpt2(stdlib_texts, tmp_path_factory):
   directory = tmp_path_factory.mktemp('gpt2')
   write_gpt2_tokenizer_files(directory, stdlib_texts, vocab_size=600)
   return tokenizer_lib.GPT2Tokenizer.from_files(
-      os.path.join(directory, 'vocab.json'), os.path.join(directory, 'merges.txt'), 600)
+    os.path.join(directory, 'vocab.json'), os.path.join(directory, 'merges.txt'), 600
+  )
 
 
 def _tokenizers(sentencepiece, char):
@@ -77,7 +88,9 @@ def test_bpe_compresses_code_and_learns_indentation(sentencepiece, stdlib_texts)
   text = stdlib_texts[0]
   ids = sentencepiece.encode(text)
   assert len(ids) < 0.6 * len(text.encode('utf-8'))  # a 600-piece vocabulary: ~1.8 bytes/token
-  assert any(sentencepiece.sp.id_to_piece(i) == '\u2581' * 4 for i in range(sentencepiece.vocab_size))
+  assert any(
+    sentencepiece.sp.id_to_piece(i) == '\u2581' * 4 for i in range(sentencepiece.vocab_size)
+  )
 
 
 def test_trained_tokenizers_are_saved_and_reused(tmp_path, stdlib_texts):
@@ -98,7 +111,9 @@ def test_sentencepiece_training_is_deterministic(tmp_path, stdlib_texts):
 
 
 def test_char_tokenizer_keeps_the_most_frequent_characters():
-  tok = tokenizer_lib.CharTokenizer.train(['aaab', 'bc'], vocab_size=len(tokenizer_lib.SPECIALS) + 258)
+  tok = tokenizer_lib.CharTokenizer.train(
+    ['aaab', 'bc'], vocab_size=len(tokenizer_lib.SPECIALS) + 258
+  )
   assert tok.chars == ['a', 'b']
   assert len(tok.encode('abc')) == 3  # 'c' falls back to its one UTF-8 byte
   assert tok.encode('ab') != tokenizer_lib.ByteTokenizer().encode('ab')
@@ -107,7 +122,8 @@ def test_char_tokenizer_keeps_the_most_frequent_characters():
 def test_gpt2_maps_the_specials_onto_endoftext_and_appends_the_markers(gpt2, tmp_path):
   end_of_text = gpt2.vocab['<|endoftext|>']
   assert gpt2.pad_id == gpt2.bos_id == gpt2.eos_id == end_of_text
-  assert [gpt2.start_id, gpt2.delim_id, gpt2.extract_id] == [600, 601, 602] and gpt2.vocab_size == 603
+  assert [gpt2.start_id, gpt2.delim_id, gpt2.extract_id] == [600, 601, 602]
+  assert gpt2.vocab_size == 603
   assert end_of_text not in gpt2.encode('<|endoftext|> <s> </s>')  # text is never a special token
   assert gpt2.decode([end_of_text, *gpt2.encode('x = 1'), 600, 601, 602]) == 'x = 1'
   # Saved into a workdir, it is what load_or_train finds there; it cannot be trained.

@@ -34,13 +34,20 @@ def test_loss_falls_well_below_its_start(tiny_config, corpus_glob, tmp_path):
   assert set(_logged(str(tmp_path), 'eval_loss')) == {30, 60, 80}
 
 
-def test_resuming_from_a_checkpoint_continues_the_same_loss_curve(tiny_config, corpus_glob, tmp_path):
+def test_resuming_from_a_checkpoint_continues_the_same_loss_curve(
+  tiny_config, corpus_glob, tmp_path
+):
   config = _text_config(tiny_config, corpus_glob, steps=40, checkpoint_every=10)
   config.model.update(embd_dropout=0.1, resid_dropout=0.1)  # the dropout keys must resume too
   straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
   trainer.train_and_evaluate(config, straight, show_progress=False)
   trainer.train_and_evaluate(config, resumed, show_progress=False, stop_at=25)
-  assert sorted(os.listdir(os.path.join(resumed, 'checkpoints'))) == ['10', '20', '25', 'fingerprints.json']
+  assert sorted(os.listdir(os.path.join(resumed, 'checkpoints'))) == [
+    '10',
+    '20',
+    '25',
+    'fingerprints.json',
+  ]
   trainer.train_and_evaluate(config, resumed, show_progress=False)
   expected, got = _logged(straight, 'train_loss'), _logged(resumed, 'train_loss')
   assert sorted(got) == list(range(1, 41))
@@ -52,11 +59,14 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_config, corpus_glob, t
   trainer.train_and_evaluate(config, str(tmp_path / 'one'), show_progress=False)
   config.train.grad_accum_steps = 4
   trainer.train_and_evaluate(config, str(tmp_path / 'four'), show_progress=False)
-  one, four = _logged(str(tmp_path / 'one'), 'train_loss'), _logged(str(tmp_path / 'four'), 'train_loss')
+  one, four = (
+    _logged(str(tmp_path / 'one'), 'train_loss'),
+    _logged(str(tmp_path / 'four'), 'train_loss'),
+  )
   np.testing.assert_allclose(list(four.values()), list(one.values()), rtol=1e-5)
 
 
-_EIGHT_DEVICE_SCRIPT = '''
+_EIGHT_DEVICE_SCRIPT = """
 import os, sys
 from gptjax.configs import tiny
 from gptjax.training import trainer
@@ -76,13 +86,18 @@ for sharding in ('replicate', 'fsdp'):
     expected = (32, 128 // 8) if sharding == 'fsdp' else (32, 128)
     assert shard_shapes == {expected}, (sharding, shard_shapes)
   run.close()
-'''
+"""
 
 
+@pytest.mark.slow
 def test_eight_simulated_devices_give_the_losses_of_one(tiny_config, corpus_glob, tmp_path):
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8', 'PYTHONPATH': REPO}
-  subprocess.run([sys.executable, '-c', _EIGHT_DEVICE_SCRIPT, corpus_glob, str(tmp_path)],
-                 check=True, env=env, cwd=REPO)
+  subprocess.run(
+    [sys.executable, '-c', _EIGHT_DEVICE_SCRIPT, corpus_glob, str(tmp_path)],
+    check=True,
+    env=env,
+    cwd=REPO,
+  )
   config = _text_config(tiny_config, corpus_glob, steps=12)
   trainer.train_and_evaluate(config, str(tmp_path / 'one_device'), show_progress=False)
   one = _logged(str(tmp_path / 'one_device'), 'train_loss')
@@ -90,4 +105,5 @@ def test_eight_simulated_devices_give_the_losses_of_one(tiny_config, corpus_glob
     eight = _logged(str(tmp_path / sharding), 'train_loss')
     np.testing.assert_allclose([eight[s] for s in one], list(one.values()), rtol=2e-5)
     assert _logged(str(tmp_path / sharding), 'eval_loss')[12] == pytest.approx(
-        _logged(str(tmp_path / 'one_device'), 'eval_loss')[12], rel=2e-5)
+      _logged(str(tmp_path / 'one_device'), 'eval_loss')[12], rel=2e-5
+    )

@@ -3,6 +3,7 @@
 A command's --config takes a path to a config file or the name of one of these (`tiny`,
 `finetune:cpu`); see resolve.
 """
+
 import os
 
 DIRECTORY = os.path.dirname(os.path.abspath(__file__))

@@ -8,6 +8,7 @@ The paper's pre-training recipe on the default corpus: batch 256 of 128 tokens, 
 with 10,000 warmup steps and decay to 0, weight decay 0.01, dropout 0.1, 15 % of tokens masked.
 It needs an accelerator.
 """
+
 from gptjax.configs import default
 
 
@@ -34,7 +35,7 @@ def get_config():
   config.train.b2 = 0.999
   config.train.eps = 1e-6
   config.train.weight_decay = 0.01
-  config.train.mlm_probability = 0.15
+  config.bert.mlm_probability = 0.15
   config.train.eval_every = 10_000
   config.train.checkpoint_every = 10_000
   config.sample.max_new_tokens = 0  # an encoder does not generate

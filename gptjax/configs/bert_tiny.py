@@ -4,6 +4,7 @@ Pre-LN, unlike BERT-base: measured on this corpus, the post-LN model of this siz
 unigram plateau (eval loss 5.78 vs unigram entropy 5.82, masked accuracy 0.05) after 300 steps,
 where the pre-LN one reaches 5.50 and 0.11 in 600.
 """
+
 from gptjax.configs import default
 
 

@@ -1,8 +1,9 @@
-"""The default run: a small GPT-2-style model on the Python standard library, ~10 minutes on 2 CPU cores.
+"""The default run: a small GPT-2-style model on the Python standard library, minutes on a CPU.
 
 Every field gptjax reads is here, with what it means; the other configs start from this one.
 Override any field on the command line: --config.model.n_layers=2
 """
+
 import ml_collections
 
 
@@ -13,7 +14,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = model = ml_collections.ConfigDict()
   model.architecture = 'gpt'  # 'gpt' (decoder), 'bert' (encoder, masked LM) or 'encoder_decoder'
   model.n_layers = 4  # blocks of the decoder (gpt, encoder_decoder) or of the encoder (bert)
-  model.n_encoder_layers = 0  # encoder blocks of an encoder_decoder
   model.n_heads = 4
   model.d_model = 192
   model.d_ff = 768  # MLP hidden width; 4 * d_model in GPT-1/2
@@ -23,7 +23,6 @@ def get_config() -> ml_collections.ConfigDict:
   # 'rotary' (Su et al. 2021: queries and keys rotated by position inside attention)
   model.tie_embeddings = True  # output projection = token embedding transposed (encoder_decoder:
   # also one embedding for source and target)
-  model.type_vocab_size = 2  # bert: segment embeddings (sentence A / B)
   model.embd_dropout = 0.0  # dropout on token + position embeddings
   model.attn_dropout = 0.0  # dropout on attention probabilities (needs attention_impl='einsum')
   model.resid_dropout = 0.0  # dropout on each sublayer's output
@@ -60,22 +59,19 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.train = train = ml_collections.ConfigDict()
   train.seq_len = 128  # tokens per training window (encoder_decoder: per target), at most n_ctx
-  train.source_len = 128  # encoder_decoder: source tokens per example (longer ones are cut)
   train.global_batch_size = 32  # sequences per optimizer step, over all devices and hosts
   train.grad_accum_steps = 1  # micro-batches per step (each global_batch_size / grad_accum_steps)
   train.steps = 450  # optimizer steps
   train.lr = 2e-3  # peak learning rate
   train.warmup_steps = 50  # linear warmup from 0, then the schedule's decay
-  train.schedule = 'cosine'  # 'cosine' to min_lr_ratio * lr at train.steps, or 'rsqrt':
-  # lr * sqrt(warmup_steps / step), the schedule of "Attention Is All You Need"
+  train.schedule = 'cosine'  # 'cosine' to min_lr_ratio * lr at train.steps; 'linear' to it
+  # (GPT-1 fine-tuning's); or 'rsqrt': lr * sqrt(warmup_steps / step), "Attention Is All You Need"
   train.min_lr_ratio = 0.1
   train.b1 = 0.9  # AdamW betas and epsilon
   train.b2 = 0.95
   train.eps = 1e-8
   train.weight_decay = 0.1  # decoupled; not applied to biases, LayerNorm and embeddings
   train.grad_clip = 1.0  # clip the global gradient norm to this; 0 = off
-  train.label_smoothing = 0.0  # encoder_decoder: target smoothing (0.1 in Vaswani et al.)
-  train.mlm_probability = 0.15  # bert: share of tokens chosen for masked-LM prediction
   train.sharding = 'replicate'  # parameters and optimizer state: 'replicate' or 'fsdp'
   train.log_every = 25  # steps between train metrics
   train.eval_every = 150  # steps between evaluations (and at the end)
@@ -84,6 +80,16 @@ def get_config() -> ml_collections.ConfigDict:
   train.keep_checkpoints = 3  # most recent checkpoints kept
   train.nonfinite = 'stop'  # on a NaN/inf loss or gradient: 'stop', or 'skip' the step (counted)
   train.preemption_grace_s = 120.0  # after SIGTERM, save and exit; force exit after this long
+
+  # Settings of one architecture only, read by its record (gptjax/models/).
+  config.bert = bert = ml_collections.ConfigDict()
+  bert.type_vocab_size = 2  # segment embeddings (sentence A / B)
+  bert.mlm_probability = 0.15  # share of tokens chosen for masked-LM prediction
+
+  config.encoder_decoder = encoder_decoder = ml_collections.ConfigDict()
+  encoder_decoder.n_encoder_layers = 0  # encoder blocks (model.n_layers counts the decoder's)
+  encoder_decoder.source_len = 128  # source tokens per example (longer ones are cut)
+  encoder_decoder.label_smoothing = 0.0  # target smoothing (0.1 in Vaswani et al.)
 
   config.sample = sample = ml_collections.ConfigDict()
   sample.prompt = 'def '  # printed with its continuation at the end of training

@@ -2,14 +2,16 @@
 section 4.1: lr 6.25e-5, batch 32, 3 epochs, warmup over 0.2% of training then linear decay,
 dropout 0.1 on the classifier, lambda 0.5).
 
-  --config configs/finetune.py       the paper's settings
-  --config configs/finetune.py:cpu   small models on a CPU: a higher learning rate and smaller
+  --config finetune       the paper's settings
+  --config finetune:cpu   small models on a CPU: a higher learning rate and smaller
                                      batches, since 3 epochs of a few thousand examples are only
                                      a few hundred steps
 
 The model and tokenizer come from the run in finetune.init_from; config.model and
-config.tokenizer (configs/default.py's, documented there) are used only when init_from is empty.
+config.tokenizer (gptjax/configs/default.py's, documented there) are used only when init_from is
+empty.
 """
+
 import ml_collections
 
 from gptjax.configs import default
@@ -21,7 +23,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.seed = 0  # head init, dropout, the order of examples, and the built-in tasks' examples
   config.model = base.model  # only with init_from='': the model trained from scratch
   config.tokenizer = base.tokenizer  # only with init_from='': trained on the task's training texts
-  config.distributed = base.distributed  # multi-host fine-tuning, as in configs/default.py
+  config.distributed = base.distributed  # multi-host fine-tuning, as in gptjax/configs/default.py
 
   config.finetune = ft = ml_collections.ConfigDict()
   ft.init_from = ''  # pre-training workdir to start from; '' = a random init of config.model
@@ -37,11 +39,15 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   ft.epochs = 3  # passes over the training split; validation accuracy after each
   ft.head_dropout = 0.1  # dropout on the hidden state at EXTRACT before the linear head
   ft.model_dropout = 0.1  # embedding and residual dropout in the Transformer; -1 = the run's own
-  ft.weight_decay = 0.01  # AdamW's decoupled weight decay (GPT-1: w = 0.01), not on biases/LN/embeddings
+  ft.weight_decay = (
+    0.01  # AdamW's decoupled weight decay (GPT-1: w = 0.01), not on biases/LN/embeddings
+  )
   ft.b1 = 0.9  # Adam betas and epsilon (GPT-1 used Adam's defaults)
   ft.b2 = 0.999
   ft.eps = 1e-8
   ft.grad_clip = 0.0  # clip the global gradient norm to this; 0 = off (GPT-1 does not clip)
+  ft.grad_accum_steps = 1  # micro-batches per step (each batch_size / grad_accum_steps)
+  ft.nonfinite = 'stop'  # on a NaN/inf loss, gradient or update: 'stop', or 'skip' the step
   ft.max_train_examples = 0  # use only the first N training examples; 0 = all
 
   if variant == 'cpu':
@@ -52,5 +58,5 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     ft.model_dropout = 0.0  # the small pre-trained models never saw dropout
     ft.grad_clip = 1.0
   elif variant:
-    raise ValueError(f"unknown variant {variant!r} of configs/finetune.py; use '' or 'cpu'")
+    raise ValueError(f"unknown variant {variant!r} of gptjax/configs/finetune.py; use '' or 'cpu'")
   return config

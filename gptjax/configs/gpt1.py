@@ -4,6 +4,7 @@ a 40,478-token BPE vocabulary, dropout 0.1 everywhere: 116,534,784 parameters ("
 Training on the default corpus at this size needs an accelerator; the paper trained with batch 64
 of 512 tokens, Adam lr 2.5e-4 (2,000 warmup steps, cosine to 0) for 100 epochs of BooksCorpus.
 """
+
 from gptjax.configs import default
 
 

@@ -3,6 +3,7 @@ context, the 50,257-token vocabulary, tied embeddings: 124,439,808 parameters.
 
 Training at this size needs an accelerator (bf16 compute on GPU/TPU).
 """
+
 from gptjax.configs import default
 
 

@@ -1,4 +1,5 @@
 """A model that trains in seconds on a CPU: for tests and for trying things out."""
+
 from gptjax.configs import default
 
 

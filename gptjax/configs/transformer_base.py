@@ -8,13 +8,14 @@ be prepared first), Adam with b2 0.98 and eps 1e-9, the warmup-rsqrt schedule ov
 (lr = (512 * 4000)^-0.5), dropout 0.1, label smoothing 0.1, 100,000 steps of about 25,000
 source and 25,000 target tokens. It needs an accelerator.
 """
+
 from gptjax.configs import default
 
 
 def get_config():
   config = default.get_config()
   config.model.architecture = 'encoder_decoder'
-  config.model.n_encoder_layers = 6
+  config.encoder_decoder.n_encoder_layers = 6
   config.model.n_layers = 6
   config.model.n_heads = 8
   config.model.d_model = 512
@@ -29,7 +30,7 @@ def get_config():
   config.data.tfds_name = 'wmt14_translate/de-en'
   config.data.source_key = 'en'
   config.data.target_key = 'de'
-  config.train.source_len = 128
+  config.encoder_decoder.source_len = 128
   config.train.seq_len = 128
   config.train.global_batch_size = 256
   config.train.steps = 100_000
@@ -40,7 +41,7 @@ def get_config():
   config.train.eps = 1e-9
   config.train.weight_decay = 0.0
   config.train.grad_clip = 0.0
-  config.train.label_smoothing = 0.1
+  config.encoder_decoder.label_smoothing = 0.1
   config.train.eval_every = 5000
   config.train.checkpoint_every = 5000
   config.sample.max_new_tokens = 128  # the greedy translation of a validation sentence at the end

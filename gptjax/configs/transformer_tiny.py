@@ -6,13 +6,14 @@ init_std is 0.1, not 0.02: the token embeddings are multiplied by sqrt(d_model) 
 not be drowned by the sinusoids (amplitude 1). With 0.02 a model this small learned the targets'
 language but not to read the source.
 """
+
 from gptjax.configs import default
 
 
 def get_config():
   config = default.get_config()
   config.model.architecture = 'encoder_decoder'
-  config.model.n_encoder_layers = 2
+  config.encoder_decoder.n_encoder_layers = 2
   config.model.n_layers = 2
   config.model.n_heads = 4
   config.model.d_model = 64
@@ -24,14 +25,14 @@ def get_config():
   config.tokenizer.vocab_size = 1024
   config.data.source = 'stdlib_docstrings'
   config.data.val_fraction = 0.05
-  config.train.source_len = 128
+  config.encoder_decoder.source_len = 128
   config.train.seq_len = 32
   config.train.global_batch_size = 32
   config.train.steps = 300
   config.train.schedule = 'rsqrt'
   config.train.warmup_steps = 50
   config.train.lr = 2e-3
-  config.train.label_smoothing = 0.1
+  config.encoder_decoder.label_smoothing = 0.1
   config.train.log_every = 50
   config.train.eval_every = 150
   config.train.eval_batches = 4

@@ -1,12 +1,17 @@
 """Where text comes from: documents of the standard library, text files, TFDS and JSONL, and
 their train/validation split.
+
+One hash split (split_by_hash) holds out documents, stdlib modules (gptjax/data/docstrings.py) and
+JSONL pairs (gptjax/data/pairs.py) alike, and one TFDS reader (tfds_source) serves the token
+caches, the pair caches and the TFDS tasks (gptjax/downstream/tasks.py).
 """
+
 import glob
 import json
 import os
 import sysconfig
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import ml_collections
 
@@ -18,8 +23,11 @@ Document = tuple[str, str]  # (name, text)
 def stdlib_documents() -> Iterator[Document]:
   """The running interpreter's standard library source (~30 MB), in sorted path order."""
   root = sysconfig.get_paths()['stdlib']
-  paths = sorted(p for p in glob.glob(os.path.join(root, '**', '*.py'), recursive=True)
-                 if 'site-packages' not in p.split(os.sep))
+  paths = sorted(
+    p
+    for p in glob.glob(os.path.join(root, '**', '*.py'), recursive=True)
+    if 'site-packages' not in p.split(os.sep)
+  )
   for path in paths:
     with open(path, 'rb') as f:  # a few test files are deliberately not UTF-8
       yield os.path.relpath(path, root), f.read().decode('utf-8', errors='replace')
@@ -42,13 +50,22 @@ def tfds_source(name: str, split: str, data_dir: str | None):
   """The records of a TFDS dataset's split, prepared in ArrayRecord format (tfds.data_source, no
   TF): a sequence of feature dicts."""
   import tensorflow_datasets as tfds  # slow to import; only TFDS sources need it
+
+  prepare = (
+    f'prepare it in the array_record format, on a machine with network access if need be '
+    f"(tfds.builder({name!r}, file_format='array_record').download_and_prepare()), and "
+    'copy it over (see README)'
+  )
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
-  except tfds.core.registered.DatasetNotFoundError:
-    raise UserError(f'unknown TFDS dataset {name!r}') from None
+  except tfds.core.registered.DatasetNotFoundError:  # no code for it, and no prepared copy
+    raise UserError(
+      f'TFDS dataset {name} is not prepared in {data_dir or "the default data_dir"}, '
+      'and this TFDS has no builder of that name (an unknown TFDS dataset, or one '
+      f'whose code does not load here); {prepare}'
+    ) from None
   if not builder.is_prepared():
-    raise UserError(f'TFDS dataset {name!r} is not prepared in {builder.data_dir}; prepare it in '
-                    'the array_record format first (see README)')
+    raise UserError(f'TFDS dataset {name} is not prepared in {builder.data_dir}; {prepare}')
   try:
     source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
   except (ValueError, KeyError, NotImplementedError) as e:
@@ -56,15 +73,31 @@ def tfds_source(name: str, split: str, data_dir: str | None):
   return source
 
 
-def tfds_documents(name: str, split: str, text_key: str, data_dir: str | None) -> Iterator[Document]:
-  """Records of a TFDS dataset prepared in ArrayRecord format, as documents."""
+def tfds_records(
+  name: str, split: str, data_dir: str | None, features: Sequence[str]
+) -> Iterator[dict]:
+  """The records of a TFDS split in order, each checked to have `features`. Read in blocks: much
+  faster than one by one on millions of records."""
   source = tfds_source(name, split, data_dir)
-  for i in range(len(source)):
-    record = source[i]
-    if text_key not in record:
-      raise UserError(f'TFDS {name} has no feature {text_key!r}; it has {sorted(record)}')
-    text = record[text_key]
-    yield f'{name}/{split}/{i}', text.decode('utf-8', errors='replace') if isinstance(text, bytes) else text
+  for start in range(0, len(source), 1024):
+    for record in source.__getitems__(range(start, min(start + 1024, len(source)))):
+      for feature in features:
+        if feature not in record:
+          raise UserError(f'TFDS {name} has no feature {feature!r}; it has {sorted(record)}')
+      yield record
+
+
+def as_text(value: bytes | str) -> str:
+  """A TFDS text feature (bytes) as a str."""
+  return value.decode('utf-8', errors='replace') if isinstance(value, bytes) else str(value)
+
+
+def tfds_documents(
+  name: str, split: str, text_key: str, data_dir: str | None
+) -> Iterator[Document]:
+  """Records of a TFDS dataset prepared in ArrayRecord format, as documents."""
+  for i, record in enumerate(tfds_records(name, split, data_dir, [text_key])):
+    yield f'{name}/{split}/{i}', as_text(record[text_key])
 
 
 def jsonl_objects(lines: Iterable[str], path: str) -> Iterator[tuple[str, dict]]:
@@ -87,15 +120,21 @@ def split_documents(config: ml_collections.ConfigDict) -> tuple[list[Document], 
   """(train, validation) documents of the configured source.
 
   TFDS uses its own splits. Other sources hold out the val_fraction of documents (at least one)
-  with the smallest hash of their name, a choice that barely moves when files are added; with
-  fewer than 20 documents (a single big file, say) the
-  last val_fraction of each document, cut at a line boundary, is held out instead.
+  with the smallest hash of their name (split_by_hash); with fewer than 20 documents (a single
+  big file, say) the last val_fraction of each document, cut at a line boundary, is held out
+  instead.
   """
   if config.source == 'tfds':
-    train = list(tfds_documents(config.tfds_name, config.tfds_train_split, config.tfds_text_key,
-                                config.tfds_data_dir))
-    val = list(tfds_documents(config.tfds_name, config.tfds_eval_split, config.tfds_text_key,
-                              config.tfds_data_dir))
+    train = list(
+      tfds_documents(
+        config.tfds_name, config.tfds_train_split, config.tfds_text_key, config.tfds_data_dir
+      )
+    )
+    val = list(
+      tfds_documents(
+        config.tfds_name, config.tfds_eval_split, config.tfds_text_key, config.tfds_data_dir
+      )
+    )
     return _cap(train, config.max_documents), val
   if config.source == 'stdlib':
     docs = list(stdlib_documents())
@@ -107,10 +146,7 @@ def split_documents(config: ml_collections.ConfigDict) -> tuple[list[Document], 
   if not docs:
     raise UserError(f'the {config.source} corpus is empty')
   if len(docs) >= 20:
-    n_val = max(1, round(config.val_fraction * len(docs)))
-    by_hash = sorted(range(len(docs)), key=lambda i: (zlib.crc32(docs[i][0].encode()), i))
-    is_val = set(by_hash[:n_val])
-    return ([d for i, d in enumerate(docs) if i not in is_val], [docs[i] for i in sorted(is_val)])
+    return split_by_hash(docs, [name for name, _ in docs], config.val_fraction)
   train, val = [], []
   for name, text in docs:
     cut = text.rfind('\n', 0, int(len(text) * (1 - config.val_fraction))) + 1
@@ -118,6 +154,16 @@ def split_documents(config: ml_collections.ConfigDict) -> tuple[list[Document], 
     train.append((name, text[:cut]))
     val.append((name, text[cut:]))
   return train, val
+
+
+def split_by_hash(items: Sequence, keys: Sequence[str], val_fraction: float) -> tuple[list, list]:
+  """(train, validation) items: the val_fraction of them (at least one) with the smallest crc32 of
+  their key are held out, a choice that barely moves when items are added; equal keys sort next
+  to each other. Both sides keep the input order."""
+  n_val = max(1, round(val_fraction * len(items)))
+  by_hash = sorted(range(len(items)), key=lambda i: (zlib.crc32(keys[i].encode()), i))
+  is_val = set(by_hash[:n_val])
+  return ([x for i, x in enumerate(items) if i not in is_val], [items[i] for i in sorted(is_val)])
 
 
 def _cap(docs: list[Document], max_documents: int) -> list[Document]:

@@ -7,6 +7,7 @@ Every string can be encoded and decoded back exactly: characters a tokenizer doe
 written as their UTF-8 bytes (SentencePiece's byte fallback; the character tokenizer does the same;
 GPT-2's byte-level BPE has a token for every byte).
 """
+
 import abc
 import io
 import json
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Iterator
 import sentencepiece as spm
 import tokenizers
 
+from gptjax.data.atomic import write_atomic
 from gptjax.errors import UserError
 
 SPECIALS = ('<pad>', '<s>', '</s>', '<start>', '<delim>', '<extract>')
@@ -26,6 +28,7 @@ _SP_SPACE = '\u2581'
 
 class Tokenizer(abc.ABC):
   """Text <-> token ids. Subclasses define the vocabulary and the ids of the SPECIALS."""
+
   kind: str  # the config's tokenizer.kind
   vocab_size: int
   pad_id: int
@@ -49,6 +52,7 @@ class Tokenizer(abc.ABC):
 
 class _ByteVocabulary(Tokenizer):
   """Specials at ids 0-5, the 256 bytes at 6-261; subclasses may add tokens after them."""
+
   pad_id, bos_id, eos_id, start_id, delim_id, extract_id = range(len(SPECIALS))
   byte_offset = len(SPECIALS)
 
@@ -71,6 +75,7 @@ class ByteTokenizer(_ByteVocabulary):
 
 class CharTokenizer(_ByteVocabulary):
   """One token per frequent character; other characters fall back to their UTF-8 bytes."""
+
   kind = 'char'
 
   def __init__(self, chars: list[str], vocab_size: int):
@@ -108,6 +113,7 @@ class CharTokenizer(_ByteVocabulary):
 
 class SentencePieceTokenizer(Tokenizer):
   """BPE over text with whitespace and newlines kept verbatim (no normalisation), byte fallback."""
+
   kind = 'sentencepiece'
 
   def __init__(self, model_proto: bytes):
@@ -115,23 +121,39 @@ class SentencePieceTokenizer(Tokenizer):
     self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
     self.vocab_size = self.sp.get_piece_size()
     self.pad_id, self.bos_id, self.eos_id, self.start_id, self.delim_id, self.extract_id = (
-        self.sp.piece_to_id(p) for p in SPECIALS)
+      self.sp.piece_to_id(p) for p in SPECIALS
+    )
     self._sp_space_ids = [self.sp.piece_to_id(f'<0x{b:02X}>') for b in _SP_SPACE.encode('utf-8')]
 
   @classmethod
-  def train(cls, texts: Iterable[str], vocab_size: int, max_sentences: int = 300_000,
-            seed: int = 0) -> 'SentencePieceTokenizer':
+  def train(
+    cls, texts: Iterable[str], vocab_size: int, max_sentences: int = 300_000, seed: int = 0
+  ) -> 'SentencePieceTokenizer':
     model = io.BytesIO()
     spm.set_random_generator_seed(seed)  # which sentences are sampled when there are too many
     spm.SentencePieceTrainer.train(
-        sentence_iterator=_chunks(texts), model_writer=model, model_type='bpe',
-        vocab_size=vocab_size, byte_fallback=True, character_coverage=0.9995,
-        # Keep text as it is: code depends on exact whitespace and newlines.
-        normalization_rule_name='identity', remove_extra_whitespaces=False,
-        add_dummy_prefix=False, allow_whitespace_only_pieces=True, max_sentence_length=4096,
-        pad_id=0, bos_id=1, eos_id=2, unk_id=3, control_symbols=list(SPECIALS[3:]),
-        input_sentence_size=max_sentences, shuffle_input_sentence=True,
-        num_threads=os.cpu_count() or 1, minloglevel=2)
+      sentence_iterator=_chunks(texts),
+      model_writer=model,
+      model_type='bpe',
+      vocab_size=vocab_size,
+      byte_fallback=True,
+      character_coverage=0.9995,
+      # Keep text as it is: code depends on exact whitespace and newlines.
+      normalization_rule_name='identity',
+      remove_extra_whitespaces=False,
+      add_dummy_prefix=False,
+      allow_whitespace_only_pieces=True,
+      max_sentence_length=4096,
+      pad_id=0,
+      bos_id=1,
+      eos_id=2,
+      unk_id=3,
+      control_symbols=list(SPECIALS[3:]),
+      input_sentence_size=max_sentences,
+      shuffle_input_sentence=True,
+      num_threads=os.cpu_count() or 1,
+      minloglevel=2,
+    )
     return cls(model.getvalue())
 
   def encode(self, text: str) -> list[int]:
@@ -164,6 +186,7 @@ class GPT2Tokenizer(Tokenizer):
   embedding rows for them. Like every tokenizer here, text that spells a special token, such as
   "<|endoftext|>", is encoded as ordinary text.
   """
+
   kind = 'gpt2'
   END_OF_TEXT = '<|endoftext|>'
   N_MARKERS = len(SPECIALS[3:])  # START, DELIM, EXTRACT
@@ -184,8 +207,10 @@ class GPT2Tokenizer(Tokenizer):
     if cls.END_OF_TEXT not in vocab:
       raise UserError(f'{vocab_json} has no {cls.END_OF_TEXT} token')
     if max(vocab.values()) >= model_vocab_size:
-      raise UserError(f'{vocab_json} has ids up to {max(vocab.values())} but the model has only '
-                      f'{model_vocab_size} tokens')
+      raise UserError(
+        f'{vocab_json} has ids up to {max(vocab.values())} but the model has only '
+        f'{model_vocab_size} tokens'
+      )
     return cls(vocab, merges, model_vocab_size + cls.N_MARKERS)
 
   def encode(self, text: str) -> list[int]:
@@ -211,12 +236,16 @@ def _chunks(texts: Iterable[str], max_chars: int = 2000) -> Iterator[str]:
       yield chunk
 
 
-TOKENIZER_FILES = {'sentencepiece': 'tokenizer.model', 'char': 'tokenizer_chars.json',
-                   'gpt2': 'tokenizer_gpt2.json'}
+TOKENIZER_FILES = {
+  'sentencepiece': 'tokenizer.model',
+  'char': 'tokenizer_chars.json',
+  'gpt2': 'tokenizer_gpt2.json',
+}
 
 
-def load_or_train(kind: str, vocab_size: int, directory: str,
-                  texts: Iterable[str] | None = None) -> Tokenizer:
+def load_or_train(
+  kind: str, vocab_size: int, directory: str, texts: Iterable[str] | None = None
+) -> Tokenizer:
   """The tokenizer saved in `directory`, or a new one trained on `texts` and saved there.
 
   GPT-2's tokenizer is not trained here: python -m gptjax.convert hf_gpt2 saves it.
@@ -224,22 +253,30 @@ def load_or_train(kind: str, vocab_size: int, directory: str,
   if kind == 'byte':
     return ByteTokenizer()
   if kind not in TOKENIZER_FILES:
-    raise UserError(f"unknown tokenizer.kind {kind!r}; use 'sentencepiece', 'byte', 'char' or 'gpt2'")
+    raise UserError(
+      f"unknown tokenizer.kind {kind!r}; use 'sentencepiece', 'byte', 'char' or 'gpt2'"
+    )
   path = os.path.join(directory, TOKENIZER_FILES[kind])
   if os.path.exists(path):
     tokenizer = _load(kind, path)
     if tokenizer.vocab_size != vocab_size:
-      raise UserError(f'{path} has vocab_size {tokenizer.vocab_size} but the config asks for '
-                      f'{vocab_size}; use a new workdir or the same vocab_size')
+      raise UserError(
+        f'{path} has vocab_size {tokenizer.vocab_size} but the config asks for '
+        f'{vocab_size}; use a new workdir or the same vocab_size'
+      )
     return tokenizer
   if kind == 'gpt2':
-    raise UserError(f'no GPT-2 tokenizer at {path}; make the workdir with python -m gptjax.convert '
-                    'hf_gpt2')
+    raise UserError(
+      f'no GPT-2 tokenizer at {path}; make the workdir with python -m gptjax.convert hf_gpt2'
+    )
   if texts is None:
     raise UserError(f'no tokenizer at {path}')
   try:
-    tokenizer = (SentencePieceTokenizer.train(texts, vocab_size) if kind == 'sentencepiece' else
-                 CharTokenizer.train(texts, vocab_size))
+    tokenizer = (
+      SentencePieceTokenizer.train(texts, vocab_size)
+      if kind == 'sentencepiece'
+      else CharTokenizer.train(texts, vocab_size)
+    )
   except RuntimeError as e:  # SentencePiece's trainer reports bad settings this way
     raise UserError(f'could not train the tokenizer: {e}') from None
   save(tokenizer, directory)
@@ -264,11 +301,9 @@ def save(tokenizer: Tokenizer, directory: str) -> None:
   if isinstance(tokenizer, SentencePieceTokenizer):
     data = tokenizer.model_proto
   elif isinstance(tokenizer, GPT2Tokenizer):
-    data = json.dumps({'vocab': tokenizer.vocab, 'merges': tokenizer.merges,
-                       'vocab_size': tokenizer.vocab_size}).encode()
+    data = json.dumps(
+      {'vocab': tokenizer.vocab, 'merges': tokenizer.merges, 'vocab_size': tokenizer.vocab_size}
+    ).encode()
   else:
     data = json.dumps({'chars': tokenizer.chars, 'vocab_size': tokenizer.vocab_size}).encode()
-  tmp = path + '.tmp'
-  with open(tmp, 'wb') as f:
-    f.write(data)
-  os.replace(tmp, path)  # atomic: a crash never leaves half a tokenizer behind
+  write_atomic(path, data)  # a crash never leaves half a tokenizer behind

@@ -1,6 +1,6 @@
 """Zero- and few-shot evaluation of a pre-trained run, as GPT-2 and GPT-3 do it.
 
-  python -m gptjax.evaluate --workdir runs/default --task stdlib_next_line --shots 4 --json
+The command line is python -m gptjax.evaluate (gptjax/evaluate.py).
 
 Multiple choice: each choice's log-likelihood given the prompt, summed over its tokens, and
 divided by its number of tokens (GPT-3's per-token normalisation); the most likely choice is the
@@ -11,7 +11,7 @@ would write it), as in LAMBADA; its log-likelihood is reported too.
 Prompts: [BOS], then k demonstrations, each a training example's context with its answer, each
 followed by the separator, then the example's context. The separator is a blank line ('\\n\\n') by
 default: demonstrations read as separate paragraphs (or blocks of code). Demonstrations are drawn
-with the seed and the example's index alone, so an example gets the same prompt whatever --limit
+with the seed and the example's index alone, so an example gets the same prompt whatever the limit
 is. A prompt too long for the model loses tokens from the left; the answer itself must fit.
 
 Tokenization: context + answer are encoded together (as the model saw text in training); the
@@ -20,32 +20,29 @@ answer's tokens are those after the longest prefix the encoding shares with the 
 Scoring is batched and jitted: sequences are right-padded to the next power of two (16 at least,
 n_ctx at most), so a task compiles once per length bucket, not once per example.
 """
-import argparse
+
 import functools
-import json
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import logging
 
-from gptjax.cli import fail, reported
 from gptjax.data.tokenizers import Tokenizer
 from gptjax.downstream import tasks
 from gptjax.errors import UserError
 from gptjax.models.config import ModelConfig
 from gptjax.models.gpt import GPT
 from gptjax.training import sharding
-from gptjax.training.state import load_run
 
 SEPARATOR = '\n\n'
 EVAL_KINDS = ('multiple_choice', 'cloze')
 
 
-def encode_pair(tokenizer: Tokenizer, context: str, continuation: str,
-                n_ctx: int) -> tuple[list[int], int, bool]:
+def encode_pair(
+  tokenizer: Tokenizer, context: str, continuation: str, n_ctx: int
+) -> tuple[list[int], int, bool]:
   """(ids, n, truncated): [BOS] + tokens of context + continuation, the last n of them the
   continuation's, cut from the left to n_ctx + 1 tokens (n_ctx predictions)."""
   full = tokenizer.encode(context + continuation)
@@ -57,7 +54,7 @@ def encode_pair(tokenizer: Tokenizer, context: str, continuation: str,
   if n_continuation > n_ctx:
     raise ValueError(f'the answer alone is {n_continuation} tokens; the context holds {n_ctx}')
   ids = [tokenizer.bos_id, *full]
-  return ids[-(n_ctx + 1):], n_continuation, len(ids) > n_ctx + 1
+  return ids[-(n_ctx + 1) :], n_continuation, len(ids) > n_ctx + 1
 
 
 def _bucket(length: int, n_ctx: int) -> int:
@@ -65,17 +62,18 @@ def _bucket(length: int, n_ctx: int) -> int:
 
 
 @functools.partial(jax.jit, static_argnames='config')
-def _score_batch(config: ModelConfig, params, inputs_BxL: jax.Array, targets_BxL: jax.Array,
-                 mask_BxL: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _score_batch(
+  config: ModelConfig, params, inputs_BxL: jax.Array, targets_BxL: jax.Array, mask_BxL: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   logits_BxLxV = GPT(config).apply({'params': params}, inputs_BxL)
   logprob_BxL = -optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, targets_BxL)
   greedy_BxL = jnp.argmax(logits_BxLxV, axis=-1) == targets_BxL
-  return (jnp.sum(logprob_BxL * mask_BxL, axis=1),
-          jnp.all(greedy_BxL | (mask_BxL == 0), axis=1))
+  return (jnp.sum(logprob_BxL * mask_BxL, axis=1), jnp.all(greedy_BxL | (mask_BxL == 0), axis=1))
 
 
-def score(model: GPT, params, sequences: list[tuple[list[int], int]], batch_size: int = 32) -> tuple[
-    np.ndarray, np.ndarray]:
+def score(
+  model: GPT, params, sequences: list[tuple[list[int], int]], batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
   """(summed log-likelihood, all-greedy) of the last n tokens of each (ids, n), ids at most
   n_ctx + 1 long. Sequences are grouped by length bucket and run batch_size at a time."""
   n_ctx = model.config.n_ctx
@@ -87,15 +85,19 @@ def score(model: GPT, params, sequences: list[tuple[list[int], int]], batch_size
     by_bucket.setdefault(_bucket(len(ids) - 1, n_ctx), []).append(i)
   for length, indices in sorted(by_bucket.items()):
     for start in range(0, len(indices), batch_size):
-      chunk = indices[start:start + batch_size]
+      chunk = indices[start : start + batch_size]
       inputs, targets, mask = (np.zeros((batch_size, length), np.int32) for _ in range(3))
       for row, i in enumerate(chunk):
         ids, n = sequences[i]
-        inputs[row, :len(ids) - 1], targets[row, :len(ids) - 1] = ids[:-1], ids[1:]
-        mask[row, len(ids) - 1 - n:len(ids) - 1] = 1
-      logprob_B, greedy_B = _score_batch(model.config, params,
-                                         *jax.device_put((inputs, targets, mask), batch_sharding))
-      logprob_N[chunk], greedy_N[chunk] = np.asarray(logprob_B)[:len(chunk)], np.asarray(greedy_B)[:len(chunk)]
+        inputs[row, : len(ids) - 1], targets[row, : len(ids) - 1] = ids[:-1], ids[1:]
+        mask[row, len(ids) - 1 - n : len(ids) - 1] = 1
+      logprob_B, greedy_B = _score_batch(
+        model.config, params, *jax.device_put((inputs, targets, mask), batch_sharding)
+      )
+      logprob_N[chunk], greedy_N[chunk] = (
+        np.asarray(logprob_B)[: len(chunk)],
+        np.asarray(greedy_B)[: len(chunk)],
+      )
   return logprob_N, greedy_N
 
 
@@ -104,24 +106,38 @@ def answer(kind: str, example: dict) -> str:
 
 
 def prompt(kind: str, example: dict, demonstrations: list[dict], separator: str = SEPARATOR) -> str:
-  return ''.join(d['context'] + answer(kind, d) + separator for d in demonstrations) + example['context']
+  return (
+    ''.join(d['context'] + answer(kind, d) + separator for d in demonstrations) + example['context']
+  )
 
 
-def demonstrations(pool: list[dict], shots: int, seed: int, index: int,
-                   exclude: int | None = None) -> list[dict]:
+def demonstrations(
+  pool: list[dict], shots: int, seed: int, index: int, exclude: int | None = None
+) -> list[dict]:
   """`shots` examples of `pool` drawn with (seed, index), never pool[exclude]."""
   if not shots:
     return []
   candidates = [i for i in range(len(pool)) if i != exclude]
   if shots > len(candidates):
-    raise UserError(f'{shots} shots need {shots} demonstration examples; the pool has {len(candidates)}')
+    raise UserError(
+      f'{shots} shots need {shots} demonstration examples; the pool has {len(candidates)}'
+    )
   picked = np.random.default_rng([seed, index]).choice(len(candidates), shots, replace=False)
   return [pool[candidates[i]] for i in picked]
 
 
-def evaluate_task(tokenizer: Tokenizer, model: GPT, params, task: tasks.Task, shots: int = 0,
-                  seed: int = 0, split: str = '', limit: int = 0, separator: str = SEPARATOR,
-                  batch_size: int = 32) -> dict:
+def evaluate_task(
+  tokenizer: Tokenizer,
+  model: GPT,
+  params,
+  task: tasks.Task,
+  shots: int = 0,
+  seed: int = 0,
+  split: str = '',
+  limit: int = 0,
+  separator: str = SEPARATOR,
+  batch_size: int = 32,
+) -> dict:
   """Accuracy (and its standard error) of the model on a multiple-choice or cloze task.
 
   The examples are the first `limit` (0 = all) of `split` (default: test if the task has it,
@@ -129,17 +145,20 @@ def evaluate_task(tokenizer: Tokenizer, model: GPT, params, task: tasks.Task, sh
   the example itself when the task has no train split.
   """
   if task.kind not in EVAL_KINDS:
-    raise UserError(f'task {task.name} is a {task.kind} task; zero- and few-shot evaluation '
-                    f'needs one of {", ".join(EVAL_KINDS)} (fine-tune others: gptjax.finetune)')
+    raise UserError(
+      f'task {task.name} is a {task.kind} task; zero- and few-shot evaluation '
+      f'needs one of {", ".join(EVAL_KINDS)} (fine-tune others: gptjax.finetune)'
+    )
   split = split or ('test' if 'test' in task.splits else 'validation')
-  examples = task.split(split)[:limit or None]
+  examples = task.split(split)[: limit or None]
   same_pool = 'train' not in task.splits
   pool = task.split(split) if same_pool else task.split('train')
   n_ctx = model.config.n_ctx
   sequences, truncated, owner = [], [], []  # owner: the example each sequence belongs to
   for i, example in enumerate(examples):
-    text = prompt(task.kind, example, demonstrations(pool, shots, seed, i, i if same_pool else None),
-                  separator)
+    text = prompt(
+      task.kind, example, demonstrations(pool, shots, seed, i, i if same_pool else None), separator
+    )
     continuations = example['choices'] if task.kind == 'multiple_choice' else [example['target']]
     for continuation in continuations:
       try:
@@ -152,9 +171,15 @@ def evaluate_task(tokenizer: Tokenizer, model: GPT, params, task: tasks.Task, sh
   logprob_S, greedy_S = score(model, params, sequences, batch_size)
   tokens_S = np.array([n for _, n in sequences])
   owner_S, truncated_S = np.array(owner), np.array(truncated)
-  result = {'task': task.name, 'kind': task.kind, 'split': split, 'shots': shots, 'seed': seed,
-            'n': len(examples), 'truncated': float(np.mean([truncated_S[owner_S == i].any()
-                                                          for i in range(len(examples))]))}
+  result = {
+    'task': task.name,
+    'kind': task.kind,
+    'split': split,
+    'shots': shots,
+    'seed': seed,
+    'n': len(examples),
+    'truncated': float(np.mean([truncated_S[owner_S == i].any() for i in range(len(examples))])),
+  }
   if task.kind == 'cloze':
     correct = greedy_S
     result['target_logprob'] = float(logprob_S.mean())  # mean over examples, nats per target
@@ -175,50 +200,3 @@ def evaluate_task(tokenizer: Tokenizer, model: GPT, params, task: tasks.Task, sh
 def _accuracy(correct: np.ndarray, name: str, stderr_name: str) -> dict:
   p = float(np.mean(correct))
   return {name: p, stderr_name: math.sqrt(p * (1 - p) / len(correct))}
-
-
-class _Parser(argparse.ArgumentParser):
-  def error(self, message: str) -> None:
-    fail(f'{message} (see {self.prog} --help)', status=2)
-
-
-def _parser() -> argparse.ArgumentParser:
-  parser = _Parser(prog='python -m gptjax.evaluate', description=__doc__.split('\n\n')[0])
-  parser.add_argument('--workdir', required=True, help='the pre-training run (config.json, '
-                      'tokenizer, checkpoints/)')
-  parser.add_argument('--task', required=True, help='a built-in task, or JSONL file(s) of a '
-                      'multiple-choice or cloze task (see gptjax.tasks)')
-  parser.add_argument('--shots', type=int, default=0, help='demonstrations in each prompt')
-  parser.add_argument('--split', default='', help='split to evaluate; default test, else validation')
-  parser.add_argument('--seed', type=int, default=0,
-                      help='which demonstrations (and which examples a built-in task has)')
-  parser.add_argument('--limit', type=int, default=0, help='only the first N examples; 0 = all')
-  parser.add_argument('--separator', default=SEPARATOR.encode('unicode_escape').decode(),
-                      help=r'text after each demonstration, with Python escapes (default \n\n)')
-  parser.add_argument('--batch_size', type=int, default=32, help='sequences scored at once')
-  parser.add_argument('--json', action='store_true', help='print one JSON object')
-  parser.add_argument('--debug', action='store_true', help='show the traceback behind an error line')
-  return parser
-
-
-def main(argv: list[str] | None = None) -> None:
-  args = _parser().parse_args(argv)
-  for name in ('shots', 'limit'):
-    if getattr(args, name) < 0:
-      fail(f'--{name} must be >= 0', status=2)
-  if args.batch_size < 1:
-    fail('--batch_size must be >= 1', status=2)
-  logging.set_verbosity(logging.WARNING)  # orbax logs every step of a restore at INFO
-  with reported(debug=args.debug):
-    task = tasks.load_task(args.task, args.seed)
-    tokenizer, model, params = load_run(args.workdir)
-    separator = args.separator.encode('latin-1', 'backslashreplace').decode('unicode_escape')
-    result = evaluate_task(tokenizer, model, params, task, args.shots, args.seed, args.split,
-                           args.limit, separator, args.batch_size)
-  if args.json:
-    print(json.dumps(result))
-    return
-  norm = (f', length-normalised {result["accuracy_norm"]:.4f} ± {result["stderr_norm"]:.4f}'
-          if 'accuracy_norm' in result else '')
-  print(f'{result["task"]} ({result["split"]}, {result["shots"]}-shot, n={result["n"]}): accuracy '
-        f'{result["accuracy"]:.4f} ± {result["stderr"]:.4f}{norm}')

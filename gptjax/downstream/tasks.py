@@ -22,8 +22,10 @@ right types (other fields are allowed and ignored). A task spec (load_task) is o
     (train=a.jsonl,validation=b.jsonl).
 
 The built-in tasks come from the Python standard library corpus, and only from the documents that
-pre-training holds out (the validation split of configs/default.py's data, as
-gptjax.data.split_documents makes it), so no pre-trained gptjax model has seen them. Those
+pre-training on it holds out: the validation split of STDLIB_DATA below (the stdlib source, all
+documents, val_fraction 0.02, as gptjax.data.sources.split_documents makes it), the split that
+configs/default.py trains on, so no pre-trained gptjax model has seen them. The settings are fixed
+here, not read from a config, so that editing a config never changes the benchmark. Those
 documents are divided into train / validation / test (60/20/20, stratified by test vs library
 module, shuffled with the seed): every example of a split comes from that split's documents.
 
@@ -36,14 +38,15 @@ module, shuffled with the seed): every example of a split comes from that split'
                      path with a test/, tests/ or idle_test/ directory, or a test_*.py file), else
                      0. The classes are balanced within each split.
   stdlib_cloze       cloze: up to 4 lines and the start of a line; the target is the last
-                     identifier on that line (what follows it is dropped). Only identifiers of 3+ characters that are not keywords
-                     and that already occur in the context are used, so the answer can be read
+                     identifier on that line (what follows it is dropped). Only identifiers of
+                     3+ characters that are not keywords and that already occur in the context
+                     are used, so the answer can be read
                      from the context, as in LAMBADA; Python's tokenizer finds them, so names in
                      strings and comments never count.
 
 Run `python -m gptjax.tasks build --out DIR` to write them as JSONL (DIR/<task>/<split>.jsonl).
 """
-import argparse
+
 import dataclasses
 import io
 import json
@@ -53,30 +56,38 @@ import re
 import tokenize
 import zlib
 
+import ml_collections
 import numpy as np
 
-from gptjax.cli import fail, reported
-from gptjax.configs import default
-from gptjax.data import sources
+from gptjax.data import cache, sources
 from gptjax.errors import UserError
 
 KINDS = {
-    'classification': {'text': str, 'label': int},
-    'entailment': {'premise': str, 'hypothesis': str, 'label': int},
-    'similarity': {'a': str, 'b': str, 'label': int},
-    'multiple_choice': {'context': str, 'choices': list, 'label': int},
-    'cloze': {'context': str, 'target': str},
+  'classification': {'text': str, 'label': int},
+  'entailment': {'premise': str, 'hypothesis': str, 'label': int},
+  'similarity': {'a': str, 'b': str, 'label': int},
+  'multiple_choice': {'context': str, 'choices': list, 'label': int},
+  'cloze': {'context': str, 'target': str},
 }
 SPLITS = ('train', 'validation', 'test')
-STDLIB_TASKS = {'stdlib_next_line': 'multiple_choice', 'stdlib_same_file': 'similarity',
-                'stdlib_test_or_lib': 'classification', 'stdlib_cloze': 'cloze'}
+STDLIB_TASKS = {
+  'stdlib_next_line': 'multiple_choice',
+  'stdlib_same_file': 'similarity',
+  'stdlib_test_or_lib': 'classification',
+  'stdlib_cloze': 'cloze',
+}
 # TFDS name -> (kind, {our field: TFDS feature}); STS-B's 0-5 scores are rounded to 6 classes.
 TFDS_TASKS = {
-    'glue/sst2': ('classification', {'text': 'sentence'}),
-    'glue/rte': ('entailment', {'premise': 'sentence1', 'hypothesis': 'sentence2'}),
-    'glue/stsb': ('similarity', {'a': 'sentence1', 'b': 'sentence2'}),
+  'glue/sst2': ('classification', {'text': 'sentence'}),
+  'glue/rte': ('entailment', {'premise': 'sentence1', 'hypothesis': 'sentence2'}),
+  'glue/stsb': ('similarity', {'a': 'sentence1', 'b': 'sentence2'}),
 }
 _TFDS_LABELS = {'glue/sst2': 2, 'glue/rte': 2, 'glue/stsb': 6}
+# The pre-training data whose held-out documents the built-in tasks are made of (see the module
+# docstring): the same documents as configs/default.py's data, stated here once and for all.
+STDLIB_DATA = ml_collections.FrozenConfigDict(
+  {'source': 'stdlib', 'max_documents': 0, 'val_fraction': 0.02}
+)
 
 # Sizes of the built-in tasks' pieces: short enough that an example fits a 128-token context.
 _MAX_LINE_CHARS = 100
@@ -130,15 +141,20 @@ def _jsonl_paths(spec: str) -> dict[str, str]:
         raise UserError(f'task spec {spec!r}: {split!r} is not a split; use {", ".join(SPLITS)}')
       paths[split] = path
   elif os.path.isdir(spec):
-    paths = {s: os.path.join(spec, f'{s}.jsonl') for s in SPLITS
-             if os.path.isfile(os.path.join(spec, f'{s}.jsonl'))}
+    paths = {
+      s: os.path.join(spec, f'{s}.jsonl')
+      for s in SPLITS
+      if os.path.isfile(os.path.join(spec, f'{s}.jsonl'))
+    }
     if not paths:
       raise UserError(f'{spec} holds none of train.jsonl, validation.jsonl, test.jsonl')
   elif spec.endswith('.jsonl'):
     paths = {'test': spec}
   else:
-    raise UserError(f'unknown task {spec!r}: not a built-in task ({", ".join(STDLIB_TASKS)}), '
-                    f'a TFDS task ({", ".join(TFDS_TASKS)}), a .jsonl file or a directory')
+    raise UserError(
+      f'unknown task {spec!r}: not a built-in task ({", ".join(STDLIB_TASKS)}), '
+      f'a TFDS task ({", ".join(TFDS_TASKS)}), a .jsonl file or a directory'
+    )
   for path in paths.values():
     if not os.path.isfile(path):
       raise UserError(f'task file {path} does not exist')
@@ -163,8 +179,10 @@ def _kind_of(example: dict, where: str) -> str:
   # The kind whose fields the example has; the one with most fields wins (cloze vs multiple choice).
   matches = [k for k, fields in KINDS.items() if set(fields) <= set(example)]
   if not matches:
-    raise UserError(f'{where}: the fields {sorted(example)} match no task kind; expected ' +
-                    '; '.join(f'{k}: {", ".join(fields)}' for k, fields in KINDS.items()))
+    raise UserError(
+      f'{where}: the fields {sorted(example)} match no task kind; expected '
+      + '; '.join(f'{k}: {", ".join(fields)}' for k, fields in KINDS.items())
+    )
   return max(matches, key=lambda k: len(KINDS[k]))
 
 
@@ -180,16 +198,19 @@ def check_example(example: dict, kind: str, where: str) -> None:
     if len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
       raise UserError(f'{where}: "choices" must be a list of 2 or more non-empty strings')
     if not 0 <= example['label'] < len(choices):
-      raise UserError(f'{where}: label {example["label"]} is outside 0..{len(choices) - 1} '
-                      f'(the example has {len(choices)} choices)')
+      raise UserError(
+        f'{where}: label {example["label"]} is outside 0..{len(choices) - 1} '
+        f'(the example has {len(choices)} choices)'
+      )
   elif kind == 'cloze' and not example['target']:
     raise UserError(f'{where}: "target" is empty')
   elif 'label' in example and example['label'] < 0:
     raise UserError(f'{where}: label {example["label"]} is negative')
 
 
-def _check_labels(kind: str, splits: dict[str, list[dict]], paths: dict[str, str],
-                  num_labels: int) -> int:
+def _check_labels(
+  kind: str, splits: dict[str, list[dict]], paths: dict[str, str], num_labels: int
+) -> int:
   """The number of classes: num_labels if given, else one more than the largest training label;
   a label outside them is an error that names its file and example."""
   if kind in ('multiple_choice', 'cloze'):
@@ -200,40 +221,26 @@ def _check_labels(kind: str, splits: dict[str, list[dict]], paths: dict[str, str
   for split, examples in splits.items():
     for i, example in enumerate(examples):
       if example['label'] >= num_labels:
-        raise UserError(f'{paths[split]}: example {i + 1} has label {example["label"]}, outside '
-                        f'the {num_labels} classes 0..{num_labels - 1} (set num_labels to declare more)')
+        raise UserError(
+          f'{paths[split]}: example {i + 1} has label {example["label"]}, outside '
+          f'the {num_labels} classes 0..{num_labels - 1} (set num_labels to declare more)'
+        )
   return num_labels
 
 
 def load_tfds_task(name: str, data_dir: str = '') -> Task:
   """A TFDS_TASKS dataset prepared in the ArrayRecord format (GLUE's test labels are hidden, so
   only train and validation)."""
-  import tensorflow_datasets as tfds  # slow to import; only this loader needs it
   kind, features = TFDS_TASKS[name]
-  try:
-    builder = tfds.builder(name, data_dir=data_dir or None)
-    prepared = builder.is_prepared()
-  except Exception:  # pylint: disable=broad-except  # tfds raises many kinds for a missing dataset
-    prepared = False
-  if not prepared:
-    raise UserError(f'TFDS dataset {name} is not prepared in {data_dir or "the default data_dir"}; '
-                    f'prepare it on a machine with network access (tfds.builder({name!r}, '
-                    "file_format='array_record').download_and_prepare()) and copy it over")
   splits = {}
   for split in ('train', 'validation'):
-    source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
     examples = []
-    for i in range(len(source)):
-      record = source[i]
-      example = {field: _text(record[feature]) for field, feature in features.items()}
+    for record in sources.tfds_records(name, split, data_dir, [*features.values(), 'label']):
+      example = {field: sources.as_text(record[feature]) for field, feature in features.items()}
       example['label'] = int(round(float(record['label'])))
       examples.append(example)
     splits[split] = examples
   return Task(name, kind, splits, _TFDS_LABELS[name])
-
-
-def _text(value) -> str:
-  return value.decode('utf-8', errors='replace') if isinstance(value, bytes) else str(value)
 
 
 # --- Built-in tasks from the held-out standard library ---------------------------------------
@@ -241,16 +248,19 @@ def _text(value) -> str:
 
 def is_test_module(name: str) -> bool:
   *directories, filename = name.split('/')
-  return (any(d in ('test', 'tests', 'idle_test') for d in directories)
-          or filename.startswith('test_'))
+  return any(d in ('test', 'tests', 'idle_test') for d in directories) or filename.startswith(
+    'test_'
+  )
 
 
 def held_out_documents() -> list[sources.Document]:
-  """The documents pre-training on configs/default.py's data holds out for validation."""
-  return sources.split_documents(default.get_config().data)[1]
+  """The documents pre-training on STDLIB_DATA holds out for validation."""
+  return sources.split_documents(STDLIB_DATA)[1]
 
 
-def split_by_document(documents: list[sources.Document], seed: int) -> dict[str, list[sources.Document]]:
+def split_by_document(
+  documents: list[sources.Document], seed: int
+) -> dict[str, list[sources.Document]]:
   """train / validation / test = 60 / 20 / 20 % of the documents of each class (test or library
   module), shuffled with the seed."""
   splits = {s: [] for s in SPLITS}
@@ -264,15 +274,23 @@ def split_by_document(documents: list[sources.Document], seed: int) -> dict[str,
   return {s: sorted(docs) for s, docs in splits.items()}
 
 
-def build_stdlib_task(name: str, seed: int = 0, max_per_document: int = 100,
-                      documents: list[sources.Document] | None = None) -> Task:
+def build_stdlib_task(
+  name: str,
+  seed: int = 0,
+  max_per_document: int = 100,
+  documents: list[sources.Document] | None = None,
+) -> Task:
   """The built-in task `name` (STDLIB_TASKS), a pure function of the seed and the documents
   (by default held_out_documents())."""
   if name not in STDLIB_TASKS:
     raise UserError(f'unknown built-in task {name!r}; use one of {", ".join(STDLIB_TASKS)}')
   documents = held_out_documents() if documents is None else documents
-  builder = {'stdlib_next_line': _next_line, 'stdlib_same_file': _same_file,
-             'stdlib_test_or_lib': _test_or_lib, 'stdlib_cloze': _cloze}[name]
+  builder = {
+    'stdlib_next_line': _next_line,
+    'stdlib_same_file': _same_file,
+    'stdlib_test_or_lib': _test_or_lib,
+    'stdlib_cloze': _cloze,
+  }[name]
   splits = {}
   for split, docs in split_by_document(documents, seed).items():
     # A seed per (task, split), so the splits do not depend on each other's sizes.
@@ -288,27 +306,35 @@ def _usable_line(line: str) -> bool:
 
 def _context(lines: list[str]) -> str:
   """The lines joined, each with its newline, dropping lines from the front to stay short."""
-  while len(lines) > 1 and sum(len(l) + 1 for l in lines) > _MAX_CONTEXT_CHARS:
+  while len(lines) > 1 and sum(len(line) + 1 for line in lines) > _MAX_CONTEXT_CHARS:
     lines = lines[1:]
-  return ''.join(l + '\n' for l in lines)
+  return ''.join(line + '\n' for line in lines)
 
 
 def _sample(items: list, k: int, rng: np.random.Generator) -> list:
   return [items[i] for i in sorted(rng.permutation(len(items))[:k])]
 
 
-def _next_line(docs: list[sources.Document], rng: np.random.Generator, max_per_doc: int) -> list[dict]:
+def _next_line(
+  docs: list[sources.Document], rng: np.random.Generator, max_per_doc: int
+) -> list[dict]:
   lines_of = {name: text.splitlines() for name, text in docs}
-  pool = {name: [l.strip() for l in lines if _usable_line(l)] for name, lines in lines_of.items()}
+  pool = {
+    name: [line.strip() for line in lines if _usable_line(line)] for name, lines in lines_of.items()
+  }
   examples = []
   for name, lines in lines_of.items():
-    others = [l for other, ls in pool.items() if other != name for l in ls]
-    positions = [i for i in range(_NEXT_LINE_CONTEXT, len(lines)) if _usable_line(lines[i])
-                 and any(l.strip() for l in lines[i - _NEXT_LINE_CONTEXT:i])
-                 and len(lines[i - 1]) <= _MAX_CONTEXT_CHARS]
+    others = [line for other, ls in pool.items() if other != name for line in ls]
+    positions = [
+      i
+      for i in range(_NEXT_LINE_CONTEXT, len(lines))
+      if _usable_line(lines[i])
+      and any(line.strip() for line in lines[i - _NEXT_LINE_CONTEXT : i])
+      and len(lines[i - 1]) <= _MAX_CONTEXT_CHARS
+    ]
     for i in _sample(positions, max_per_doc, rng):
       answer = lines[i]
-      indent = answer[:len(answer) - len(answer.lstrip())]
+      indent = answer[: len(answer) - len(answer.lstrip())]
       distractors, seen = [], {answer.strip()}
       for j in rng.permutation(len(others)):
         if others[j] not in seen:
@@ -320,9 +346,14 @@ def _next_line(docs: list[sources.Document], rng: np.random.Generator, max_per_d
         continue
       choices = [answer, *distractors]
       order = rng.permutation(4)
-      examples.append({'context': _context(lines[i - _NEXT_LINE_CONTEXT:i]),
-                       'choices': [choices[k] for k in order], 'label': int(np.argmax(order == 0)),
-                       'source': name})
+      examples.append(
+        {
+          'context': _context(lines[i - _NEXT_LINE_CONTEXT : i]),
+          'choices': [choices[k] for k in order],
+          'label': int(np.argmax(order == 0)),
+          'source': name,
+        }
+      )
   return examples
 
 
@@ -331,14 +362,19 @@ def _snippets(text: str, n_lines: int, min_nonblank: int) -> list[str]:
   lines = text.splitlines()
   snippets = []
   for start in range(0, len(lines) - n_lines + 1, n_lines):
-    chunk = lines[start:start + n_lines]
+    chunk = lines[start : start + n_lines]
     snippet = '\n'.join(chunk)
-    if sum(bool(l.strip()) for l in chunk) >= min_nonblank and len(snippet) <= _MAX_SNIPPET_CHARS:
+    if (
+      sum(bool(line.strip()) for line in chunk) >= min_nonblank
+      and len(snippet) <= _MAX_SNIPPET_CHARS
+    ):
       snippets.append(snippet)
   return snippets
 
 
-def _same_file(docs: list[sources.Document], rng: np.random.Generator, max_per_doc: int) -> list[dict]:
+def _same_file(
+  docs: list[sources.Document], rng: np.random.Generator, max_per_doc: int
+) -> list[dict]:
   snippets = {name: _snippets(text, _PAIR_SNIPPET_LINES, 3) for name, text in docs}
   names = [name for name, s in snippets.items() if len(s) >= 2]
   examples = []
@@ -353,12 +389,16 @@ def _same_file(docs: list[sources.Document], rng: np.random.Generator, max_per_d
   return [examples[i] for i in rng.permutation(len(examples))]
 
 
-def _test_or_lib(docs: list[sources.Document], rng: np.random.Generator, max_per_doc: int) -> list[dict]:
+def _test_or_lib(
+  docs: list[sources.Document], rng: np.random.Generator, max_per_doc: int
+) -> list[dict]:
   by_label = {0: [], 1: []}
   for name, text in docs:
     label = int(is_test_module(name))
-    by_label[label] += [{'text': s, 'label': label, 'source': name}
-                        for s in _sample(_snippets(text, _CLASSIFY_SNIPPET_LINES, 4), max_per_doc, rng)]
+    by_label[label] += [
+      {'text': s, 'label': label, 'source': name}
+      for s in _sample(_snippets(text, _CLASSIFY_SNIPPET_LINES, 4), max_per_doc, rng)
+    ]
   n = min(len(by_label[0]), len(by_label[1]))  # balanced: chance is 50 %
   examples = _sample(by_label[0], n, rng) + _sample(by_label[1], n, rng)
   return [examples[i] for i in rng.permutation(len(examples))]
@@ -371,10 +411,15 @@ def _cloze(docs: list[sources.Document], rng: np.random.Generator, max_per_doc: 
     candidates = []
     for row, col, target in _last_identifiers(text):
       line = lines[row]
-      if (len(line) > _MAX_LINE_CHARS or not line[:col].strip() or len(target) < 3
-          or keyword.iskeyword(target) or keyword.issoftkeyword(target)):
+      if (
+        len(line) > _MAX_LINE_CHARS
+        or not line[:col].strip()
+        or len(target) < 3
+        or keyword.iskeyword(target)
+        or keyword.issoftkeyword(target)
+      ):
         continue
-      context = _context(lines[max(0, row - _CLOZE_CONTEXT):row]) + line[:col]
+      context = _context(lines[max(0, row - _CLOZE_CONTEXT) : row]) + line[:col]
       if re.search(rf'\b{target}\b', context):
         candidates.append({'context': context, 'target': target, 'source': name})
     examples += _sample(candidates, max_per_doc, rng)
@@ -399,35 +444,8 @@ def write_jsonl(task: Task, out: str) -> dict[str, int]:
   """Writes DIR/<split>.jsonl for each split of the task; returns the examples per split."""
   os.makedirs(out, exist_ok=True)
   for split, examples in task.splits.items():
-    path = os.path.join(out, f'{split}.jsonl')
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-      f.writelines(json.dumps(e, ensure_ascii=False) + '\n' for e in examples)
-    os.replace(path + '.tmp', path)
+    cache.write_atomic(
+      os.path.join(out, f'{split}.jsonl'),
+      ''.join(json.dumps(e, ensure_ascii=False) + '\n' for e in examples),
+    )
   return {split: len(examples) for split, examples in task.splits.items()}
-
-
-class _Parser(argparse.ArgumentParser):
-  def error(self, message: str) -> None:
-    fail(f'{message} (see {self.prog} --help)', status=2)
-
-
-def main(argv: list[str] | None = None) -> None:
-  parser = _Parser(prog='python -m gptjax.tasks', description='Write the built-in tasks as JSONL.')
-  commands = parser.add_subparsers(dest='command', required=True, metavar='{build}')
-  build = commands.add_parser('build', help='write DIR/<task>/{train,validation,test}.jsonl')
-  build.add_argument('--out', required=True, help='directory to write the tasks into')
-  build.add_argument('--tasks', default=','.join(STDLIB_TASKS), help='comma-separated names')
-  build.add_argument('--seed', type=int, default=0, help='which documents and lines are chosen')
-  build.add_argument('--max_per_document', type=int, default=100, help='examples per document')
-  build.add_argument('--debug', action='store_true', help='show the traceback behind an error line')
-  args = parser.parse_args(argv)
-  with reported(debug=args.debug):
-    names = args.tasks.split(',')
-    unknown = [n for n in names if n not in STDLIB_TASKS]
-    if unknown:
-      raise UserError(f'unknown built-in task {unknown[0]!r}; use {", ".join(STDLIB_TASKS)}')
-    documents = held_out_documents()
-    for name in names:
-      counts = write_jsonl(build_stdlib_task(name, args.seed, args.max_per_document, documents),
-                           os.path.join(args.out, name))
-      print(f'{name} ({STDLIB_TASKS[name]}): ' + ', '.join(f'{s} {n}' for s, n in counts.items()))

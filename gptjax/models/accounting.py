@@ -2,15 +2,18 @@
 
 Conventions (Kaplan et al. 2020, "Scaling Laws for Neural Language Models"):
   - N, the non-embedding parameter count, leaves out the token and position embedding tables and an
-    untied output projection (the vocabulary-sized matrices); it keeps biases and LayerNorm parameters.
+    untied output projection (the vocabulary-sized matrices); it keeps biases and LayerNorm
+    parameters.
   - Training FLOPs per token = 6 N (forward 2N, backward 4N) plus the attention term
     12 * n_layers * n_ctx * d_model: QK^T and AV cost 2 * n_ctx * d_model each per layer and token
-    forward (counting the full L x L product, as PaLM and nanoGPT do), times 3 for forward + backward.
+    forward (counting the full L x L product, as PaLM and nanoGPT do), times 3 for forward +
+    backward.
     This is what MFU uses.
   - Scaling-law compute C uses one of COMPUTE_CONVENTIONS (6ND by default), which follow the
     papers the fits come from: Kaplan et al.'s attention term counts 2 * n_ctx * d_model per layer
     and token forward, half the term above.
 """
+
 import dataclasses
 import functools
 import math
@@ -59,8 +62,9 @@ def flops_per_token(config: ModelConfig, seq_len: int | None = None) -> float:
   return 6 * n + 12 * (config.n_layers + config.n_encoder_layers) * seq_len * config.d_model
 
 
-def memory_estimate(config: ModelConfig, micro_batch: int, seq_len: int,
-                    fsdp_shards: int = 1) -> dict[str, int]:
+def memory_estimate(
+  config: ModelConfig, micro_batch: int, seq_len: int, fsdp_shards: int = 1
+) -> dict[str, int]:
   """Rough bytes per device for training: parameters, their gradients, AdamW's two moments, and
   the activations kept for the backward pass of one micro-batch of `micro_batch` sequences.
 
@@ -74,27 +78,28 @@ def memory_estimate(config: ModelConfig, micro_batch: int, seq_len: int,
   tokens = micro_batch * seq_len
   per_layer = tokens * config.d_model * (34 + 5 * config.n_heads * seq_len / config.d_model) / 2
   return {
-      'params': n_params * param_bytes // fsdp_shards,
-      'grads': n_params * param_bytes // fsdp_shards,
-      'optimizer': 2 * n_params * param_bytes // fsdp_shards,
-      # The loss holds float32 logits and their gradient for one chunk of tokens at a time.
-      'activations': int(config.n_layers * per_layer * 4
-                         + 2 * min(tokens, default_chunk_tokens(config.vocab_size))
-                         * config.vocab_size * 4),
+    'params': n_params * param_bytes // fsdp_shards,
+    'grads': n_params * param_bytes // fsdp_shards,
+    'optimizer': 2 * n_params * param_bytes // fsdp_shards,
+    # The loss holds float32 logits and their gradient for one chunk of tokens at a time.
+    'activations': int(
+      config.n_layers * per_layer * 4
+      + 2 * min(tokens, default_chunk_tokens(config.vocab_size)) * config.vocab_size * 4
+    ),
   }
 
 
 # Dense peak FLOP/s per chip from vendor data sheets: {device_kind substring: {dtype: FLOP/s}}.
 # The first substring (in this order) found in jax.devices()[0].device_kind wins.
 ACCELERATOR_PEAK_FLOPS = {
-    # TPUs publish bf16 only; fp32 matmuls run as several bf16 passes, so MFU is against bf16.
-    'TPU v6': {'bfloat16': 918e12},
-    'TPU v5p': {'bfloat16': 459e12},
-    'TPU v5': {'bfloat16': 197e12},  # v5e ("TPU v5 lite")
-    'TPU v4': {'bfloat16': 275e12},
-    'H200': {'bfloat16': 989e12, 'float32': 67e12},
-    'H100': {'bfloat16': 989e12, 'float32': 67e12},  # SXM; fp32 without TF32
-    'A100': {'bfloat16': 312e12, 'float32': 19.5e12},
+  # TPUs publish bf16 only; fp32 matmuls run as several bf16 passes, so MFU is against bf16.
+  'TPU v6': {'bfloat16': 918e12},
+  'TPU v5p': {'bfloat16': 459e12},
+  'TPU v5': {'bfloat16': 197e12},  # v5e ("TPU v5 lite")
+  'TPU v4': {'bfloat16': 275e12},
+  'H200': {'bfloat16': 989e12, 'float32': 67e12},
+  'H100': {'bfloat16': 989e12, 'float32': 67e12},  # SXM; fp32 without TF32
+  'A100': {'bfloat16': 312e12, 'float32': 19.5e12},
 }
 
 
@@ -115,8 +120,9 @@ def peak_flops_per_s(dtype: str = 'float32') -> tuple[float, str]:
 
 
 @functools.cache
-def measured_matmul_flops_per_s(size: int = 1024, repeats: int = 10,
-                                dtype: str = 'float32') -> float:
+def measured_matmul_flops_per_s(
+  size: int = 1024, repeats: int = 10, dtype: str = 'float32'
+) -> float:
   """The best rate of `repeats` timed size x size matmuls with operands in `dtype`: a peak, so
   the fastest run (the least disturbed by other processes) counts."""
   a = jnp.ones((size, size), dtype)
@@ -134,22 +140,24 @@ def measured_matmul_flops_per_s(size: int = 1024, repeats: int = 10,
 # The attention and embedding variants count per token and, like 6N, triple the forward FLOPs for
 # forward + backward.
 COMPUTE_CONVENTIONS = {
-    '6ND': 'C = 6 N D (Kaplan et al. 2020, Hoffmann et al. 2022): the non-embedding matmuls, '
-           '2N forward and 4N backward per token',
-    '6ND+attn': 'C = (6 N + 6 n_layers seq_len d_model) D: plus Kaplan et al.\'s attention term, '
-                '2 n_layers n_ctx d_model per token forward',
-    '6ND+attn+embed': 'C = (6 N + 6 n_layers seq_len d_model + 12 vocab_size d_model) D: plus the '
-                      'embedding and logit matmuls, 2 vocab_size d_model each per token forward, '
-                      'as Hoffmann et al. 2022 (appendix F) count them',
+  '6ND': 'C = 6 N D (Kaplan et al. 2020, Hoffmann et al. 2022): the non-embedding matmuls, '
+  '2N forward and 4N backward per token',
+  '6ND+attn': "C = (6 N + 6 n_layers seq_len d_model) D: plus Kaplan et al.'s attention term, "
+  '2 n_layers n_ctx d_model per token forward',
+  '6ND+attn+embed': 'C = (6 N + 6 n_layers seq_len d_model + 12 vocab_size d_model) D: plus the '
+  'embedding and logit matmuls, 2 vocab_size d_model each per token forward, '
+  'as Hoffmann et al. 2022 (appendix F) count them',
 }
 
 
-def training_compute(config: ModelConfig, tokens: float, seq_len: int | None = None,
-                     convention: str = '6ND') -> float:
+def training_compute(
+  config: ModelConfig, tokens: float, seq_len: int | None = None, convention: str = '6ND'
+) -> float:
   """Training FLOPs C of `tokens` tokens of training under one of COMPUTE_CONVENTIONS."""
   if convention not in COMPUTE_CONVENTIONS:
-    raise ValueError(f'unknown compute convention {convention!r}; use one of '
-                     f'{", ".join(COMPUTE_CONVENTIONS)}')
+    raise ValueError(
+      f'unknown compute convention {convention!r}; use one of {", ".join(COMPUTE_CONVENTIONS)}'
+    )
   seq_len = config.n_ctx if seq_len is None else seq_len
   per_token = 6 * count_params(config).non_embedding
   if convention in ('6ND+attn', '6ND+attn+embed'):
@@ -185,8 +193,10 @@ def propose_shape(target_n: float, aspect_ratio: float = 32.0, head_dim: int = 1
     raise ValueError('target_n, aspect_ratio and head_dim must be positive')
   n_layers = max(1, round((target_n / (12 * aspect_ratio**2)) ** (1 / 3)))
   width = math.sqrt(target_n / (12 * n_layers)) / head_dim
-  d_model = min({head_dim * max(1, math.floor(width)), head_dim * max(1, math.ceil(width))},
-                key=lambda d: abs(math.log(12 * n_layers * d**2 / target_n)))
+  d_model = min(
+    {head_dim * max(1, math.floor(width)), head_dim * max(1, math.ceil(width))},
+    key=lambda d: abs(math.log(12 * n_layers * d**2 / target_n)),
+  )
   return ModelShape(n_layers, d_model, d_model // head_dim, 4 * d_model)
 
 
@@ -197,8 +207,9 @@ class BudgetRun:
   steps: int
 
 
-def runs_for_budget(compute: float, n_params: list[float], batch_size: int,
-                    seq_len: int) -> list[BudgetRun]:
+def runs_for_budget(
+  compute: float, n_params: list[float], batch_size: int, seq_len: int
+) -> list[BudgetRun]:
   """For a budget of C = 6 N D FLOPs, the tokens D = C / (6 N) of each model size N, rounded to
   whole optimizer steps of batch_size * seq_len tokens (at least one)."""
   tokens_per_step = batch_size * seq_len

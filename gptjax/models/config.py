@@ -1,5 +1,9 @@
-"""The model config every architecture is built from.
+"""The model config every architecture is built from (the model.* fields of a run config, plus the
+tokenizer's vocabulary size; see gptjax/configuration.py).
+
+The Literal types are the choices the run config's checks accept.
 """
+
 import dataclasses
 from typing import Literal
 
@@ -12,16 +16,20 @@ class ModelConfig:
   n_heads: int
   d_model: int
   d_ff: int  # feed-forward hidden width, 4 * d_model in GPT-1/2 and BERT
-  architecture: Literal['gpt', 'bert', 'encoder_decoder'] = 'gpt'
+  architecture: str = 'gpt'  # a name of gptjax/models/registry.py
   n_encoder_layers: int = 0  # encoder blocks of the encoder-decoder
-  norm: Literal['pre', 'post'] = 'pre'  # 'pre' = GPT-2, 'post' = GPT-1 / original Transformer / BERT
+  norm: Literal['pre', 'post'] = (
+    'pre'  # 'pre' = GPT-2, 'post' = GPT-1 / original Transformer / BERT
+  )
   pos_emb: Literal['learned', 'sinusoidal', 'rotary'] = 'learned'
   tie_embeddings: bool = True  # output projection = token embedding transposed
   type_vocab_size: int = 2  # BERT's segment (sentence A / B) embeddings
   embd_dropout: float = 0.0
   attn_dropout: float = 0.0  # on attention probabilities; only the 'einsum' implementation has it
   resid_dropout: float = 0.0  # on each sublayer output before the residual add
-  attention_impl: Literal['einsum', 'xla', 'cudnn'] = 'einsum'  # 'xla'/'cudnn': jax.nn.dot_product_attention
+  attention_impl: Literal['einsum', 'xla', 'cudnn'] = (
+    'einsum'  # 'xla'/'cudnn': jax.nn.dot_product_attention
+  )
   layer_norm_eps: float = 1e-5
   init_std: float = 0.02
   # What a block keeps for the backward pass: 'none' recomputes nothing; 'full' keeps only the
@@ -34,5 +42,5 @@ class ModelConfig:
   # Compute dtype of the matrix products' operands (and the attention cache); they accumulate in
   # float32, and activations between them stay float32 (see matmul). 'bfloat16' on GPU/TPU and
   # on CPUs with AMX.
-  dtype: str = 'float32'
-  param_dtype: str = 'float32'
+  dtype: Literal['float32', 'bfloat16', 'float16'] = 'float32'
+  param_dtype: Literal['float32', 'bfloat16'] = 'float32'

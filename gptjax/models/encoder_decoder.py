@@ -22,20 +22,30 @@ decoder/{wpe, h_i, ln_f} (wpe for learned positions, ln_f for pre-LN; with confi
 blocks are one scanned 'h').
 
 encode, decode and __call__ are all entry points of model.apply (method='encode' / 'decode'). For
-generation (gptjax/seq2seq_decoding.py) the source is encoded once and decode runs with
+generation (gptjax/decoding/seq2seq.py) the source is encoded once and decode runs with
 cache_start_B, like GPT: the decoder's self-attention keys and values accumulate in the 'cache'
 collection, and each cross-attention projects the memory's keys and values once, at the first
 cached call, into the cache as 'kv'.
 
-loss_and_metrics is the training objective on the rows of gptjax/pairs.py: label-smoothed
-cross-entropy of the target tokens given the source and the tokens before them.
+loss_and_metrics is the training objective on the rows of gptjax/data/pairs.py: label-smoothed
+cross-entropy of the target tokens given the source and the tokens before them. ARCHITECTURE is
+its registry record; its own settings are the config section encoder_decoder.
 """
+
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
+import numpy as np
 
+from gptjax.data import pairs
+from gptjax.data.tokenizers import Tokenizer
+from gptjax.decoding import seq2seq
+from gptjax.errors import UserError
+from gptjax.fields import COUNT, NATURAL, Field
+from gptjax.models.architecture import Architecture
 from gptjax.models.config import ModelConfig
 from gptjax.models.layers import (
   add_positions,
@@ -46,6 +56,7 @@ from gptjax.models.layers import (
   stack_blocks,
   token_embedding,
 )
+from gptjax.models.losses import label_smoothed_cross_entropy, masked_mean
 
 
 class Stack(nn.Module):
@@ -55,22 +66,38 @@ class Stack(nn.Module):
   LayerNorm. The decoder's blocks are causal and cross-attend to memory_BxSxD; with
   cache_positions_BxL they decode with the cache (see layers.SelfAttention).
   """
+
   config: ModelConfig
   n_layers: int
   decoder: bool
 
   @nn.compact
-  def __call__(self, x_BxLxD: jax.Array, deterministic: bool, mask_BxLxS: jax.Array | None = None,
-               memory_BxSxD: jax.Array | None = None, memory_mask_Bx1xS: jax.Array | None = None,
-               cache_positions_BxL: jax.Array | None = None) -> jax.Array:
+  def __call__(
+    self,
+    x_BxLxD: jax.Array,
+    deterministic: bool,
+    mask_BxLxS: jax.Array | None = None,
+    memory_BxSxD: jax.Array | None = None,
+    memory_mask_Bx1xS: jax.Array | None = None,
+    cache_positions_BxL: jax.Array | None = None,
+  ) -> jax.Array:
     cfg = self.config
     positions = slice(0, x_BxLxD.shape[1]) if cache_positions_BxL is None else cache_positions_BxL
     x_BxLxD = add_positions(self, cfg, x_BxLxD, positions)
     x_BxLxD = nn.Dropout(cfg.embd_dropout)(x_BxLxD, deterministic=deterministic)
-    x_BxLxD = stack_blocks(cfg, self.n_layers, x_BxLxD, deterministic, name='h',
-                           causal=self.decoder, cross=self.decoder, mask_BxLxS=mask_BxLxS,
-                           memory_BxSxD=memory_BxSxD, memory_mask_Bx1xS=memory_mask_Bx1xS,
-                           cache_positions_BxL=cache_positions_BxL)
+    x_BxLxD = stack_blocks(
+      cfg,
+      self.n_layers,
+      x_BxLxD,
+      deterministic,
+      name='h',
+      causal=self.decoder,
+      cross=self.decoder,
+      mask_BxLxS=mask_BxLxS,
+      memory_BxSxD=memory_BxSxD,
+      memory_mask_Bx1xS=memory_mask_Bx1xS,
+      cache_positions_BxL=cache_positions_BxL,
+    )
     if cfg.norm == 'pre':
       x_BxLxD = layer_norm(cfg, 'ln_f')(x_BxLxD)
     return x_BxLxD
@@ -81,6 +108,7 @@ class EncoderDecoder(nn.Module):
 
   Source positions holding pad_id are invisible to the encoder's and the decoder's attention.
   """
+
   config: ModelConfig
   pad_id: int = 0
 
@@ -103,12 +131,20 @@ class EncoderDecoder(nn.Module):
   def encode(self, source_BxS: jax.Array, deterministic: bool = True) -> jax.Array:
     """The memory (B, S, D): every source position attends to every non-padding one."""
     embedding = self.wte if self.config.tie_embeddings else self.wte_source
-    return self.encoder(self._embed(embedding, source_BxS), deterministic,
-                        mask_BxLxS=padding_mask(source_BxS, self.pad_id))
+    return self.encoder(
+      self._embed(embedding, source_BxS),
+      deterministic,
+      mask_BxLxS=padding_mask(source_BxS, self.pad_id),
+    )
 
-  def decode(self, target_in_BxT: jax.Array, memory_BxSxD: jax.Array,
-             memory_mask_Bx1xS: jax.Array, deterministic: bool = True,
-             cache_start_B: jax.Array | None = None) -> jax.Array:
+  def decode(
+    self,
+    target_in_BxT: jax.Array,
+    memory_BxSxD: jax.Array,
+    memory_mask_Bx1xS: jax.Array,
+    deterministic: bool = True,
+    cache_start_B: jax.Array | None = None,
+  ) -> jax.Array:
     """Logits (B, T, V), float32, of the token after each of target_in_BxT's.
 
     With cache_start_B, row b's ids are the tokens at positions cache_start_B[b] + 0..T-1; they
@@ -117,27 +153,45 @@ class EncoderDecoder(nn.Module):
     memory's projected keys and values, which later calls reuse instead of memory_BxSxD).
     """
     cfg = self.config
-    cache_positions_BxT = None if cache_start_B is None else (
-        cache_start_B[:, None] + jnp.arange(target_in_BxT.shape[1]))
+    cache_positions_BxT = (
+      None
+      if cache_start_B is None
+      else (cache_start_B[:, None] + jnp.arange(target_in_BxT.shape[1]))
+    )
     embedding = self.wte if cfg.tie_embeddings else self.wte_target
-    x_BxTxD = self.decoder(self._embed(embedding, target_in_BxT), deterministic,
-                           memory_BxSxD=memory_BxSxD, memory_mask_Bx1xS=memory_mask_Bx1xS,
-                           cache_positions_BxL=cache_positions_BxT)
-    logits_BxTxV = (output_logits(cfg, self.wte, x_BxTxD) if cfg.tie_embeddings
-                    else self.lm_head(x_BxTxD))
+    x_BxTxD = self.decoder(
+      self._embed(embedding, target_in_BxT),
+      deterministic,
+      memory_BxSxD=memory_BxSxD,
+      memory_mask_Bx1xS=memory_mask_Bx1xS,
+      cache_positions_BxL=cache_positions_BxT,
+    )
+    logits_BxTxV = (
+      output_logits(cfg, self.wte, x_BxTxD) if cfg.tie_embeddings else self.lm_head(x_BxTxD)
+    )
     return logits_BxTxV.astype(jnp.float32)
 
-  def __call__(self, source_BxS: jax.Array, target_in_BxT: jax.Array,
-               deterministic: bool = True) -> jax.Array:
+  def __call__(
+    self, source_BxS: jax.Array, target_in_BxT: jax.Array, deterministic: bool = True
+  ) -> jax.Array:
     memory_BxSxD = self.encode(source_BxS, deterministic)
-    return self.decode(target_in_BxT, memory_BxSxD, padding_mask(source_BxS, self.pad_id),
-                       deterministic)
+    return self.decode(
+      target_in_BxT, memory_BxSxD, padding_mask(source_BxS, self.pad_id), deterministic
+    )
 
 
-def loss_and_metrics(model: EncoderDecoder, params, batch_BxW: jax.Array, *, source_len: int,
-                     pad_id: int, label_smoothing: float, deterministic: bool = True,
-                     rng: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """(objective, {'loss', 'accuracy'}) of a batch of pair rows (gptjax/pairs.py's layout).
+def loss_and_metrics(
+  model: EncoderDecoder,
+  params,
+  batch_BxW: jax.Array,
+  *,
+  source_len: int,
+  pad_id: int,
+  label_smoothing: float,
+  deterministic: bool = True,
+  rng: jax.Array | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """(objective, {'loss', 'accuracy'}) of a batch of pair rows (gptjax/data/pairs.py's layout).
 
   Columns [0, source_len) are the source; the rest, [BOS, target, EOS, pad...], give the decoder
   input (all but the last) and the labels (all but BOS). Labels equal to pad_id count for nothing.
@@ -147,18 +201,99 @@ def loss_and_metrics(model: EncoderDecoder, params, batch_BxW: jax.Array, *, sou
   that are the argmax. With deterministic=False, dropout draws from rng.
   """
   if pad_id != model.pad_id:
-    raise ValueError(f'pad_id {pad_id} differs from the model\'s source pad_id {model.pad_id}')
+    raise ValueError(f"pad_id {pad_id} differs from the model's source pad_id {model.pad_id}")
   source_BxS, target_BxU = batch_BxW[:, :source_len], batch_BxW[:, source_len:]
   target_in_BxT, labels_BxT = target_BxU[:, :-1], target_BxU[:, 1:]
-  logits_BxTxV = model.apply({'params': params}, source_BxS, target_in_BxT, deterministic,
-                             rngs=None if deterministic else {'dropout': rng})
-  log_probs_BxTxV = jax.nn.log_softmax(logits_BxTxV, axis=-1)
-  nll_BxT = -jnp.take_along_axis(log_probs_BxTxV, labels_BxT[..., None], axis=-1)[..., 0]
-  # Cross-entropy with the uniform distribution: the mean of -log p over the vocabulary.
-  uniform_nll_BxT = -jnp.mean(log_probs_BxTxV, axis=-1)
-  smoothed_BxT = (1 - label_smoothing) * nll_BxT + label_smoothing * uniform_nll_BxT
+  logits_BxTxV = model.apply(
+    {'params': params},
+    source_BxS,
+    target_in_BxT,
+    deterministic,
+    rngs=None if deterministic else {'dropout': rng},
+  )
+  smoothed_BxT, nll_BxT = label_smoothed_cross_entropy(logits_BxTxV, labels_BxT, label_smoothing)
   labelled_BxT = labels_BxT != pad_id
-  n_labels = jnp.maximum(jnp.sum(labelled_BxT), 1)
-  mean = lambda values_BxT: jnp.sum(jnp.where(labelled_BxT, values_BxT, 0.0)) / n_labels
   correct_BxT = jnp.argmax(logits_BxTxV, axis=-1) == labels_BxT
-  return mean(smoothed_BxT), {'loss': mean(nll_BxT), 'accuracy': mean(correct_BxT)}
+  return masked_mean(smoothed_BxT, labelled_BxT), {
+    'loss': masked_mean(nll_BxT, labelled_BxT),
+    'accuracy': masked_mean(correct_BxT, labelled_BxT),
+  }
+
+
+def _objective(model: EncoderDecoder, config: ml_collections.ConfigDict, tokenizer: Tokenizer):
+  return lambda params, rows, deterministic, rng: loss_and_metrics(
+    model,
+    params,
+    rows,
+    source_len=config.encoder_decoder.source_len,
+    pad_id=tokenizer.pad_id,
+    label_smoothing=config.encoder_decoder.label_smoothing,
+    deterministic=deterministic,
+    rng=rng,
+  )
+
+
+def _check_config(config: ml_collections.ConfigDict) -> None:
+  model, section, source = config.model, config.encoder_decoder, config.data.source
+  if section.n_encoder_layers < 1:
+    raise UserError(
+      'model.architecture=encoder_decoder needs encoder_decoder.n_encoder_layers >= 1'
+    )
+  if source not in pairs.SOURCES:
+    raise UserError(
+      f'model.architecture=encoder_decoder trains on (source, target) pairs: '
+      f'data.source={source!r}; use one of {", ".join(pairs.SOURCES)}'
+    )
+  if section.source_len > model.n_ctx:
+    raise UserError(
+      f'encoder_decoder.source_len={section.source_len} is longer than model.n_ctx={model.n_ctx}'
+    )
+  if config.tokenizer.kind == 'gpt2':
+    raise UserError(
+      "tokenizer.kind='gpt2' pads with its end-of-text token, which would hide "
+      "the targets' EOS from the loss; use sentencepiece, byte or char"
+    )
+  if source == 'pairs_jsonl' and not config.data.pairs_files:
+    raise UserError("data.source='pairs_jsonl' needs data.pairs_files (a glob of JSONL files)")
+
+
+def _sample(
+  model: EncoderDecoder, params, tokenizer: Tokenizer, data, config: ml_collections.ConfigDict
+) -> str:
+  """The greedy output for the first validation source, beside the source and the reference."""
+  source_1xS, target_1xT1 = pairs.split_row(np.asarray(data.val[:1]), data.source_len)
+  output_1xT = seq2seq.greedy(
+    model,
+    params,
+    jnp.asarray(source_1xS),
+    config.sample.max_new_tokens,
+    tokenizer.bos_id,
+    tokenizer.eos_id,
+    tokenizer.pad_id,
+  )
+  return '\n'.join(
+    f'{name}: {tokenizer.decode(ids[0])}'
+    for name, ids in (
+      ('source', source_1xS),
+      ('reference', target_1xT1),
+      ('model (greedy)', output_1xT),
+    )
+  )
+
+
+ARCHITECTURE = Architecture(
+  name='encoder_decoder',
+  build=lambda config, pad_id: EncoderDecoder(config, pad_id=pad_id),
+  example_inputs=lambda config: (jnp.zeros((1, config.n_ctx), jnp.int32),) * 2,
+  row_width=lambda config: sum(pairs.lengths(config)) + 1,
+  objective=_objective,
+  load_data=pairs.load_tokenizer_and_pairs,
+  check_config=_check_config,
+  config_fields={
+    'encoder_decoder.n_encoder_layers': NATURAL,
+    'encoder_decoder.source_len': COUNT,  # the pair cache's rows depend on it
+    'encoder_decoder.label_smoothing': Field(float, low=0, below=1, resumable=True),
+  },
+  model_fields=lambda config: {'n_encoder_layers': config.encoder_decoder.n_encoder_layers},
+  sample=_sample,
+)

@@ -8,6 +8,7 @@ h.3.attn.c_attn.weight -> h_3/attn/c_attn/kernel. GPT-2's Conv1D layers keep the
 copied as they are; only an untied lm_head (a torch Linear, (out, in)) is transposed. The query,
 key and value columns of c_attn are in the order model.py splits them.
 """
+
 import dataclasses
 import json
 import os
@@ -20,6 +21,7 @@ import numpy as np
 import safetensors.numpy
 
 from gptjax.configs import gpt2_small
+from gptjax.data import cache
 from gptjax.data import tokenizers as tokenizer_lib
 from gptjax.errors import UserError
 from gptjax.models import accounting
@@ -33,21 +35,32 @@ from gptjax.training.state import TrainState
 def model_config(hf_config: dict) -> ModelConfig:
   """gptjax's config of the model a Hugging Face GPT-2 config.json describes."""
   if hf_config.get('model_type', 'gpt2') != 'gpt2':
-    raise UserError(f"config.json describes a {hf_config['model_type']!r} model, not GPT-2")
-  unsupported = {'activation_function': ('gelu_new', 'gelu_pytorch_tanh'),
-                 'scale_attn_weights': (True,), 'scale_attn_by_inverse_layer_idx': (False,),
-                 'add_cross_attention': (False,)}
+    raise UserError(f'config.json describes a {hf_config["model_type"]!r} model, not GPT-2')
+  unsupported = {
+    'activation_function': ('gelu_new', 'gelu_pytorch_tanh'),
+    'scale_attn_weights': (True,),
+    'scale_attn_by_inverse_layer_idx': (False,),
+    'add_cross_attention': (False,),
+  }
   for field, supported in unsupported.items():
     if field in hf_config and hf_config[field] not in supported:
-      raise UserError(f'config.json has {field}={hf_config[field]!r}; gptjax supports '
-                      f'{" or ".join(map(repr, supported))}')
+      raise UserError(
+        f'config.json has {field}={hf_config[field]!r}; gptjax supports '
+        f'{" or ".join(map(repr, supported))}'
+      )
   d_model = hf_config['n_embd']
   return ModelConfig(
-      vocab_size=hf_config['vocab_size'], n_ctx=hf_config['n_positions'],
-      n_layers=hf_config['n_layer'], n_heads=hf_config['n_head'], d_model=d_model,
-      d_ff=hf_config.get('n_inner') or 4 * d_model, norm='pre', pos_emb='learned',
-      tie_embeddings=hf_config.get('tie_word_embeddings', True),
-      layer_norm_eps=hf_config.get('layer_norm_epsilon', 1e-5))
+    vocab_size=hf_config['vocab_size'],
+    n_ctx=hf_config['n_positions'],
+    n_layers=hf_config['n_layer'],
+    n_heads=hf_config['n_head'],
+    d_model=d_model,
+    d_ff=hf_config.get('n_inner') or 4 * d_model,
+    norm='pre',
+    pos_emb='learned',
+    tie_embeddings=hf_config.get('tie_word_embeddings', True),
+    layer_norm_eps=hf_config.get('layer_norm_epsilon', 1e-5),
+  )
 
 
 def load_gpt2(path: str) -> tuple[GPT, dict]:
@@ -67,7 +80,9 @@ def load_gpt2(path: str) -> tuple[GPT, dict]:
     config = model_config(hf_config)
   except KeyError as e:
     raise UserError(f'{config_path} has no field {e.args[0]}') from None
-  tensors = {name.removeprefix('transformer.'): array for name, array in _read_tensors(path).items()}
+  tensors = {
+    name.removeprefix('transformer.'): array for name, array in _read_tensors(path).items()
+  }
 
   def load(key_path, leaf: jax.ShapeDtypeStruct) -> jax.Array:
     name = _hf_name(tuple(k.key for k in key_path))
@@ -75,8 +90,9 @@ def load_gpt2(path: str) -> tuple[GPT, dict]:
       raise UserError(f'the checkpoint in {path} has no tensor {name}')
     array = tensors[name].T if name == 'lm_head.weight' else tensors[name]
     if array.shape != leaf.shape:
-      raise UserError(f'{name} has shape {array.shape} in {path}, but config.json implies '
-                      f'{leaf.shape}')
+      raise UserError(
+        f'{name} has shape {array.shape} in {path}, but config.json implies {leaf.shape}'
+      )
     return jnp.asarray(array, leaf.dtype)
 
   params = jax.tree_util.tree_map_with_path(load, accounting.abstract_params(config))
@@ -101,18 +117,24 @@ def _read_tensors(path: str) -> dict[str, np.ndarray]:
   if os.path.isfile(index):
     with open(index) as f:
       shards = sorted(set(json.load(f)['weight_map'].values()))
-    return {name: array for shard in shards
-            for name, array in safetensors.numpy.load_file(os.path.join(path, shard)).items()}
+    return {
+      name: array
+      for shard in shards
+      for name, array in safetensors.numpy.load_file(os.path.join(path, shard)).items()
+    }
   if os.path.isfile(torch_bin):
     try:
       import torch  # only this format needs it
     except ImportError:
-      raise UserError(f'{torch_bin} needs torch to read (pip install torch==2.13.0), or save the '
-                      'model as model.safetensors') from None
+      raise UserError(
+        f'{torch_bin} needs torch to read (pip install torch==2.13.0), or save the '
+        'model as model.safetensors'
+      ) from None
     state = torch.load(torch_bin, map_location='cpu', weights_only=True)
     return {name: t.float().numpy() for name, t in state.items()}
-  raise UserError(f'{path} has no model.safetensors, model.safetensors.index.json or '
-                  'pytorch_model.bin')
+  raise UserError(
+    f'{path} has no model.safetensors, model.safetensors.index.json or pytorch_model.bin'
+  )
 
 
 def convert_gpt2(hf_dir: str, workdir: str) -> ml_collections.ConfigDict:
@@ -126,27 +148,33 @@ def convert_gpt2(hf_dir: str, workdir: str) -> ml_collections.ConfigDict:
     raise UserError(f'{hf_dir} is not a directory')
   vocab_json, merges_txt = os.path.join(hf_dir, 'vocab.json'), os.path.join(hf_dir, 'merges.txt')
   if not (os.path.isfile(vocab_json) and os.path.isfile(merges_txt)):
-    raise UserError(f"{hf_dir} lacks vocab.json and merges.txt, GPT-2's tokenizer; copy them from "
-                    'the Hugging Face gpt2 directory')
+    raise UserError(
+      f"{hf_dir} lacks vocab.json and merges.txt, GPT-2's tokenizer; copy them from "
+      'the Hugging Face gpt2 directory'
+    )
   if os.path.exists(os.path.join(workdir, 'config.json')):
     raise UserError(f'{workdir} already holds a run; convert into a new workdir')
   model, params = load_gpt2(hf_dir)
-  tokenizer = tokenizer_lib.GPT2Tokenizer.from_files(vocab_json, merges_txt, model.config.vocab_size)
+  tokenizer = tokenizer_lib.GPT2Tokenizer.from_files(
+    vocab_json, merges_txt, model.config.vocab_size
+  )
   params = _add_marker_rows(params, tokenizer.vocab_size - model.config.vocab_size)
   config = _run_config(model.config, tokenizer.vocab_size)
   optimizer = make_optimizer(config.train)
-  state = TrainState(step=jnp.array(0, jnp.int32), params=params,
-                     opt_state=optimizer.init(params), rng=jax.random.PRNGKey(config.seed))
+  state = TrainState(
+    step=jnp.array(0, jnp.int32),
+    params=params,
+    opt_state=optimizer.init(params),
+    rng=jax.random.PRNGKey(config.seed),
+  )
   tokenizer_lib.save(tokenizer, workdir)
   mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
   try:
     checkpoint.save(mngr, state)
   finally:
     mngr.close()
-  with open(os.path.join(workdir, 'config.json.tmp'), 'w') as f:
-    f.write(config.to_json(indent=1))
   # Last, so that an interrupted conversion leaves no half-written run behind.
-  os.replace(os.path.join(workdir, 'config.json.tmp'), os.path.join(workdir, 'config.json'))
+  cache.write_atomic(os.path.join(workdir, 'config.json'), config.to_json(indent=1))
   return config
 
 
@@ -157,7 +185,8 @@ def _add_marker_rows(params: dict, n: int) -> dict:
   score 0, above every token of a model whose logits are mostly negative, as GPT-2's are.
   """
   with_mean_rows = lambda table_VxD: jnp.concatenate(
-      [table_VxD, jnp.repeat(table_VxD.mean(axis=0, keepdims=True), n, axis=0)])
+    [table_VxD, jnp.repeat(table_VxD.mean(axis=0, keepdims=True), n, axis=0)]
+  )
   params = {**params, 'wte': {'embedding': with_mean_rows(params['wte']['embedding'])}}
   if 'lm_head' in params:
     params['lm_head'] = {'kernel': with_mean_rows(params['lm_head']['kernel'].T).T}

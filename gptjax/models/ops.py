@@ -1,6 +1,7 @@
 """Matrix products with float32 accumulation, laid out for XLA's CPU backend in
 bfloat16.
 """
+
 import functools
 import math
 
@@ -42,8 +43,9 @@ def _float32_accumulating_einsum_bwd(spec, operands, grad_out):
   return grad_a.astype(a.dtype), grad_b.astype(b.dtype)
 
 
-_float32_accumulating_einsum.defvjp(_float32_accumulating_einsum_fwd,
-                                    _float32_accumulating_einsum_bwd)
+_float32_accumulating_einsum.defvjp(
+  _float32_accumulating_einsum_fwd, _float32_accumulating_einsum_bwd
+)
 
 
 def _operand_specs(spec: str) -> tuple[str, str, str]:
@@ -77,12 +79,18 @@ def _canonical_product(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
     free_x = ''.join(i for i in spec_x if i not in spec_y)
     free_y = ''.join(i for i in spec_y if i not in spec_x)
     rhs_options = (batch + contracted + free_y, batch + free_y + contracted)
-    return (batch + free_x + contracted, spec_y if spec_y in rhs_options else rhs_options[0],
-            batch + free_x + free_y)
+    return (
+      batch + free_x + contracted,
+      spec_y if spec_y in rhs_options else rhs_options[0],
+      batch + free_x + free_y,
+    )
 
   def moved(spec_x, spec_y):  # elements transposed when x is the left operand
-    return sum(math.prod(sizes[i] for i in have) for have, want in zip(
-        (spec_x, spec_y, spec_out), layouts(spec_x, spec_y)) if have != want)
+    return sum(
+      math.prod(sizes[i] for i in have)
+      for have, want in zip((spec_x, spec_y, spec_out), layouts(spec_x, spec_y))
+      if have != want
+    )
 
   if moved(spec_b, spec_a) < moved(spec_a, spec_b):
     (spec_a, a), (spec_b, b) = (spec_b, b), (spec_a, a)
@@ -90,8 +98,9 @@ def _canonical_product(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
   assert sorted(product_spec) == sorted(spec_out), f'{spec}: not a matrix product'
   lhs = transpose_copy(a, [spec_a.index(i) for i in lhs_spec])
   rhs = transpose_copy(b, [spec_b.index(i) for i in rhs_spec])
-  product = jnp.einsum(f'{lhs_spec},{rhs_spec}->{product_spec}', lhs, rhs,
-                       preferred_element_type=jnp.float32)
+  product = jnp.einsum(
+    f'{lhs_spec},{rhs_spec}->{product_spec}', lhs, rhs, preferred_element_type=jnp.float32
+  )
   return transpose_copy(product, [product_spec.index(i) for i in spec_out])
 
 
@@ -105,8 +114,9 @@ def transpose_copy(x: jax.Array, axes: list[int]) -> jax.Array:
   return jax.lax.slice_in_dim(padded, 0, x.shape[0], axis=axes.index(0))
 
 
-def dense_dot_general(x_NxD: jax.Array, kernel_DxF: jax.Array, dimension_numbers,
-                       precision=None) -> jax.Array:
+def dense_dot_general(
+  x_NxD: jax.Array, kernel_DxF: jax.Array, dimension_numbers, precision=None
+) -> jax.Array:
   """nn.Dense's product (x's last axis with the kernel's first) through matmul, in the dtype
   Dense cast its operands to."""
   del dimension_numbers, precision  # always Dense's contraction, at the default precision

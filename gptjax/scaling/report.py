@@ -15,6 +15,7 @@ support, so one report serves every sweep in experiments/:
 Kaplan et al. fit early-stopped losses, hence the best evaluation; Hoffmann et al. the loss at the
 end of a schedule matched to the run's length, hence the final one.
 """
+
 import math
 import os
 
@@ -24,7 +25,8 @@ from matplotlib.figure import Figure  # drawn by the Agg renderer; no pyplot, no
 
 from gptjax.errors import UserError
 from gptjax.models import accounting
-from gptjax.scaling import laws
+from gptjax.scaling import formatting, laws, uncertainty
+from gptjax.scaling.observations import Observations, observations, read_rows
 from gptjax.training.metrics import read_metrics
 
 _FIGSIZE = (7, 4.8)  # inches, at 120 dpi
@@ -51,8 +53,11 @@ def supported_laws(rows: list[dict]) -> dict[str, list[int]]:
   budgets = laws.group_by_compute(compute) if on_budgets else []
   if sum(len({rows[on_budgets[j]]['N'] for j in g}) >= 3 for g in budgets) >= 2:
     supported['isoflop'] = on_budgets
-  if (len(single_pass) >= 6 and len({rows[i]['N'] for i in single_pass}) >= 3
-      and len({rows[i]['D'] for i in single_pass}) >= 3):
+  if (
+    len(single_pass) >= 6
+    and len({rows[i]['N'] for i in single_pass}) >= 3
+    and len({rows[i]['D'] for i in single_pass}) >= 3
+  ):
     supported['chinchilla'] = single_pass
   return supported
 
@@ -64,8 +69,11 @@ def eval_curves(root: str, rows: list[dict]) -> dict[str, np.ndarray]:
   for row in rows:
     logged = read_metrics(os.path.join(root, row['name']), row['steps'])
     fraction = lambda r: r['step'] / row['steps']
-    points = [(row['D'] * fraction(r), row['C'] * fraction(r), r['eval_loss'])
-              for r in logged if 'eval_loss' in r]
+    points = [
+      (row['D'] * fraction(r), row['C'] * fraction(r), r['eval_loss'])
+      for r in logged
+      if 'eval_loss' in r
+    ]
     if points:
       curves[row['name']] = np.array(points)
   return curves
@@ -73,12 +81,24 @@ def eval_curves(root: str, rows: list[dict]) -> dict[str, np.ndarray]:
 
 def write_report(root: str, out: str, bootstrap_k: int = 100, seed: int = 0) -> str:
   """Fits, plots and report.md of the sweep in `root`, written to `out`; returns report.md."""
-  rows = laws.read_rows(root)
-  for column in ('name', 'N', 'N_total', 'D', 'unique_tokens', 'C', 'C_convention', 'steps',
-                 'eval_loss', 'best_eval_loss'):
+  rows = read_rows(root)
+  for column in (
+    'name',
+    'N',
+    'N_total',
+    'D',
+    'unique_tokens',
+    'C',
+    'C_convention',
+    'steps',
+    'eval_loss',
+    'best_eval_loss',
+  ):
     if any(column not in row for row in rows):
-      raise UserError(f'{root}/results.jsonl is not a sweep\'s results (a row has no {column}); '
-                      'fit other files with python -m gptjax.scaling fit')
+      raise UserError(
+        f"{root}/results.jsonl is not a sweep's results (a row has no {column}); "
+        'fit other files with python -m gptjax.scaling fit'
+      )
   os.makedirs(out, exist_ok=True)
   conventions = {row['C_convention'] for row in rows}
   if len(conventions) > 1:
@@ -88,17 +108,22 @@ def write_report(root: str, out: str, bootstrap_k: int = 100, seed: int = 0) -> 
   curves = eval_curves(root, rows)
   sections, fitted_laws = [], []
 
-  def observed(law: str, d_col: str = 'D', loss_col: str = 'eval_loss') -> laws.Observations:
-    return laws.observations([rows[i] for i in supported[law]], d_col=d_col, loss_col=loss_col,
-                                source=f'{root}/results.jsonl')
+  def observed(law: str, d_col: str = 'D', loss_col: str = 'eval_loss') -> Observations:
+    return observations(
+      [rows[i] for i in supported[law]],
+      d_col=d_col,
+      loss_col=loss_col,
+      source=f'{root}/results.jsonl',
+    )
 
-  def fitted_section(law: str, obs: laws.Observations, loss_col: str, title: str, figure: str):
+  def fitted_section(law: str, obs: Observations, loss_col: str, title: str, figure: str):
     fitted = laws.fit(obs, law)
     intervals, failed = ({}, 0)
     if bootstrap_k:
-      intervals, failed = laws.bootstrap(obs, law, fitted, bootstrap_k, seed)
-    sections.append(_fit_markdown(title, law, fitted, obs, intervals, bootstrap_k, failed, loss_col,
-                                  figure))
+      intervals, failed = uncertainty.bootstrap(obs, law, fitted, bootstrap_k, seed)
+    sections.append(
+      _fit_markdown(title, law, fitted, obs, intervals, bootstrap_k, failed, loss_col, figure)
+    )
     fitted_laws.append(law)
     return fitted
 
@@ -107,42 +132,62 @@ def write_report(root: str, out: str, bootstrap_k: int = 100, seed: int = 0) -> 
   if 'kaplan_n' in supported:
     obs = observed('kaplan_n', loss_col='best_eval_loss')
     fitted = fitted_section('kaplan_n', obs, 'best_eval_loss', 'L(N): model size', 'loss_vs_n.png')
-    _plot_power_law(obs.n, obs.loss, fitted, 'N (non-embedding parameters)', 'N',
-                    os.path.join(out, 'loss_vs_n.png'))
+    _plot_power_law(
+      obs.n,
+      obs.loss,
+      fitted,
+      'N (non-embedding parameters)',
+      'N',
+      os.path.join(out, 'loss_vs_n.png'),
+    )
   if 'kaplan_d' in supported:
     obs = observed('kaplan_d', d_col='unique_tokens', loss_col='best_eval_loss')
     fitted = fitted_section('kaplan_d', obs, 'best_eval_loss', 'L(D): data size', 'loss_vs_d.png')
-    _plot_power_law(obs.d, obs.loss, fitted, 'D (unique training tokens)', 'D',
-                    os.path.join(out, 'loss_vs_d.png'))
+    _plot_power_law(
+      obs.d, obs.loss, fitted, 'D (unique training tokens)', 'D', os.path.join(out, 'loss_vs_d.png')
+    )
   if curves:
     points = np.concatenate(list(curves.values()))
     owner = [name for name, curve in curves.items() for _ in curve]
     frontier = laws.pareto_frontier(points[:, 1], points[:, 2])
-    obs = laws.Observations(tuple(f'{owner[i]}@{points[i, 0]:.0f} tokens' for i in frontier),
-                               points[frontier, 2], c=points[frontier, 1], c_convention=convention)
+    obs = Observations(
+      tuple(f'{owner[i]}@{points[i, 0]:.0f} tokens' for i in frontier),
+      points[frontier, 2],
+      c=points[frontier, 1],
+      c_convention=convention,
+    )
     try:
-      fitted = fitted_section('kaplan_c', obs, 'eval_loss along training',
-                              'L(C): the compute frontier of the training curves', 'loss_vs_c.png')
+      fitted = fitted_section(
+        'kaplan_c',
+        obs,
+        'eval_loss along training',
+        'L(C): the compute frontier of the training curves',
+        'loss_vs_c.png',
+      )
     except UserError as e:
       sections.append(f'### L(C): the compute frontier of the training curves\n\nNot fitted: {e}\n')
       fitted = None
-    _plot_frontier(rows, curves, points[frontier], fitted, convention,
-                   os.path.join(out, 'loss_vs_c.png'))
+    _plot_frontier(
+      rows, curves, points[frontier], fitted, convention, os.path.join(out, 'loss_vs_c.png')
+    )
   isoflop = chinchilla = None
   if 'isoflop' in supported:
     obs = observed('isoflop')
-    isoflop = fitted_section('isoflop', obs, 'eval_loss', 'IsoFLOP profiles: Chinchilla Approach 2',
-                             'isoflop.png')
+    isoflop = fitted_section(
+      'isoflop', obs, 'eval_loss', 'IsoFLOP profiles: Chinchilla Approach 2', 'isoflop.png'
+    )
   if 'chinchilla' in supported:
     obs = observed('chinchilla')
-    chinchilla = fitted_section('chinchilla', obs, 'eval_loss', 'L(N, D): Chinchilla Approach 3',
-                                'isoflop.png')
+    chinchilla = fitted_section(
+      'chinchilla', obs, 'eval_loss', 'L(N, D): Chinchilla Approach 3', 'isoflop.png'
+    )
     sections.append(_holdout_markdown(obs))
   if isoflop is not None:
     _plot_isoflop(observed('isoflop'), isoflop, chinchilla, os.path.join(out, 'isoflop.png'))
     _plot_compute_optimal(isoflop, chinchilla, convention, os.path.join(out, 'compute_optimal.png'))
-    sections.append('### The compute-optimal frontier\n\n'
-                    '![compute-optimal N and D](compute_optimal.png)\n')
+    sections.append(
+      '### The compute-optimal frontier\n\n![compute-optimal N and D](compute_optimal.png)\n'
+    )
   if not fitted_laws:
     sections.append('No law could be fitted: the runs vary neither N nor D in a way a law needs.\n')
   path = os.path.join(out, 'report.md')
@@ -155,68 +200,106 @@ def write_report(root: str, out: str, bootstrap_k: int = 100, seed: int = 0) -> 
 # Markdown
 
 
-def _markdown(root: str, rows: list[dict], convention: str, fitted_laws: list[str],
-              sections: list[str], bootstrap_k: int, have_curves: bool) -> str:
-  lines = [f'# Scaling-law report: {root}', '',
-           f'{len(rows)} runs from `{root}/results.jsonl`; laws fitted: '
-           f'{", ".join(fitted_laws) or "none"}.', '',
-           '## Conventions', '',
-           '- **N**: non-embedding parameters (Kaplan et al.: no token or position embeddings); '
-           '`N_total` in the table counts them too.',
-           '- **D**: tokens trained on, steps x batch x sequence length. `unique tokens` is how many '
-           'distinct training tokens they were drawn from (`data.max_train_tokens`); a run with D > '
-           'unique tokens repeated data and is left out of the isoFLOP and Approach 3 fits.',
-           f'- **C**: `{convention}`: {accounting.COMPUTE_CONVENTIONS.get(convention, convention)}.',
-           '- **Loss**: cross-entropy in nats per token on the validation split (the same windows for '
-           'every run). Kaplan laws use each run\'s best evaluation (early stopping); isoFLOP and '
-           'Approach 3 the final one, at the end of a schedule matched to the run\'s length.',
-           f'- **Confidence intervals**: {laws.CI_LEVEL:.0%} percentile intervals of {bootstrap_k} '
-           'refits to runs resampled with replacement (within each budget for isoFLOP; Approach 3 '
-           'refits start from the full fit and a 32-point grid).' if bootstrap_k else
-           '- **Confidence intervals**: none (--bootstrap 0).',
-           '- **Approach 3**: L = E + A/N^alpha + B/D^beta, parameters in log space, the sum over runs '
-           f'of the Huber loss (delta {laws.HUBER_DELTA}) of log L_hat - log L, L-BFGS from '
-           f'{len(laws.grid_starts())} grid points, the best kept (Besiroglu et al. 2024).', '',
-           '## Runs', '',
-           '| run | N | N_total | D | unique tokens | C | steps | train loss | eval loss | best eval '
-           '| tokens/s | wall s |',
-           '| --- ' + '| ---: ' * 11 + '|']
+def _markdown(
+  root: str,
+  rows: list[dict],
+  convention: str,
+  fitted_laws: list[str],
+  sections: list[str],
+  bootstrap_k: int,
+  have_curves: bool,
+) -> str:
+  lines = [
+    f'# Scaling-law report: {root}',
+    '',
+    f'{len(rows)} runs from `{root}/results.jsonl`; laws fitted: '
+    f'{", ".join(fitted_laws) or "none"}.',
+    '',
+    '## Conventions',
+    '',
+    '- **N**: non-embedding parameters (Kaplan et al.: no token or position embeddings); '
+    '`N_total` in the table counts them too.',
+    '- **D**: tokens trained on, steps x batch x sequence length. `unique tokens` is how '
+    'many distinct training tokens they were drawn from (`data.max_train_tokens`); a run '
+    'with D > unique tokens repeated data and is left out of the isoFLOP and Approach 3 '
+    'fits.',
+    f'- **C**: `{convention}`: {accounting.COMPUTE_CONVENTIONS.get(convention, convention)}.',
+    '- **Loss**: cross-entropy in nats per token on the validation split (the same windows '
+    "for every run). Kaplan laws use each run's best evaluation (early stopping); isoFLOP "
+    "and Approach 3 the final one, at the end of a schedule matched to the run's length.",
+    f'- **Confidence intervals**: {uncertainty.CI_LEVEL:.0%} percentile intervals of '
+    f'{bootstrap_k} refits to runs resampled with replacement (within each budget for '
+    'isoFLOP; Approach 3 refits start from the full fit and a 32-point grid).'
+    if bootstrap_k
+    else '- **Confidence intervals**: none (--bootstrap 0).',
+    '- **Approach 3**: L = E + A/N^alpha + B/D^beta, parameters in log space, the sum over '
+    f'runs of the Huber loss (delta {laws.HUBER_DELTA}) of log L_hat - log L, L-BFGS from '
+    f'{len(laws.grid_starts())} grid points, the best kept (Besiroglu et al. 2024).',
+    '',
+    '## Runs',
+    '',
+    '| run | N | N_total | D | unique tokens | C | steps | train loss | eval loss '
+    '| best eval | tokens/s | wall s |',
+    '| --- ' + '| ---: ' * 11 + '|',
+  ]
   fmt = lambda v, spec: '' if v is None else format(v, spec)
   for row in sorted(rows, key=lambda r: (r['C'], r['N'])):
-    lines.append(f'| {row["name"]} | {row["N"]:,} | {row["N_total"]:,} | {row["D"]:,} | '
-                 f'{row["unique_tokens"]:,} | {row["C"]:.3g} | {row["steps"]} | '
-                 f'{fmt(row.get("train_loss"), ".4f")} | {row["eval_loss"]:.4f} | '
-                 f'{row["best_eval_loss"]:.4f} | {fmt(row.get("tokens_per_s"), ",.0f")} | '
-                 f'{fmt(row.get("wall_s"), ".0f")} |')
+    lines.append(
+      f'| {row["name"]} | {row["N"]:,} | {row["N_total"]:,} | {row["D"]:,} | '
+      f'{row["unique_tokens"]:,} | {row["C"]:.3g} | {row["steps"]} | '
+      f'{fmt(row.get("train_loss"), ".4f")} | {row["eval_loss"]:.4f} | '
+      f'{row["best_eval_loss"]:.4f} | {fmt(row.get("tokens_per_s"), ",.0f")} | '
+      f'{fmt(row.get("wall_s"), ".0f")} |'
+    )
   if have_curves:
     lines += ['', '![training curves](training_curves.png)']
   lines += ['', '## Fits', '']
   return '\n'.join(lines + sections) + '\n'
 
 
-def _fit_markdown(title: str, law: str, fitted, obs: laws.Observations,
-                  intervals: dict[str, list[float]], k: int, failed: int, loss_col: str,
-                  figure: str) -> str:
+def _fit_markdown(
+  title: str,
+  law: str,
+  fitted,
+  obs: Observations,
+  intervals: dict[str, list[float]],
+  k: int,
+  failed: int,
+  loss_col: str,
+  figure: str,
+) -> str:
   unit = 'points of the frontier' if law == 'kaplan_c' else 'runs'
-  lines = [f'### {title}', '', '```',
-           laws.format_fit(law, fitted, obs, intervals, k, failed, loss_col, unit), '```', '']
+  lines = [
+    f'### {title}',
+    '',
+    '```',
+    formatting.format_fit(law, fitted, obs, intervals, k, failed, loss_col, unit),
+    '```',
+    '',
+  ]
   if law != 'chinchilla':  # Approach 3 is drawn on the isoFLOP figure
     lines += [f'![{law}]({figure})', '']
   return '\n'.join(lines)
 
 
-def _holdout_markdown(obs: laws.Observations) -> str:
+def _holdout_markdown(obs: Observations) -> str:
   lines = ['#### Hold-out test', '']
   try:
-    predictions = laws.holdout(obs, 'chinchilla', 'largest')
+    predictions = uncertainty.holdout(obs, 'chinchilla', 'largest')
   except UserError as e:
     return '\n'.join(lines + [f'Not possible: {e}', ''])
-  lines += [f'Approach 3 fitted to all runs but the largest compute budget ({len(predictions)} '
-            'runs), predicting those:', '', '| run | C | loss | predicted | error |',
-            '| --- | ---: | ---: | ---: | ---: |']
+  lines += [
+    f'Approach 3 fitted to all runs but the largest compute budget ({len(predictions)} '
+    'runs), predicting those:',
+    '',
+    '| run | C | loss | predicted | error |',
+    '| --- | ---: | ---: | ---: | ---: |',
+  ]
   for p in predictions:
-    lines.append(f'| {p["name"]} | {p["C"]:.3g} | {p["loss"]:.4f} | {p["predicted"]:.4f} | '
-                 f'{p["relative_error"]:+.2%} |')
+    lines.append(
+      f'| {p["name"]} | {p["C"]:.3g} | {p["loss"]:.4f} | {p["predicted"]:.4f} | '
+      f'{p["relative_error"]:+.2%} |'
+    )
   mean = np.mean([abs(p['relative_error']) for p in predictions])
   return '\n'.join(lines + ['', f'Mean absolute relative error: {mean:.2%}.', ''])
 
@@ -227,8 +310,9 @@ def _holdout_markdown(obs: laws.Observations) -> str:
 
 def _size_colours(n_values):
   """A colour per N on a log scale, and the mappable for a colour bar."""
-  norm = colors.LogNorm(vmin=min(n_values), vmax=max(n_values) * (1.0001 if
-                        min(n_values) == max(n_values) else 1))
+  norm = colors.LogNorm(
+    vmin=min(n_values), vmax=max(n_values) * (1.0001 if min(n_values) == max(n_values) else 1)
+  )
   mappable = cm.ScalarMappable(norm=norm, cmap='viridis')
   return mappable.to_rgba, mappable
 
@@ -270,15 +354,22 @@ def _plot_training_curves(root: str, rows: list[dict], out: str) -> str:
   for row in sorted(rows, key=lambda r: r['N']):
     logged = read_metrics(os.path.join(root, row['name']), row['steps'])
     tokens_per_step = row['D'] / row['steps']
-    train = [(r['step'] * tokens_per_step, r['train_loss']) for r in logged
-             if math.isfinite(r.get('train_loss', math.nan))]
+    train = [
+      (r['step'] * tokens_per_step, r['train_loss'])
+      for r in logged
+      if math.isfinite(r.get('train_loss', math.nan))
+    ]
     evals = [(r['step'] * tokens_per_step, r['eval_loss']) for r in logged if 'eval_loss' in r]
     if train:
       ax.plot(*zip(*train), color=colour(row['N']), lw=1, alpha=0.8)
     if evals:
       ax.plot(*zip(*evals), 'o', color=colour(row['N']), ms=3)
-  ax.set(xscale='log', xlabel='tokens trained on', ylabel='loss (nats/token)',
-         title='Training curves (lines: train loss, dots: eval loss)')
+  ax.set(
+    xscale='log',
+    xlabel='tokens trained on',
+    ylabel='loss (nats/token)',
+    title='Training curves (lines: train loss, dots: eval loss)',
+  )
   ax.grid(True, which='both', alpha=0.3)
   fig.colorbar(mappable, ax=ax, label='N (non-embedding parameters)')
   return _save(fig, os.path.join(out, 'training_curves.png'))
@@ -289,18 +380,32 @@ def _plot_power_law(x, loss, fitted: laws.PowerLaw, xlabel: str, symbol: str, pa
   ax = fig.subplots()
   ax.plot(x, loss, 'o', color='C0', label='runs')
   grid = np.geomspace(x.min() / 1.5, x.max() * 1.5, 100)
-  label = (f'$L = {fitted.E:.3g} + ({_tex(fitted.x_c)}/{symbol})^{{{fitted.alpha:.3f}}}$'
-           if fitted.irreducible else f'$L = ({_tex(fitted.x_c)}/{symbol})^{{{fitted.alpha:.3f}}}$')
+  label = (
+    f'$L = {fitted.E:.3g} + ({_tex(fitted.x_c)}/{symbol})^{{{fitted.alpha:.3f}}}$'
+    if fitted.irreducible
+    else f'$L = ({_tex(fitted.x_c)}/{symbol})^{{{fitted.alpha:.3f}}}$'
+  )
   ax.plot(grid, fitted.predict(grid), '-', color='C1', label=label)
-  ax.set(xscale='log', yscale='log', xlabel=xlabel, ylabel='best eval loss (nats/token)',
-         title=f'Loss vs {symbol}')
+  ax.set(
+    xscale='log',
+    yscale='log',
+    xlabel=xlabel,
+    ylabel='best eval loss (nats/token)',
+    title=f'Loss vs {symbol}',
+  )
   ax.grid(True, which='both', alpha=0.3)
   ax.legend()
   return _save(fig, path)
 
 
-def _plot_frontier(rows: list[dict], curves: dict[str, np.ndarray], frontier: np.ndarray,
-                   fitted: laws.PowerLaw | None, convention: str, path: str) -> str:
+def _plot_frontier(
+  rows: list[dict],
+  curves: dict[str, np.ndarray],
+  frontier: np.ndarray,
+  fitted: laws.PowerLaw | None,
+  convention: str,
+  path: str,
+) -> str:
   colour, mappable = _size_colours([row['N'] for row in rows])
   fig = Figure(figsize=_FIGSIZE)
   ax = fig.subplots()
@@ -311,19 +416,29 @@ def _plot_frontier(rows: list[dict], curves: dict[str, np.ndarray], frontier: np
   ax.plot(frontier[:, 1], frontier[:, 2], 'o', mfc='none', mec='black', ms=6, label='frontier')
   if fitted is not None:
     grid = np.geomspace(frontier[:, 1].min(), frontier[:, 1].max(), 100)
-    ax.plot(grid, fitted.predict(grid), '--', color='black',
-            label=f'$L = ({_tex(fitted.x_c)}/C)^{{{fitted.alpha:.3f}}}$')
-  ax.set(xscale='log', yscale='log', xlabel=f'C (training FLOPs, {convention})',
-         ylabel='eval loss (nats/token)',
-         title='Loss vs compute: evaluation curves and their envelope')
+    ax.plot(
+      grid,
+      fitted.predict(grid),
+      '--',
+      color='black',
+      label=f'$L = ({_tex(fitted.x_c)}/C)^{{{fitted.alpha:.3f}}}$',
+    )
+  ax.set(
+    xscale='log',
+    yscale='log',
+    xlabel=f'C (training FLOPs, {convention})',
+    ylabel='eval loss (nats/token)',
+    title='Loss vs compute: evaluation curves and their envelope',
+  )
   ax.grid(True, which='both', alpha=0.3)
   ax.legend()
   fig.colorbar(mappable, ax=ax, label='N (non-embedding parameters)')
   return _save(fig, path)
 
 
-def _plot_isoflop(obs: laws.Observations, isoflop: laws.IsoflopFit,
-                  chinchilla: laws.ChinchillaLaw | None, path: str) -> str:
+def _plot_isoflop(
+  obs: Observations, isoflop: laws.IsoflopFit, chinchilla: laws.ChinchillaLaw | None, path: str
+) -> str:
   fig = Figure(figsize=_FIGSIZE)
   ax = fig.subplots()
   for i, budget in enumerate(isoflop.budgets):
@@ -337,30 +452,46 @@ def _plot_isoflop(obs: laws.Observations, isoflop: laws.IsoflopFit,
       ax.plot(budget.n_opt, budget.loss_opt, '*', color=f'C{i}', ms=14, mec='black')
     if chinchilla is not None:
       ax.plot(grid, chinchilla.predict(grid, budget.compute / (6 * grid)), ':', color=f'C{i}', lw=1)
-  ax.set(xscale='log', xlabel='N (non-embedding parameters)', ylabel='final eval loss (nats/token)',
-         title='IsoFLOP profiles: parabolas in log N, interior minima (stars)'
-               + (', Approach 3 (dotted)' if chinchilla is not None else ''))
+  ax.set(
+    xscale='log',
+    xlabel='N (non-embedding parameters)',
+    ylabel='final eval loss (nats/token)',
+    title='IsoFLOP profiles: parabolas in log N, interior minima (stars)'
+    + (', Approach 3 (dotted)' if chinchilla is not None else ''),
+  )
   ax.grid(True, which='both', alpha=0.3)
   ax.legend()
   return _save(fig, path)
 
 
-def _plot_compute_optimal(isoflop: laws.IsoflopFit, chinchilla: laws.ChinchillaLaw | None,
-                          convention: str, path: str) -> str:
+def _plot_compute_optimal(
+  isoflop: laws.IsoflopFit, chinchilla: laws.ChinchillaLaw | None, convention: str, path: str
+) -> str:
   compute = np.array([b.compute for b in isoflop.budgets])
   grid = np.geomspace(compute.min() / 2, compute.max() * 4, 100)
   fig = Figure(figsize=(11, 4.5))
   axes = fig.subplots(1, 2)
   for ax, name, optimum, line, exponent, index in (
-      (axes[0], 'N', [b.n_opt for b in isoflop.budgets], isoflop.n_opt, isoflop.a, 0),
-      (axes[1], 'D', [b.d_opt for b in isoflop.budgets], isoflop.d_opt, isoflop.b, 1)):
+    (axes[0], 'N', [b.n_opt for b in isoflop.budgets], isoflop.n_opt, isoflop.a, 0),
+    (axes[1], 'D', [b.d_opt for b in isoflop.budgets], isoflop.d_opt, isoflop.b, 1),
+  ):
     ax.plot(compute, optimum, 'o', color='C0', label='isoFLOP minima')
     ax.plot(grid, line(grid), '-', color='C0', label=f'Approach 2: $\\propto C^{{{exponent:.2f}}}$')
     if chinchilla is not None:
-      ax.plot(grid, chinchilla.compute_optimal(grid)[index], '--', color='C3',
-              label=f'Approach 3: $\\propto C^{{{(chinchilla.a, chinchilla.b)[index]:.2f}}}$')
-    ax.set(xscale='log', yscale='log', xlabel=f'C (training FLOPs, {convention})',
-           ylabel=f'{name}_opt', title=f'Compute-optimal {name}')
+      ax.plot(
+        grid,
+        chinchilla.compute_optimal(grid)[index],
+        '--',
+        color='C3',
+        label=f'Approach 3: $\\propto C^{{{(chinchilla.a, chinchilla.b)[index]:.2f}}}$',
+      )
+    ax.set(
+      xscale='log',
+      yscale='log',
+      xlabel=f'C (training FLOPs, {convention})',
+      ylabel=f'{name}_opt',
+      title=f'Compute-optimal {name}',
+    )
     ax.grid(True, which='both', alpha=0.3)
     ax.legend()
   return _save(fig, path)

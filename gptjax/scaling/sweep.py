@@ -6,40 +6,38 @@
 A sweep file defines get_config(), the base config (so it is also a config file for
 python -m gptjax.main), and get_runs(), a list of (name, overrides): dotted config fields and their
 values, as --config.a.b=v would set them. Each run trains in ROOT/<name> with
-gptjax.train.train_and_evaluate, so an interrupted run resumes from its last checkpoint; a run with
-a row in ROOT/results.jsonl for the same config is skipped. Each finished run appends a row: name,
-N, N_total, D, C and its convention, losses, throughput, wall time and the config.
+gptjax.training.trainer.train_and_evaluate, so an interrupted run resumes from its last
+checkpoint; a run with a row in ROOT/results.jsonl for the same config is skipped. Each finished
+run appends a row: name, N, N_total, D, C and its convention, losses, throughput, wall time and
+the config.
 
-The runs share one tokenizer and token cache: they are made once in ROOT/_shared (from the base
-config) and copied into each new workdir, the token files as hard links, unless a run changes the
-data or tokenizer settings (other than data.max_train_tokens), when it makes its own.
+The runs share one tokenizer and data cache, whatever the architecture: they are made once in
+ROOT/_shared (from the base config, by the architecture's loader) and copied into each new
+workdir, the cache's large files as hard links, unless a run changes a setting the cache depends
+on (gptjax/data/cache.py says which), when it makes its own.
 The runs also share XLA's persistent compilation cache, ROOT/_xla_cache.
---list prints one python -m gptjax.main command per run instead, to fan the runs out elsewhere
-(each then makes its own tokenizer); running the sweep afterwards on the same ROOT finds them
-finished and only evaluates them and writes the rows.
+The command line is gptjax/sweep.py; its --list prints one python -m gptjax.main command per run
+instead, to fan the runs out elsewhere (each then makes its own tokenizer); running the sweep
+afterwards on the same ROOT finds them finished and only evaluates them and writes the rows.
 """
-import argparse
+
 import importlib.util
 import json
 import math
 import os
 import re
 import shlex
-import shutil
 import time
 from typing import Any
 
 import jax
 import ml_collections
-from absl import logging
 
 from gptjax import configuration
-from gptjax.cli import fail, reported
-from gptjax.data import tokenizers as tokenizer_lib
-from gptjax.data import windows
+from gptjax.data import cache
 from gptjax.errors import UserError
-from gptjax.models import accounting
-from gptjax.scaling import laws
+from gptjax.models import accounting, registry
+from gptjax.scaling import observations
 from gptjax.training import metrics as metrics_lib
 from gptjax.training import trainer
 
@@ -52,9 +50,13 @@ def schedule(steps: int, evaluations: int = 8) -> dict[str, int]:
   the cosine decays over exactly `steps` steps after a warmup of a tenth of them, and the run
   evaluates and checkpoints `evaluations` times (the points of its curve in the report)."""
   every = max(1, math.ceil(steps / evaluations))
-  return {'train.steps': steps, 'train.warmup_steps': max(1, steps // 10),
-          'train.eval_every': every, 'train.checkpoint_every': every,
-          'train.log_every': max(1, min(25, every))}
+  return {
+    'train.steps': steps,
+    'train.warmup_steps': max(1, steps // 10),
+    'train.eval_every': every,
+    'train.checkpoint_every': every,
+    'train.log_every': max(1, min(25, every)),
+  }
 
 
 def load_sweep(path: str) -> tuple[ml_collections.ConfigDict, list[tuple[str, dict[str, Any]]]]:
@@ -69,14 +71,21 @@ def load_sweep(path: str) -> tuple[ml_collections.ConfigDict, list[tuple[str, di
   except Exception as e:  # pylint: disable=broad-except  # the sweep file's own code failed
     raise UserError(f'{path}: {type(e).__name__}: {e}') from None
   if not all(callable(getattr(module, f, None)) for f in ('get_config', 'get_runs')):
-    raise UserError(f'{path} does not define a sweep: it needs get_config() (the base config) '
-                    'and get_runs() (a list of (name, overrides))')
+    raise UserError(
+      f'{path} does not define a sweep: it needs get_config() (the base config) '
+      'and get_runs() (a list of (name, overrides))'
+    )
   base, runs = module.get_config(), module.get_runs()
   if not isinstance(base, ml_collections.ConfigDict):
     raise UserError(f'{path}: get_config() returned {type(base).__name__}, not a ConfigDict')
-  if not (isinstance(runs, list) and runs and all(
+  if not (
+    isinstance(runs, list)
+    and runs
+    and all(
       isinstance(r, tuple) and len(r) == 2 and isinstance(r[0], str) and isinstance(r[1], dict)
-      for r in runs)):
+      for r in runs
+    )
+  ):
     raise UserError(f'{path}: get_runs() must return a non-empty list of (name, overrides dict)')
   names = [name for name, _ in runs]
   for name in names:
@@ -91,7 +100,8 @@ def load_sweep(path: str) -> tuple[ml_collections.ConfigDict, list[tuple[str, di
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-  """'field=value' as (field, value): the value as JSON (numbers, booleans, lists), else a string."""
+  """'field=value' as (field, value): the value as JSON (numbers, booleans, lists), else a
+  string."""
   field, _, value = text.partition('=')
   try:
     return field, json.loads(value)
@@ -99,8 +109,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     return field, value
 
 
-def run_config(base: ml_collections.ConfigDict, overrides: dict[str, Any],
-               name: str = '') -> ml_collections.ConfigDict:
+def run_config(
+  base: ml_collections.ConfigDict, overrides: dict[str, Any], name: str = ''
+) -> ml_collections.ConfigDict:
   """A copy of `base` with the dotted-field overrides set."""
   config = ml_collections.ConfigDict(base.to_dict())
   for field, value in overrides.items():
@@ -122,26 +133,32 @@ def run_config(base: ml_collections.ConfigDict, overrides: dict[str, Any],
 def list_commands(sweep_path: str, root: str) -> list[str]:
   """One shell command per run that trains it with python -m gptjax.main."""
   _, runs = load_sweep(sweep_path)
-  return [shlex.join(['python', '-m', 'gptjax.main', '--config', sweep_path, '--workdir',
-                      os.path.join(root, name)] +
-                     [f'--config.{field}={value}' for field, value in overrides.items()])
-          for name, overrides in runs]
+  return [
+    shlex.join(
+      ['python', '-m', 'gptjax.main', '--config', sweep_path, '--workdir', os.path.join(root, name)]
+      + [f'--config.{field}={value}' for field, value in overrides.items()]
+    )
+    for name, overrides in runs
+  ]
 
 
 def finished_rows(root: str) -> dict[str, dict]:
   """The latest row of each run in ROOT/results.jsonl."""
   if not os.path.exists(os.path.join(root, 'results.jsonl')):
     return {}
-  return {row['name']: row for row in laws.read_rows(root)}
+  return {row['name']: row for row in observations.read_rows(root)}
 
 
-def run_sweep(sweep_path: str, root: str, convention: str = '6ND',
-              show_progress: bool = True) -> list[dict]:
+def run_sweep(
+  sweep_path: str, root: str, convention: str = '6ND', show_progress: bool = True
+) -> list[dict]:
   """Trains every run of the sweep that has no row yet (resuming interrupted ones) and returns
   the rows of all runs, in the sweep's order."""
   if convention not in accounting.COMPUTE_CONVENTIONS:
-    raise UserError(f'unknown compute convention {convention!r}; use one of '
-                    f'{", ".join(accounting.COMPUTE_CONVENTIONS)}')
+    raise UserError(
+      f'unknown compute convention {convention!r}; use one of '
+      f'{", ".join(accounting.COMPUTE_CONVENTIONS)}'
+    )
   base, runs = load_sweep(sweep_path)
   configs = [(name, run_config(base, overrides, name)) for name, overrides in runs]
   for name, config in configs:
@@ -152,14 +169,15 @@ def run_sweep(sweep_path: str, root: str, convention: str = '6ND',
   os.makedirs(root, exist_ok=True)
   _cache_compilations(root)
   rows = finished_rows(root)
+  shared = _SharedData(base, os.path.join(root, SHARED))
   for i, (name, config) in enumerate(configs):
     prefix = f'[{i + 1}/{len(configs)}] {name}'
-    if name in rows and rows[name]['config'] == _as_json(config):
+    # configuration.upgrade: a row written before fields moved still names its run's config.
+    if name in rows and configuration.upgrade(rows[name]['config']) == _as_json(config):
       print(f'{prefix}: finished, skipped')
       continue
     workdir = os.path.join(root, name)
-    if _shares_tokens(config, base):
-      _seed_workdir(base, root, workdir)
+    shared.seed(config, workdir)
     resumed_from = _latest_checkpoint(workdir)
     if resumed_from >= config.train.steps:  # trained elsewhere, e.g. a command of --list
       print(f'{prefix}: trained to step {resumed_from} already; evaluating', flush=True)
@@ -171,13 +189,17 @@ def run_sweep(sweep_path: str, root: str, convention: str = '6ND',
       metrics = trainer.train_and_evaluate(config, workdir, show_progress=show_progress)
     except UserError as e:
       raise UserError(f'run {name}: {e}') from None
-    row = result_row(name, config, workdir, metrics, convention, time.perf_counter() - start,
-                     resumed_from)
+    row = result_row(
+      name, config, workdir, metrics, convention, time.perf_counter() - start, resumed_from
+    )
     with open(os.path.join(root, 'results.jsonl'), 'a') as f:
       f.write(json.dumps(row) + '\n')
     rows[name] = row
-    print(f'{prefix}: N={row["N"]:,} D={row["D"]:,} C={row["C"]:.3g} eval loss '
-          f'{row["eval_loss"]:.4f} ({row["wall_s"]:.0f} s)', flush=True)
+    print(
+      f'{prefix}: N={row["N"]:,} D={row["D"]:,} C={row["C"]:.3g} eval loss '
+      f'{row["eval_loss"]:.4f} ({row["wall_s"]:.0f} s)',
+      flush=True,
+    )
   return [rows[name] for name, _ in configs]
 
 
@@ -188,33 +210,44 @@ def _cache_compilations(root: str) -> None:
     jax.config.update('jax_compilation_cache_dir', os.path.join(root, '_xla_cache'))
 
 
-def result_row(name: str, config: ml_collections.ConfigDict, workdir: str,
-               metrics: dict[str, float], convention: str, wall_s: float,
-               resumed_from: int) -> dict:
-  """The results.jsonl row of a finished run. D is the tokens trained on (steps x batch x seq_len)
-  and unique_tokens the distinct training tokens they were drawn from."""
-  tokenizer = tokenizer_lib.load_or_train(config.tokenizer.kind, config.tokenizer.vocab_size,
-                                          workdir)
+def result_row(
+  name: str,
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  metrics: dict[str, float],
+  convention: str,
+  wall_s: float,
+  resumed_from: int,
+) -> dict:
+  """The results.jsonl row of a finished run. D is the tokens trained on (steps x batch x seq_len:
+  an encoder-decoder's target tokens) and unique_tokens the distinct training tokens they were
+  drawn from, as the run's data counts them (its train_tokens)."""
+  tokenizer, data = _load_data(config, workdir)
   model = configuration.model_config(config, tokenizer.vocab_size)
   params = accounting.count_params(model)
   tokens = config.train.steps * config.train.global_batch_size * config.train.seq_len
-  with open(os.path.join(workdir, 'data', 'meta.json')) as f:
-    unique_tokens = json.load(f)['train_tokens']
-  if config.data.max_train_tokens:
-    unique_tokens = min(unique_tokens, config.data.max_train_tokens)
+  unique_tokens = data.train_tokens
   logged = metrics_lib.read_metrics(workdir, config.train.steps)
   eval_losses = [r['eval_loss'] for r in logged if 'eval_loss' in r] + [metrics['eval_loss']]
   train_losses = [r['train_loss'] for r in logged if 'train_loss' in r]
   throughputs = sorted(r['tokens_per_s'] for r in logged if 'tokens_per_s' in r)
   return {
-      'name': name, 'N': params.non_embedding, 'N_total': params.total, 'D': tokens,
-      'unique_tokens': unique_tokens,
-      'C': accounting.training_compute(model, tokens, config.train.seq_len, convention),
-      'C_convention': convention, 'steps': config.train.steps,
-      'train_loss': train_losses[-1] if train_losses else None,
-      'eval_loss': metrics['eval_loss'], 'best_eval_loss': min(eval_losses),
-      'tokens_per_s': throughputs[len(throughputs) // 2] if throughputs else None,  # the median
-      'wall_s': wall_s, 'resumed_from_step': resumed_from, 'config': _as_json(config)}
+    'name': name,
+    'N': params.non_embedding,
+    'N_total': params.total,
+    'D': tokens,
+    'unique_tokens': unique_tokens,
+    'C': accounting.training_compute(model, tokens, config.train.seq_len, convention),
+    'C_convention': convention,
+    'steps': config.train.steps,
+    'train_loss': train_losses[-1] if train_losses else None,
+    'eval_loss': metrics['eval_loss'],
+    'best_eval_loss': min(eval_losses),
+    'tokens_per_s': throughputs[len(throughputs) // 2] if throughputs else None,  # the median
+    'wall_s': wall_s,
+    'resumed_from_step': resumed_from,
+    'config': _as_json(config),
+  }
 
 
 def _as_json(config: ml_collections.ConfigDict) -> dict:
@@ -227,69 +260,27 @@ def _latest_checkpoint(workdir: str) -> int:
   return max(steps, default=0)
 
 
-def _tokens_settings(config: ml_collections.ConfigDict) -> dict:
-  """What decides the token caches (data.max_train_tokens only slices them)."""
-  settings = config.data.to_dict()
-  settings.pop('max_train_tokens')
-  return {'data': settings, 'tokenizer': config.tokenizer.to_dict()}
+def _load_data(config: ml_collections.ConfigDict, workdir: str):
+  """(tokenizer, data) of the workdir, by the run's architecture, made on first use."""
+  return registry.get(config.model.architecture).load_data(config, workdir, True)
 
 
-def _shares_tokens(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict) -> bool:
-  return _tokens_settings(config) == _tokens_settings(base)
+class _SharedData:
+  """The tokenizer and data cache of the base config, made once in ROOT/_shared (on first need)
+  and put into the workdir of every run that would make the same cache."""
 
+  def __init__(self, base: ml_collections.ConfigDict, directory: str):
+    self.base, self.directory = base, directory
+    self.layout: cache.Layout | None = None
 
-def _seed_workdir(base: ml_collections.ConfigDict, root: str, workdir: str) -> None:
-  """Puts the shared tokenizer and token caches into a workdir that has none (made once, in
-  ROOT/_shared, from the base config). meta.json goes last: the cache counts as there only then."""
-  if os.path.exists(os.path.join(workdir, 'data', 'meta.json')):
-    return
-  shared = os.path.join(root, SHARED)
-  if not os.path.exists(os.path.join(shared, 'data', 'meta.json')):
-    print(f'making the shared tokenizer and token caches in {shared}', flush=True)
-    windows.load_tokenizer_and_data(base, shared, base.train.seq_len)
-  os.makedirs(os.path.join(workdir, 'data'), exist_ok=True)
-  files = [f for f in os.listdir(shared) if os.path.isfile(os.path.join(shared, f))]
-  files += [os.path.join('data', f) for f in sorted(os.listdir(os.path.join(shared, 'data')))
-            if f != 'meta.json'] + [os.path.join('data', 'meta.json')]
-  for relative in files:
-    source, target = os.path.join(shared, relative), os.path.join(workdir, relative)
-    if os.path.exists(target):
-      os.remove(target)
-    if relative.endswith('.bin'):
-      try:
-        os.link(source, target)  # read-only memory maps: one copy on disk for every run
-        continue
-      except OSError:  # another file system
-        pass
-    shutil.copyfile(source, target)
-
-
-class _Parser(argparse.ArgumentParser):
-  def error(self, message: str) -> None:
-    fail(f'{message} (see {self.prog} --help)', status=2)
-
-
-def _parser() -> argparse.ArgumentParser:
-  parser = _Parser(prog='python -m gptjax.sweep', description=__doc__.split('\n\n')[0])
-  commands = parser.add_subparsers(dest='command', required=True, metavar='{run}')
-  run = commands.add_parser('run', help='run (or --list) every point of a sweep file')
-  run.add_argument('sweep', help='the sweep file, experiments/X.py')
-  run.add_argument('--root', default='', help='directory of the runs (default runs/<sweep name>)')
-  run.add_argument('--list', action='store_true',
-                   help='print one python -m gptjax.main command per run instead of running them')
-  run.add_argument('--convention', default='6ND', choices=list(accounting.COMPUTE_CONVENTIONS),
-                   help='how the rows count training compute C (default 6ND)')
-  run.add_argument('--debug', action='store_true', help='show the traceback behind an error line')
-  return parser
-
-
-def main(argv: list[str] | None = None) -> None:
-  args = _parser().parse_args(argv)
-  root = args.root or os.path.join('runs', os.path.splitext(os.path.basename(args.sweep))[0])
-  logging.set_verbosity(logging.WARNING)  # orbax logs every step of a save at INFO
-  with reported(debug=args.debug):
-    if args.list:
-      print('\n'.join(list_commands(args.sweep, root)))
-      return
-    rows = run_sweep(args.sweep, root, args.convention)
-    print(f'{len(rows)} runs finished; results in {os.path.join(root, "results.jsonl")}')
+  def seed(self, config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Puts the shared tokenizer and cache into the run's workdir, unless the run makes a cache of
+    its own (another architecture, or other settings the cache depends on) or has one already."""
+    if config.model.architecture != self.base.model.architecture:
+      return  # its loader may lay the cache out differently
+    if self.layout is None:
+      if not os.path.isdir(self.directory):
+        print(f'making the shared tokenizer and data caches in {self.directory}', flush=True)
+      self.layout = _load_data(self.base, self.directory)[1].layout
+    if cache.same_cache(self.layout, config, self.base):
+      cache.copy_cache(self.layout, self.directory, workdir)

@@ -1,20 +1,16 @@
-"""How fast a config trains (or decodes) on this machine: python -m gptjax.bench --config configs/X.py
+"""How fast a config trains or decodes on this machine: what python -m gptjax.bench reports.
 
-Train mode compiles the train step training runs (gptjax.train.compile_train_step, with the
-config's optimizer, sharding and gradient accumulation), feeds it random token windows, and after
---warmup steps times --steps steps one by one. It reports compile time, step time (median and
-spread), tokens/s, model FLOPs per token (gptjax.accounting, the count MFU and the scaling-law
-code share), achieved FLOP/s and MFU against the device's peak: a data-sheet figure on
+bench_train compiles the train step training runs (gptjax.training.step.compile_train_step, with
+the config's optimizer, sharding and gradient accumulation), feeds it random token windows, and
+after `warmup` steps times `steps` steps one by one. It reports compile time, step time (median
+and spread), tokens/s, model FLOPs per token (gptjax.models.accounting, the count MFU and the
+scaling-law code share), achieved FLOP/s and MFU against the device's peak: a data-sheet figure on
 accelerators, on CPU the measured rate of a large fp32 matmul (reported beside the result).
 
-Decode mode times greedy decoding with and without the key/value cache (gptjax.sampling).
-
-  python -m gptjax.bench --config configs/default.py --shape 4,4,128,128,16,4096 --json
-
---shape layers,heads,d_model,seq,batch,vocab overrides the model (d_ff = 4 d_model, n_ctx = seq)
-and the batch for quick comparisons; any --config.field=value works as in gptjax.main.
+bench_decode times greedy decoding with and without the key/value cache (gptjax.decoding.sampling).
+apply_shape sets a quick model and batch shape; format_report turns either report into lines.
 """
-import json
+
 import os
 import statistics
 import time
@@ -22,11 +18,8 @@ import time
 import jax
 import jax.numpy as jnp
 import ml_collections
-from absl import app, flags, logging
-from ml_collections import config_flags
 
-from gptjax import cli, configs, configuration
-from gptjax.cli import reported
+from gptjax import configuration
 from gptjax.data import tokenizers as tokenizer_lib
 from gptjax.decoding import sampling
 from gptjax.errors import UserError
@@ -36,29 +29,15 @@ from gptjax.training import sharding, step
 from gptjax.training.optimizer import make_optimizer
 from gptjax.training.state import init_state
 
-_CONFIG = config_flags.DEFINE_config_file('config', configs.resolve('default'),
-                                          'Path to a config file (configs/*.py).')
-_SHAPE = flags.DEFINE_string('shape', '', 'layers,heads,d_model,seq,batch,vocab: overrides the '
-                             "config's model and batch shape.")
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'decode'], 'What to time.')
-_STEPS = flags.DEFINE_integer('steps', 10, 'Timed train steps.', lower_bound=1)
-_WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.', lower_bound=0)
-_NEW_TOKENS = flags.DEFINE_integer('new_tokens', 512, 'Decode mode: tokens to decode.',
-                                   lower_bound=1)
-_PROMPT_LEN = flags.DEFINE_integer('prompt_len', 128, 'Decode mode: prompt tokens before them.',
-                                   lower_bound=1)
-_DECODE_BATCH = flags.DEFINE_integer('decode_batch', 1, 'Decode mode: sequences decoded at once.',
-                                     lower_bound=1)
-_JSON = flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
-
 
 def apply_shape(config: ml_collections.ConfigDict, shape: str) -> None:
   """Sets the model and batch shape from 'layers,heads,d_model,seq,batch,vocab'."""
   try:
     layers, heads, d_model, seq, batch, vocab = (int(v) for v in shape.split(','))
   except ValueError:
-    raise UserError(f'--shape={shape!r}: expected six integers, '
-                    'layers,heads,d_model,seq,batch,vocab') from None
+    raise UserError(
+      f'--shape={shape!r}: expected six integers, layers,heads,d_model,seq,batch,vocab'
+    ) from None
   config.model.update(n_layers=layers, n_heads=heads, d_model=d_model, d_ff=4 * d_model, n_ctx=seq)
   config.train.update(seq_len=seq, global_batch_size=batch, grad_accum_steps=1)
   config.tokenizer.vocab_size = vocab
@@ -73,27 +52,39 @@ def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int 
   """
   configuration.validate(config, jax.device_count(), jax.process_count())
   specials = tokenizer_lib.ByteTokenizer()
-  model = registry.build(configuration.model_config(config, config.tokenizer.vocab_size),
-                       pad_id=specials.pad_id)
+  model = registry.build(
+    configuration.model_config(config, config.tokenizer.vocab_size), pad_id=specials.pad_id
+  )
   optimizer = make_optimizer(config.train)
   mesh = sharding.make_mesh()
   abstract_state = jax.eval_shape(lambda: init_state(model, optimizer, config.seed))
-  state_shardings = sharding.state_shardings(abstract_state, mesh,
-                                             fsdp=config.train.sharding == 'fsdp')
+  state_shardings = sharding.state_shardings(
+    abstract_state, mesh, fsdp=config.train.sharding == 'fsdp'
+  )
   batch_size, seq_len = config.train.global_batch_size, config.train.seq_len
   start = time.perf_counter()
-  objective = registry.make_objective(model, config.train, specials)
-  step_fn = step.compile_train_step(model, objective, optimizer, config, mesh, abstract_state,
-                                     state_shardings)
+  objective = registry.get(config.model.architecture).objective(model, config, specials)
+  step_fn = step.compile_train_step(
+    model, objective, optimizer, config, mesh, abstract_state, state_shardings
+  )
   compile_s = time.perf_counter() - start
   memory = step_fn.memory_analysis()  # XLA's count for the compiled step, per device, if any
-  memory_mib = None if memory is None else (
-      memory.argument_size_in_bytes + memory.temp_size_in_bytes) / 2**20
-  state = jax.jit(lambda: init_state(model, optimizer, config.seed),
-                  out_shardings=state_shardings)()
+  memory_mib = (
+    None if memory is None else (memory.argument_size_in_bytes + memory.temp_size_in_bytes) / 2**20
+  )
+  state = jax.jit(
+    lambda: init_state(model, optimizer, config.seed), out_shardings=state_shardings
+  )()
   batch_BxW = jax.device_put(
-      jax.random.randint(jax.random.key(config.seed), (batch_size, registry.row_width(config)), 0,
-                         config.tokenizer.vocab_size, jnp.int32), sharding.batch_sharding(mesh))
+    jax.random.randint(
+      jax.random.key(config.seed),
+      (batch_size, registry.get(config.model.architecture).row_width(config)),
+      0,
+      config.tokenizer.vocab_size,
+      jnp.int32,
+    ),
+    sharding.batch_sharding(mesh),
+  )
   for _ in range(warmup):
     state, metrics = step_fn(state, batch_BxW)
   jax.block_until_ready(state)
@@ -109,77 +100,90 @@ def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int 
   peak_per_device, peak_source = accounting.peak_flops_per_s(config.model.dtype)
   peak = peak_per_device * jax.device_count()
   return {
-      'mode': 'train', 'architecture': config.model.architecture,
-      'n_layers': config.model.n_layers, 'n_heads': config.model.n_heads,
-      'd_model': config.model.d_model, 'seq_len': seq_len, 'batch': batch_size,
-      'vocab': model.config.vocab_size, 'dtype': config.model.dtype,
-      'params': accounting.count_params(model.config).total,
-      'compile_s': compile_s, 'step_ms': 1e3 * median_s,
-      'step_ms_min': 1e3 * min(step_s), 'step_ms_max': 1e3 * max(step_s),
-      'tokens_per_s': tokens_per_s, 'flops_per_token': flops_per_token,
-      'flops_per_s': flops_per_token * tokens_per_s, 'peak_flops_per_s': peak,
-      'peak_source': peak_source, 'mfu': flops_per_token * tokens_per_s / peak,
-      'memory_mib': memory_mib,
-      'memory_estimate_mib': sum(step.memory_estimate(model.config, config.train).values())
-                             / 2**20,
-      'final_loss': float(metrics['train_loss']), **_machine()}
+    'mode': 'train',
+    'architecture': config.model.architecture,
+    'n_layers': config.model.n_layers,
+    'n_heads': config.model.n_heads,
+    'd_model': config.model.d_model,
+    'seq_len': seq_len,
+    'batch': batch_size,
+    'vocab': model.config.vocab_size,
+    'dtype': config.model.dtype,
+    'params': accounting.count_params(model.config).total,
+    'compile_s': compile_s,
+    'step_ms': 1e3 * median_s,
+    'step_ms_min': 1e3 * min(step_s),
+    'step_ms_max': 1e3 * max(step_s),
+    'tokens_per_s': tokens_per_s,
+    'flops_per_token': flops_per_token,
+    'flops_per_s': flops_per_token * tokens_per_s,
+    'peak_flops_per_s': peak,
+    'peak_source': peak_source,
+    'mfu': flops_per_token * tokens_per_s / peak,
+    'memory_mib': memory_mib,
+    'memory_estimate_mib': sum(step.memory_estimate(model.config, config.train).values()) / 2**20,
+    'final_loss': float(metrics['train_loss']),
+    **_machine(),
+  }
 
 
-def bench_decode(config: ml_collections.ConfigDict, new_tokens: int, prompt_len: int,
-                 batch_size: int = 1) -> dict:
+def bench_decode(
+  config: ml_collections.ConfigDict, new_tokens: int, prompt_len: int, batch_size: int = 1
+) -> dict:
   """Greedy decode speed of config's model (random weights decode as fast as trained ones), with
   n_ctx raised to fit the prompt and the new tokens if needed. GPT only."""
-  if config.model.architecture != 'gpt':
-    raise UserError(f'decode mode times GPT configs; model.architecture is '
-                    f'{config.model.architecture!r}')
+  if not registry.get(config.model.architecture).language_model:
+    raise UserError(
+      f'decode mode times language models (GPT configs); model.architecture is '
+      f'{config.model.architecture!r}'
+    )
   config.model.n_ctx = max(config.model.n_ctx, prompt_len + new_tokens)
   model = GPT(configuration.model_config(config, config.tokenizer.vocab_size))
-  params = jax.jit(model.init)(jax.random.key(config.seed),
-                               jnp.zeros((1, config.model.n_ctx), jnp.int32))['params']
+  params = jax.jit(model.init)(
+    jax.random.key(config.seed), jnp.zeros((1, config.model.n_ctx), jnp.int32)
+  )['params']
   result = sampling.benchmark_decode(model, params, new_tokens, batch_size, prompt_len, config.seed)
   return {'mode': 'decode', **result, **_machine()}
 
 
 def _machine() -> dict:
   # Other processes slow a CPU run down: the load says how busy the machine was.
-  return {'device': jax.devices()[0].device_kind, 'device_count': jax.device_count(),
-          'cpu_count': os.cpu_count(), 'load_average_1m': os.getloadavg()[0]}
+  return {
+    'device': jax.devices()[0].device_kind,
+    'device_count': jax.device_count(),
+    'cpu_count': os.cpu_count(),
+    'load_average_1m': os.getloadavg()[0],
+  }
 
 
 def format_report(result: dict) -> str:
   """The report of bench_train or bench_decode as a few readable lines."""
   if result['mode'] == 'decode':
-    return (f"decode {result['new_tokens']} tokens x {result['batch_size']}: "
-            f"{result['cached_tokens_per_s']:,.1f} tokens/s with the cache, "
-            f"{result['uncached_tokens_per_s']:,.1f} without ({result['speedup']:.1f}x)")
-  return '\n'.join([
-      f"model      {result['n_layers']} layers, {result['n_heads']} heads, d_model "
-      f"{result['d_model']}, vocab {result['vocab']:,}, {result['params']:,} parameters, "
-      f"{result['dtype']}",
-      f"batch      {result['batch']} x {result['seq_len']} tokens on {result['device_count']} x "
-      f"{result['device']}",
-      f"compile    {result['compile_s']:.2f} s",
-      f"step       {result['step_ms']:.1f} ms median ({result['step_ms_min']:.1f}-"
-      f"{result['step_ms_max']:.1f})",
-      f"throughput {result['tokens_per_s']:,.0f} tokens/s, {result['flops_per_token']:,.0f} "
-      f"FLOPs/token, {result['flops_per_s'] / 1e9:,.1f} GFLOP/s",
-      f"MFU        {result['mfu']:.1%} of {result['peak_flops_per_s'] / 1e9:,.1f} GFLOP/s "
-      f"({result['peak_source']})",
-      f"memory     {result['memory_estimate_mib']:,.1f} MiB per device estimated "
-      "(accounting.memory_estimate), " + ("no count from XLA" if result['memory_mib'] is None
-                                          else f"{result['memory_mib']:,.1f} MiB by XLA's count")])
-
-
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  logging.set_verbosity(logging.WARNING)
-  config = _CONFIG.value
-  with reported(debug=cli.DEBUG.value):
-    if _SHAPE.value:
-      apply_shape(config, _SHAPE.value)
-    if _MODE.value == 'train':
-      result = bench_train(config, _STEPS.value, _WARMUP.value)
-    else:
-      result = bench_decode(config, _NEW_TOKENS.value, _PROMPT_LEN.value, _DECODE_BATCH.value)
-  print(json.dumps(result) if _JSON.value else format_report(result))
+    return (
+      f'decode {result["new_tokens"]} tokens x {result["batch_size"]}: '
+      f'{result["cached_tokens_per_s"]:,.1f} tokens/s with the cache, '
+      f'{result["uncached_tokens_per_s"]:,.1f} without ({result["speedup"]:.1f}x)'
+    )
+  return '\n'.join(
+    [
+      f'model      {result["n_layers"]} layers, {result["n_heads"]} heads, d_model '
+      f'{result["d_model"]}, vocab {result["vocab"]:,}, {result["params"]:,} parameters, '
+      f'{result["dtype"]}',
+      f'batch      {result["batch"]} x {result["seq_len"]} tokens on {result["device_count"]} x '
+      f'{result["device"]}',
+      f'compile    {result["compile_s"]:.2f} s',
+      f'step       {result["step_ms"]:.1f} ms median ({result["step_ms_min"]:.1f}-'
+      f'{result["step_ms_max"]:.1f})',
+      f'throughput {result["tokens_per_s"]:,.0f} tokens/s, {result["flops_per_token"]:,.0f} '
+      f'FLOPs/token, {result["flops_per_s"] / 1e9:,.1f} GFLOP/s',
+      f'MFU        {result["mfu"]:.1%} of {result["peak_flops_per_s"] / 1e9:,.1f} GFLOP/s '
+      f'({result["peak_source"]})',
+      f'memory     {result["memory_estimate_mib"]:,.1f} MiB per device estimated '
+      '(accounting.memory_estimate), '
+      + (
+        'no count from XLA'
+        if result['memory_mib'] is None
+        else f"{result['memory_mib']:,.1f} MiB by XLA's count"
+      ),
+    ]
+  )

@@ -7,6 +7,7 @@ state) is recorded in WORKDIR/checkpoints/fingerprints.json; a checkpoint that f
 whose bits differ from its fingerprint is moved to WORKDIR/corrupt_checkpoints/ and the previous
 one is used.
 """
+
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from gptjax.data import cache
 from gptjax.errors import UserError
 
 _FINGERPRINTS = 'fingerprints.json'
@@ -27,25 +29,30 @@ _FINGERPRINTS = 'fingerprints.json'
 
 def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'),
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    os.path.join(os.path.abspath(workdir), 'checkpoints'),
+    options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+  )
 
 
 @jax.jit
 def _leaf_checksums(state) -> list[jax.Array]:
   """Per leaf, the sum of its bits as uint32 weighted by (2 * index + 1): any flipped, lost or moved
   value changes it (with overwhelming probability)."""
+
   def checksum(leaf):
     unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[leaf.dtype.itemsize]
     bits = jax.lax.bitcast_convert_type(leaf, unsigned).astype(jnp.uint32)
     weights = 2 * jnp.arange(bits.size, dtype=jnp.uint32) + 1
     return jnp.sum(bits.reshape(-1) * weights, dtype=jnp.uint32)
+
   return [checksum(leaf) for leaf in jax.tree.leaves(state)]
 
 
 def fingerprint(state) -> str:
   """A short hex digest of every bit of `state` (all processes must call it: it is a collective)."""
-  sums = np.array(multihost_utils.process_allgather(_leaf_checksums(state), tiled=True), dtype=np.uint32)
+  sums = np.array(
+    multihost_utils.process_allgather(_leaf_checksums(state), tiled=True), dtype=np.uint32
+  )
   return hashlib.sha256(sums.tobytes()).hexdigest()[:24]
 
 
@@ -60,9 +67,7 @@ def save(mngr: ocp.CheckpointManager, state) -> None:
     fingerprints = {s: d for s, d in fingerprints.items() if int(s) in mngr.all_steps()}
     fingerprints[str(step)] = digest
     path = os.path.join(str(mngr.directory), _FINGERPRINTS)
-    with open(path + '.tmp', 'w') as f:
-      json.dump(fingerprints, f)
-    os.replace(path + '.tmp', path)
+    cache.write_atomic(path, json.dumps(fingerprints))
 
 
 def _read_fingerprints(mngr: ocp.CheckpointManager) -> dict[str, str]:
@@ -79,8 +84,11 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, shardings):
   A checkpoint that cannot be read, or whose fingerprint does not match, is reported in one line
   and set aside; if none can be restored the run stops rather than silently starting over.
   """
-  target = jax.tree.map(lambda leaf, sharding: jax.ShapeDtypeStruct(
-      leaf.shape, leaf.dtype, sharding=sharding), abstract_state, shardings)
+  target = jax.tree.map(
+    lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+    abstract_state,
+    shardings,
+  )
   steps = sorted(mngr.all_steps(), reverse=True)
   if not steps:
     return None
@@ -96,8 +104,10 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, shardings):
     if problem is None:
       return state
     _set_aside(mngr, step, problem)
-  raise UserError(f'none of the checkpoints {steps} in {mngr.directory} could be restored (they '
-                  'are now in corrupt_checkpoints/); refusing to start from scratch over them')
+  raise UserError(
+    f'none of the checkpoints {steps} in {mngr.directory} could be restored (they '
+    'are now in corrupt_checkpoints/); refusing to start from scratch over them'
+  )
 
 
 def restore_run(workdir: str, abstract_state, shardings, keep: int):
@@ -118,10 +128,15 @@ def restore_run(workdir: str, abstract_state, shardings, keep: int):
 def _set_aside(mngr: ocp.CheckpointManager, step: int, problem: str) -> None:
   directory = str(mngr.directory)
   if jax.process_index() == 0:
-    print(f'warning: checkpoint {step} is unusable ({problem}); moved to corrupt_checkpoints/, '
-          'trying the previous one', file=sys.stderr)
+    print(
+      f'warning: checkpoint {step} is unusable ({problem}); moved to corrupt_checkpoints/, '
+      'trying the previous one',
+      file=sys.stderr,
+    )
     aside = os.path.join(os.path.dirname(directory), 'corrupt_checkpoints')
     os.makedirs(aside, exist_ok=True)
-    shutil.move(os.path.join(directory, str(step)), os.path.join(aside, f'{step}-{int(time.time())}'))
+    shutil.move(
+      os.path.join(directory, str(step)), os.path.join(aside, f'{step}-{int(time.time())}')
+    )
   multihost_utils.sync_global_devices(f'checkpoint {step} set aside')
   mngr.reload()

@@ -1,5 +1,6 @@
 """Where metrics go: WORKDIR/metrics.jsonl (one JSON object per line), TensorBoard event files in
 WORKDIR/tensorboard, and the console's progress bar."""
+
 import json
 import os
 

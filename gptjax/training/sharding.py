@@ -4,6 +4,7 @@ The batch is split along 'data'. Parameters and optimizer state are either repli
 device (what jax.pmap did) or, with FSDP, each array is split along 'data' on its largest dimension
 that divides evenly, and XLA gathers it where a computation needs the whole array.
 """
+
 import os
 
 import jax
@@ -21,10 +22,16 @@ def initialize_distributed(distributed: ml_collections.ConfigDict) -> None:
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   address = distributed.coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')
   count = distributed.num_processes or int(os.environ.get('JAX_NUM_PROCESSES', 0)) or None
-  process_id = (distributed.process_id if distributed.process_id >= 0
-                else int(os.environ.get('JAX_PROCESS_ID', -1)))
-  jax.distributed.initialize(coordinator_address=address, num_processes=count,
-                             process_id=None if process_id < 0 else process_id)
+  process_id = (
+    distributed.process_id
+    if distributed.process_id >= 0
+    else int(os.environ.get('JAX_PROCESS_ID', -1))
+  )
+  jax.distributed.initialize(
+    coordinator_address=address,
+    num_processes=count,
+    process_id=None if process_id < 0 else process_id,
+  )
 
 
 def make_mesh() -> Mesh:
@@ -60,4 +67,5 @@ def state_shardings(abstract_state, mesh: Mesh, fsdp: bool):
 def global_batch(local_rows: np.ndarray, mesh: Mesh, global_batch_size: int) -> jax.Array:
   """One global array from each process's rows (process p holds rows p*n/P .. (p+1)*n/P)."""
   return jax.make_array_from_process_local_data(
-      batch_sharding(mesh), local_rows, (global_batch_size, *local_rows.shape[1:]))
+    batch_sharding(mesh), local_rows, (global_batch_size, *local_rows.shape[1:])
+  )

@@ -1,21 +1,25 @@
 """The train state, and parameters read back from a workdir.
+
+Reading parameters back (for sampling, evaluation, conversion and fine-tuning) restores only the
+params subtree of a checkpoint: it needs no optimizer to shape the state.
 """
-import json
+
 import os
+import sys
 
 import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
+import orbax.checkpoint as ocp
+from absl import logging
 
 from gptjax import configuration
 from gptjax.data import tokenizers as tokenizer_lib
 from gptjax.errors import UserError
 from gptjax.models import registry
-from gptjax.training import checkpoint, sharding
-from gptjax.training.optimizer import make_optimizer
+from gptjax.training import sharding
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -28,27 +32,87 @@ class TrainState(flax.struct.PyTreeNode):
 def init_state(model: nn.Module, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
   init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
   params = registry.init_params(model, init_rng)
-  return TrainState(step=jnp.array(0, jnp.int32), params=params,
-                    opt_state=optimizer.init(params), rng=dropout_rng)
+  return TrainState(
+    step=jnp.array(0, jnp.int32), params=params, opt_state=optimizer.init(params), rng=dropout_rng
+  )
 
 
-def load_run(workdir: str, architecture: str = 'gpt') -> tuple[tokenizer_lib.Tokenizer, nn.Module,
-                                                                dict]:
+def load_run(
+  workdir: str, architecture: str = 'gpt'
+) -> tuple[tokenizer_lib.Tokenizer, nn.Module, dict]:
   """The tokenizer, model and latest parameters (replicated on every device) of `workdir`'s run,
   which must be of `architecture` (model.architecture; GPT for sampling and evaluation)."""
   config_path = os.path.join(workdir, 'config.json')
   if not os.path.isfile(config_path):
-    raise UserError(f'{workdir} holds no run (no config.json); train one with python -m gptjax.main '
-                    'or convert one with python -m gptjax.convert')
-  with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    raise UserError(
+      f'{workdir} holds no run (no config.json); train one with python -m '
+      'gptjax.main or convert one with python -m gptjax.convert'
+    )
+  config = configuration.read_config(config_path)
   found = config.model.get('architecture', 'gpt')
   if found != architecture:
     raise UserError(f'{workdir} holds a model.architecture={found} run; this needs {architecture}')
-  tokenizer = tokenizer_lib.load_or_train(config.tokenizer.kind, config.tokenizer.vocab_size, workdir)
+  tokenizer = tokenizer_lib.load_or_train(
+    config.tokenizer.kind, config.tokenizer.vocab_size, workdir
+  )
   model = registry.build(configuration.model_config(config, tokenizer.vocab_size), tokenizer.pad_id)
-  optimizer = make_optimizer(config.train)
-  abstract_state = jax.eval_shape(lambda: init_state(model, optimizer, config.seed))
-  shardings = sharding.state_shardings(abstract_state, sharding.make_mesh(), fsdp=False)
-  state = checkpoint.restore_run(workdir, abstract_state, shardings, config.train.keep_checkpoints)
-  return tokenizer, model, state.params
+  abstract = jax.eval_shape(lambda: registry.init_params(model, jax.random.PRNGKey(config.seed)))
+  return tokenizer, model, restore_params(workdir, abstract)
+
+
+def restore_params(workdir: str, abstract_params):
+  """The params of the newest readable checkpoint in WORKDIR/checkpoints, replicated on every
+  device, shaped like `abstract_params` (a tree of jax.ShapeDtypeStruct); a UserError when there
+  is none.
+
+  Only the params subtree is read (orbax's partial restore), so no optimizer is built. The
+  fingerprint of checkpoint.py covers the whole state and cannot be checked on a part: a params-only
+  read is checked by orbax's own reading (shapes, dtypes and the stored files). An unreadable
+  checkpoint is reported and the previous one read; nothing in the workdir is moved (training's
+  restore_latest sets such checkpoints aside)."""
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  if not os.path.isdir(directory):
+    raise UserError(f'no checkpoint in {workdir}/checkpoints')
+  replicated = sharding.replicated(sharding.make_mesh())
+  target = {
+    'params': jax.tree.map(
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
+      abstract_params,
+    )
+  }
+  # read_only: nothing is written into a workdir that is only read. Orbax warns (at WARNING, the
+  # commands' level) that a read-only manager saves nothing, which is the point: not shown.
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    reader = ocp.CheckpointManager(
+      directory,
+      item_handlers=ocp.PyTreeCheckpointHandler(),
+      options=ocp.CheckpointManagerOptions(read_only=True),
+    )
+  finally:
+    logging.set_verbosity(verbosity)
+  try:
+    steps = sorted(reader.all_steps(), reverse=True)
+    for step in steps:
+      try:
+        return reader.restore(
+          step,
+          args=ocp.args.PyTreeRestore(
+            item=target,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+            partial_restore=True,
+          ),
+        )['params']
+      except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore raise many kinds
+        problem = ' '.join(f'{type(e).__name__}: {e}'.split())[:300]
+        if jax.process_index() == 0:
+          print(
+            f'warning: checkpoint {step} is unreadable ({problem}); trying the previous one',
+            file=sys.stderr,
+          )
+  finally:
+    reader.close()
+  raise UserError(
+    f'no readable checkpoint in {workdir}/checkpoints' + (f' (tried {steps})' if steps else '')
+  )

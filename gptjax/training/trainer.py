@@ -4,25 +4,31 @@ loop trains each architecture of gptjax/models/registry.py on its own rows and o
 The loop: make or load the tokenizer and token caches, build or restore the state, then for each
 step take the batch that is a pure function of (seed, step), update, and now and then log, evaluate
 and checkpoint. Running the same command on the same workdir resumes from the latest checkpoint.
+
+train_loop is that loop with what differs between runs handed in as a Loop (the compiled step, the
+batch of a step, evaluation, saving, the budget and cadence): pre-training here and fine-tuning
+(gptjax/downstream/finetuning.py) both run it, so both read metrics back only at log steps, stop
+or skip non-finite steps, and save and stop on SIGTERM, on one host or many.
 """
+
 import collections
 import contextlib
+import dataclasses
 import math
 import os
 import signal
 import threading
 import time
+from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
 from gptjax import configuration
-from gptjax.data import pairs, windows
-from gptjax.decoding import sampling, seq2seq
+from gptjax.data import windows
 from gptjax.errors import Preempted, UserError
 from gptjax.models import accounting, registry
 from gptjax.training import checkpoint, sharding
@@ -30,7 +36,7 @@ from gptjax.training import step as step_lib
 from gptjax.training import workdir as workdir_lib
 from gptjax.training.metrics import MetricsWriter
 from gptjax.training.optimizer import learning_rate_schedule, make_optimizer
-from gptjax.training.state import init_state
+from gptjax.training.state import TrainState, init_state
 
 
 class Run:
@@ -42,36 +48,48 @@ class Run:
     self.is_chief = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
     self._lock = workdir_lib.lock(workdir) if self.is_chief else None
+    self.architecture = registry.get(config.model.architecture)
     if self.is_chief:
       workdir_lib.check_config(config, workdir)
-      self.tokenizer, self.data = _load_data(config, workdir, is_writer=True)
+      self.tokenizer, self.data = self.architecture.load_data(config, workdir, True)
       workdir_lib.save_config(config, workdir)
     multihost_utils.sync_global_devices('token caches written')
     if not self.is_chief:
-      self.tokenizer, self.data = _load_data(config, workdir, is_writer=False)
-    self.model = registry.build(configuration.model_config(config, self.tokenizer.vocab_size),
-                              pad_id=self.tokenizer.pad_id)
-    objective = registry.make_objective(self.model, config.train, self.tokenizer)
+      self.tokenizer, self.data = self.architecture.load_data(config, workdir, False)
+    self.model = registry.build(
+      configuration.model_config(config, self.tokenizer.vocab_size), pad_id=self.tokenizer.pad_id
+    )
+    objective = self.architecture.objective(self.model, config, self.tokenizer)
     self.mesh = sharding.make_mesh()
     optimizer = make_optimizer(config.train)
     abstract_state = jax.eval_shape(lambda: init_state(self.model, optimizer, config.seed))
     self.state_shardings = sharding.state_shardings(
-        abstract_state, self.mesh, fsdp=config.train.sharding == 'fsdp')
+      abstract_state, self.mesh, fsdp=config.train.sharding == 'fsdp'
+    )
     compile_start = time.perf_counter()
-    self.train_step = step_lib.compile_train_step(self.model, objective, optimizer, config, self.mesh,
-                                         abstract_state, self.state_shardings,
-                                         announce=self.is_chief)
+    self.train_step = step_lib.compile_train_step(
+      self.model,
+      objective,
+      optimizer,
+      config,
+      self.mesh,
+      abstract_state,
+      self.state_shardings,
+      announce=self.is_chief,
+    )
     # Wall time by phase, for the overhead report at the end of train_and_evaluate.
     self.seconds = collections.Counter(compile=time.perf_counter() - compile_start)
-    self.eval_step = jax.jit(step_lib.make_eval_step(objective, config.seed),
-                             in_shardings=(self.state_shardings.params,
-                                           sharding.batch_sharding(self.mesh)),
-                             out_shardings=sharding.replicated(self.mesh))
+    self.eval_step = jax.jit(
+      step_lib.make_eval_step(objective, config.seed),
+      in_shardings=(self.state_shardings.params, sharding.batch_sharding(self.mesh)),
+      out_shardings=sharding.replicated(self.mesh),
+    )
     self.checkpoints = checkpoint.manager(workdir, config.train.keep_checkpoints)
     self.state = checkpoint.restore_latest(self.checkpoints, abstract_state, self.state_shardings)
     if self.state is None:
-      self.state = jax.jit(lambda: init_state(self.model, optimizer, config.seed),
-                           out_shardings=self.state_shardings)()
+      self.state = jax.jit(
+        lambda: init_state(self.model, optimizer, config.seed), out_shardings=self.state_shardings
+      )()
 
   def close(self) -> None:
     self.checkpoints.close()
@@ -80,59 +98,46 @@ class Run:
 
   def batch(self, step: int) -> jax.Array:
     train = self.config.train
-    rows = self.data.train_batch(step, self.config.seed, train.global_batch_size,
-                                 jax.process_index(), jax.process_count())
+    rows = self.data.train_batch(
+      step, self.config.seed, train.global_batch_size, jax.process_index(), jax.process_count()
+    )
     return sharding.global_batch(rows, self.mesh, train.global_batch_size)
 
-  def evaluate(self) -> dict[str, float]:
-    """Validation metrics: eval_loss (nats per predicted token), eval_ppl, and bits per byte for
-    a GPT or eval_accuracy for the others."""
+  def evaluate(self, params=None) -> dict[str, float]:
+    """Validation metrics of `params` (default: the state's): eval_loss (nats per predicted
+    token), eval_ppl, eval_accuracy where the objective has an accuracy, and the architecture's
+    own (a GPT's bits per byte)."""
     train = self.config.train
-    batches = [self.eval_step(self.state.params, sharding.global_batch(rows, self.mesh, train.global_batch_size))
-               for rows in self.data.eval_batches(train.eval_batches, train.global_batch_size,
-                                                  jax.process_index(), jax.process_count())]
-    means = {name: float(np.mean(values)) for name, values in
-             jax.tree.map(lambda *v: list(v), *jax.device_get(batches)).items()}
+    params = self.state.params if params is None else params
+    batches = [
+      self.eval_step(params, sharding.global_batch(rows, self.mesh, train.global_batch_size))
+      for rows in self.data.eval_batches(
+        train.eval_batches, train.global_batch_size, jax.process_index(), jax.process_count()
+      )
+    ]
+    means = {
+      name: float(np.mean(values))
+      for name, values in jax.tree.map(lambda *v: list(v), *jax.device_get(batches)).items()
+    }
     loss = means['loss']
     metrics = {'eval_loss': loss, 'eval_ppl': math.exp(min(loss, 50.0))}
-    if self.model.config.architecture == 'gpt':
-      metrics['eval_bpb'] = windows.bits_per_byte(loss, self.data.val_bytes_per_token)
+    metrics.update(self.architecture.eval_metrics(means, self.data))
     if 'accuracy' in means:
       metrics['eval_accuracy'] = means['accuracy']
     return metrics
 
   def sample(self) -> str | None:
-    """A GPT's continuation of sample.prompt, or an encoder-decoder's greedy output for the first
-    validation source; BERT has none."""
-    cfg = self.config.sample
-    architecture = self.model.config.architecture
-    if architecture == 'bert':
+    """The architecture's sample (a GPT's continuation of sample.prompt, an encoder-decoder's
+    greedy output for the first validation source), or None where it has none (BERT)."""
+    if self.architecture.sample is None:
       return None
     # Gather the (possibly sharded, possibly multi-host) parameters to every host: a collective,
     # so every process calls sample(); only process 0 prints.
     params = multihost_utils.process_allgather(self.state.params, tiled=True)
-    if architecture == 'encoder_decoder':
-      source_1xS, target_1xT1 = pairs.split_row(np.asarray(self.data.val[:1]), self.data.source_len)
-      output_1xT = seq2seq.greedy(self.model, params, jnp.asarray(source_1xS),
-                                           cfg.max_new_tokens, self.tokenizer.bos_id,
-                                           self.tokenizer.eos_id, self.tokenizer.pad_id)
-      return '\n'.join(f'{name}: {self.tokenizer.decode(ids[0])}' for name, ids in (
-          ('source', source_1xS), ('reference', target_1xT1), ('model (greedy)', output_1xT)))
-    prompt = self.tokenizer.encode(cfg.prompt)
-    new_ids = sampling.generate(self.model, params, [self.tokenizer.bos_id, *prompt],
-                                cfg.max_new_tokens, jax.random.PRNGKey(self.config.seed),
-                                cfg.temperature, cfg.top_k, self.tokenizer.eos_id)
-    return cfg.prompt + self.tokenizer.decode(new_ids)
+    return self.architecture.sample(self.model, params, self.tokenizer, self.data, self.config)
 
 
-def _load_data(config: ml_collections.ConfigDict, workdir: str, is_writer: bool):
-  """The tokenizer and the training and validation rows of the run's architecture."""
-  if config.model.architecture == 'encoder_decoder':
-    return pairs.load_tokenizer_and_pairs(config, workdir, is_writer)
-  return windows.load_tokenizer_and_data(config, workdir, config.train.seq_len, is_writer)
-
-
-class _Preemption:
+class Preemption:
   """SIGTERM (what schedulers send before preempting) sets a flag the loop checks each step; if
   the loop has not saved and exited within grace_s, the process exits anyway."""
 
@@ -156,8 +161,12 @@ class _Preemption:
     signal.signal(signal.SIGTERM, self._previous)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, show_progress: bool = True,
-                       stop_at: int | None = None) -> dict[str, float]:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  show_progress: bool = True,
+  stop_at: int | None = None,
+) -> dict[str, float]:
   """Trains (or resumes) the run in `workdir` to config.train.steps; returns the last metrics.
 
   stop_at ends this call early, after that step and a checkpoint, as a preempted job would; the
@@ -168,23 +177,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, show_pro
   run = Run(config, workdir)
   run.seconds['setup'] = time.perf_counter() - start - run.seconds['compile']
   writer = MetricsWriter(workdir, enabled=run.is_chief)
-  preemption = _Preemption(config.train.preemption_grace_s)
+  preemption = Preemption(config.train.preemption_grace_s)
   try:
     loop_start = time.perf_counter()
     metrics = _train_loop(run, writer, preemption, show_progress, stop_at)
     seconds = run.seconds
-    seconds['train_steps'] = (time.perf_counter() - loop_start - seconds['data'] - seconds['eval']
-                              - seconds['checkpoint'])
+    seconds['train_steps'] = (
+      time.perf_counter() - loop_start - seconds['data'] - seconds['eval'] - seconds['checkpoint']
+    )
     metrics.update({f'seconds_{phase}': value for phase, value in seconds.items()})
     if run.is_chief:
       total = sum(seconds.values())
-      print(f'wall time {total:.1f} s: ' + ', '.join(
-          f'{phase.replace("_", " ")} {seconds[phase]:.1f}' for phase in
-          ('setup', 'compile', 'train_steps', 'data', 'eval', 'checkpoint')) +
-          f' (overhead {1 - seconds["train_steps"] / total:.1%})')
+      print(
+        f'wall time {total:.1f} s: '
+        + ', '.join(
+          f'{phase.replace("_", " ")} {seconds[phase]:.1f}'
+          for phase in ('setup', 'compile', 'train_steps', 'data', 'eval', 'checkpoint')
+        )
+        + f' (overhead {1 - seconds["train_steps"] / total:.1%})'
+      )
       if isinstance(run.data, windows.TokenData):
-        print(f'eval loss {metrics["eval_loss"]:.4f} nats/token vs unigram entropy '
-              f'{run.data.unigram_entropy:.4f} of the training tokens')
+        print(
+          f'eval loss {metrics["eval_loss"]:.4f} nats/token vs unigram entropy '
+          f'{run.data.unigram_entropy:.4f} of the training tokens'
+        )
     if config.sample.max_new_tokens:
       sample = run.sample()
       if run.is_chief and sample is not None:
@@ -196,22 +212,56 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, show_pro
     run.close()
 
 
-def _train_loop(run: Run, writer: MetricsWriter, preemption: _Preemption, show_progress: bool,
-                stop_at: int | None) -> dict[str, float]:
-  train = run.config.train
-  flops_per_token = accounting.flops_per_token(run.model.config, train.seq_len)
-  peak_flops = accounting.peak_flops_per_s(run.config.model.dtype)[0] * jax.device_count()
-  schedule = learning_rate_schedule(train)
-  tokens_per_step = train.global_batch_size * train.seq_len
-  start_step = int(run.state.step)
-  end_step = train.steps if stop_at is None else min(stop_at, train.steps)
-  progress = tqdm.tqdm(total=train.steps, initial=start_step, dynamic_ncols=True, desc='train',
-                       disable=not (show_progress and run.is_chief))
+@dataclasses.dataclass
+class Loop:
+  """What differs between the runs train_loop trains: pre-training (train_and_evaluate) and
+  fine-tuning (gptjax.downstream.finetuning) fill it in; train_loop does the rest."""
+
+  train_step: Callable  # compiled (state, batch) -> (state, metrics of step.make_train_step)
+  batch: Callable[[int], Any]  # step -> the global batch of that step
+  evaluate: Callable[[TrainState], dict[str, float]]  # state -> metrics, on every process
+  save: Callable[[TrainState, dict[str, float]], None]  # (state, this step's metrics): a collective
+  steps: int  # the step budget: where the schedule ends
+  log_every: int
+  eval_every: int
+  checkpoint_every: int  # save() runs then, at the last step and on preemption
+  nonfinite: str  # 'stop' or 'skip' a step with a non-finite loss, gradient or update
+  nonfinite_field: str  # where nonfinite is set, for the error message: train.nonfinite
+  schedule: Callable[[int], float]  # the learning rate, logged as lr
+  seconds: collections.Counter  # wall time by phase: data, eval, checkpoint (added to)
+  describe: Callable[[int, dict[str, float]], str]  # (step, metrics) -> the line after evaluating
+  tokens_per_step: int = 0  # > 0: log tokens_per_s
+  flops_per_token: float = 0.0  # > 0 (with peak_flops): log mfu
+  peak_flops: float = 0.0
+  eval_in_train_row: bool = False  # True: a step's evaluation is written in its train row
+  desc: str = 'train'  # of the progress bar
+
+
+def train_loop(
+  loop: Loop,
+  state: TrainState,
+  writer: MetricsWriter,
+  preemption: Preemption,
+  show_progress: bool,
+  stop_at: int | None = None,
+) -> tuple[TrainState, dict]:
+  """Runs loop.train_step from state.step to loop.steps (or stop_at); returns the last state and
+  metrics. Metrics are read back from the device only at log and checkpoint steps, so the host
+  keeps queueing steps in between. Raises Preempted after SIGTERM, once save() has run."""
+  is_chief = jax.process_index() == 0
+  start_step = int(state.step)
+  end_step = loop.steps if stop_at is None else min(stop_at, loop.steps)
+  progress = tqdm.tqdm(
+    total=loop.steps,
+    initial=start_step,
+    dynamic_ncols=True,
+    desc=loop.desc,
+    disable=not (show_progress and is_chief),
+  )
   metrics: dict[str, float] = {}
-  losses, skipped = [], 0  # of the steps since the last log line
+  values, skipped = collections.defaultdict(list), 0  # of the steps since the last log line
   window_start, window_first_step, paused_s = time.perf_counter(), start_step, 0.0
-  # Steps' (step, metrics) not yet read back: reading a value waits for its step, so the loop
-  # reads them only when it logs or saves, and the host keeps queueing steps in between.
+  # Steps' (step, metrics) not yet read back: reading a value waits for its step.
   unchecked: list[tuple[int, dict]] = []
 
   def check_unchecked() -> None:
@@ -219,59 +269,122 @@ def _train_loop(run: Run, writer: MetricsWriter, preemption: _Preemption, show_p
     pending = jax.device_get(unchecked)
     unchecked.clear()
     for step, step_metrics in pending:
-      loss, grad_norm = float(step_metrics['train_loss']), float(step_metrics['grad_norm'])
-      if math.isfinite(loss) and math.isfinite(grad_norm):
-        losses.append(loss)
-      elif train.nonfinite == 'skip':  # the step left the state unchanged
+      if bool(step_metrics['finite']):
+        for name, value in step_metrics.items():
+          if name.startswith('train_'):
+            values[name].append(float(value))
+      elif loop.nonfinite == 'skip':  # the step left the state unchanged
         skipped += 1
       else:
-        quantity = f'loss is {loss}' if not math.isfinite(loss) else f'gradient norm is {grad_norm}'
-        raise UserError(f'step {step}: the {quantity}; stopped without saving this state (the '
-                        'last checkpoint is intact; train.nonfinite=skip skips such steps instead)')
+        loss, grad_norm = float(step_metrics['train_loss']), float(step_metrics['grad_norm'])
+        quantity = (
+          f'loss is {loss}'
+          if not math.isfinite(loss)
+          else f'gradient norm is {grad_norm}'
+          if not math.isfinite(grad_norm)
+          else 'update would make a parameter non-finite'
+        )
+        raise UserError(
+          f'step {step}: the {quantity}; stopped without saving this state (the '
+          f'last checkpoint is intact; {loop.nonfinite_field}=skip skips such steps '
+          'instead)'
+        )
 
   for step in range(start_step, end_step):
-    with _timed(run.seconds, 'data'):
-      batch = run.batch(step)
-    run.state, step_metrics = run.train_step(run.state, batch)
+    with _timed(loop.seconds, 'data'):
+      batch = loop.batch(step)
+    state, step_metrics = loop.train_step(state, batch)
     done = step + 1
     unchecked.append((done, step_metrics))
     if step == start_step:  # throughput excludes compilation
-      jax.block_until_ready(run.state)
+      jax.block_until_ready(state)
       window_start, window_first_step = time.perf_counter(), done
     preempted = preemption.agreed()
-    if done % train.log_every == 0 or done == end_step or preempted:
+    row = {}
+    if done % loop.log_every == 0 or done == end_step or preempted:
       check_unchecked()
-      metrics = {'train_loss': float(np.mean(losses)) if losses else float('nan'),
-                 'grad_norm': float(step_metrics['grad_norm']), 'lr': float(schedule(step)),
-                 'skipped_steps': skipped}
-      if done > window_first_step:  # the first step of a run is compilation, not throughput
+      names = [name for name in step_metrics if name.startswith('train_')]
+      metrics = {
+        name: float(np.mean(values[name])) if values[name] else float('nan') for name in names
+      }
+      metrics.update(
+        {
+          'grad_norm': float(step_metrics['grad_norm']),
+          'lr': float(loop.schedule(step)),
+          'skipped_steps': skipped,
+        }
+      )
+      if done > window_first_step and loop.tokens_per_step:  # the first step is compilation
         elapsed = time.perf_counter() - window_start - paused_s
-        metrics['tokens_per_s'] = tokens_per_step * (done - window_first_step) / elapsed
-        metrics['mfu'] = flops_per_token * metrics['tokens_per_s'] / peak_flops
-        progress.set_postfix(loss=f'{metrics["train_loss"]:.3f}',
-                             tok_s=f'{metrics["tokens_per_s"]:,.0f}', mfu=f'{metrics["mfu"]:.1%}')
-      writer.write(done, metrics)
-      losses, skipped = [], 0
+        metrics['tokens_per_s'] = loop.tokens_per_step * (done - window_first_step) / elapsed
+        postfix = {
+          'loss': f'{metrics["train_loss"]:.3f}',
+          'tok_s': f'{metrics["tokens_per_s"]:,.0f}',
+        }
+        if loop.flops_per_token and loop.peak_flops:
+          metrics['mfu'] = loop.flops_per_token * metrics['tokens_per_s'] / loop.peak_flops
+          postfix['mfu'] = f'{metrics["mfu"]:.1%}'
+        progress.set_postfix(postfix)
+      else:
+        progress.set_postfix(loss=f'{metrics["train_loss"]:.3f}')
+      row = dict(metrics)
+      values, skipped = collections.defaultdict(list), 0
       window_start, window_first_step, paused_s = time.perf_counter(), done, 0.0
+    evaluating = done % loop.eval_every == 0 or done == loop.steps
+    if row and not (evaluating and loop.eval_in_train_row):
+      writer.write(done, row)
     pause_start = time.perf_counter()  # evaluation and checkpoints are not training throughput
-    if done % train.eval_every == 0 or done == train.steps:
-      with _timed(run.seconds, 'eval'):
-        eval_metrics = run.evaluate()
-      writer.write(done, eval_metrics)
+    if evaluating:
+      with _timed(loop.seconds, 'eval'):
+        eval_metrics = loop.evaluate(state)
       metrics.update(eval_metrics)
-      if run.is_chief:
-        progress.write(f'step {done}: ' + _describe_eval(eval_metrics))
-    if done % train.checkpoint_every == 0 or done == end_step or preempted:
+      if row and loop.eval_in_train_row:
+        writer.write(done, {**row, **eval_metrics})
+      else:
+        writer.write(done, eval_metrics)
+      if is_chief:
+        progress.write(loop.describe(done, metrics))
+    if done % loop.checkpoint_every == 0 or done == end_step or preempted:
       check_unchecked()
-      with _timed(run.seconds, 'checkpoint'):
-        checkpoint.save(run.checkpoints, run.state)
+      with _timed(loop.seconds, 'checkpoint'):
+        loop.save(state, metrics)
     paused_s += time.perf_counter() - pause_start
     progress.update(1)
     if preempted:
       progress.close()
-      raise Preempted(f'stopped by SIGTERM after step {done}; checkpoint {done} saved; run the same '
-                      'command to continue')
+      raise Preempted(
+        f'stopped by SIGTERM after step {done}; checkpoint {done} saved; run the '
+        'same command to continue'
+      )
   progress.close()
+  return state, metrics
+
+
+def _train_loop(
+  run: Run, writer: MetricsWriter, preemption: Preemption, show_progress: bool, stop_at: int | None
+) -> dict[str, float]:
+  """Pre-training through train_loop: run.state advances to train.steps (or stop_at)."""
+  train = run.config.train
+  loop = Loop(
+    train_step=run.train_step,
+    batch=run.batch,
+    evaluate=lambda state: run.evaluate(state.params),
+    save=lambda state, metrics: checkpoint.save(run.checkpoints, state),
+    steps=train.steps,
+    log_every=train.log_every,
+    eval_every=train.eval_every,
+    checkpoint_every=train.checkpoint_every,
+    nonfinite=train.nonfinite,
+    nonfinite_field='train.nonfinite',
+    schedule=learning_rate_schedule(train),
+    seconds=run.seconds,
+    describe=lambda step, metrics: f'step {step}: ' + _describe_eval(metrics),
+    tokens_per_step=train.global_batch_size * train.seq_len,
+    flops_per_token=accounting.flops_per_token(run.model.config, train.seq_len),
+    peak_flops=accounting.peak_flops_per_s(run.config.model.dtype)[0] * jax.device_count(),
+  )
+  state, run.state = run.state, None  # donated to the first step
+  run.state, metrics = train_loop(loop, state, writer, preemption, show_progress, stop_at)
   if 'eval_loss' not in metrics:  # stopped early, or nothing was left to train
     with _timed(run.seconds, 'eval'):
       metrics.update(run.evaluate())

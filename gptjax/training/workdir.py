@@ -1,4 +1,6 @@
-"""What a workdir holds beyond checkpoints: the run's config, and a lock so one run uses it at a time."""
+"""What a workdir holds beyond checkpoints: the run's config, and a lock so one run uses it at a
+time."""
+
 import fcntl
 import json
 import os
@@ -6,11 +8,9 @@ from typing import IO
 
 import ml_collections
 
+from gptjax import configuration
+from gptjax.data import cache
 from gptjax.errors import UserError
-
-# What may change when a run resumes: none of it changes what a checkpoint holds or the data.
-RESUMABLE_SECTIONS = ('train', 'sample', 'distributed')
-RESUMABLE_FIELDS = ('data.max_train_tokens', 'model.remat', 'model.attention_impl', 'model.dtype')
 
 
 def check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -18,25 +18,27 @@ def check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   path = os.path.join(workdir, 'config.json')
   if os.path.exists(path):
     with open(path) as f:
-      saved = _flatten(json.load(f))
+      saved = _flatten(configuration.upgrade(json.load(f)))
     now = _flatten(json.loads(config.to_json()))
     # A field the saved config lacks was added to gptjax after the run started; its default keeps
     # the old behaviour, so it is not a change.
-    changed = [f'{k} {saved.get(k)!r} -> {now.get(k)!r}' for k in sorted(saved)
-               if saved[k] != now.get(k) and k.split('.')[0] not in RESUMABLE_SECTIONS
-               and k not in RESUMABLE_FIELDS]
+    changed = [
+      f'{k} {saved.get(k)!r} -> {now.get(k)!r}'
+      for k in sorted(saved)
+      if saved[k] != now.get(k) and k not in configuration.RESUMABLE
+    ]
     if changed:
-      raise UserError(f'the config differs from the run in {workdir}: {"; ".join(changed)} (only '
-                      f'{", ".join(s + ".*" for s in RESUMABLE_SECTIONS)} and '
-                      f'{", ".join(RESUMABLE_FIELDS)} may change; use a new workdir)')
+      raise UserError(
+        f'the config differs from the run in {workdir}: {"; ".join(changed)} (only '
+        'the fields gptjax.configuration.FIELDS marks resumable, such as train.*, '
+        'sample.* and model.dtype, may change; use a new workdir)'
+      )
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Records `config` as the workdir's run (once its data loaded, so a typo is not recorded)."""
   path = os.path.join(workdir, 'config.json')
-  with open(path + '.tmp', 'w') as f:
-    f.write(config.to_json(indent=1))
-  os.replace(path + '.tmp', path)
+  cache.write_atomic(path, config.to_json(indent=1))
 
 
 def _flatten(tree: dict, prefix: str = '') -> dict:
@@ -56,6 +58,8 @@ def lock(workdir: str) -> IO:
     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
     handle.close()
-    raise UserError(f'another run is using {workdir} (it holds {workdir}/.lock); wait for it to '
-                    'finish or use another workdir') from None
+    raise UserError(
+      f'another run is using {workdir} (it holds {workdir}/.lock); wait for it to '
+      'finish or use another workdir'
+    ) from None
   return handle
