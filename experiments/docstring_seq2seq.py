@@ -1,13 +1,14 @@
 """The encoder-decoder on a real offline task: Python function source -> the first sentence of its
-docstring, from this Python's standard library, validated on held-out modules (gptjax/pairs.py).
+docstring, from this Python's standard library, validated on held-out modules
+(gptjax/data/docstrings.py).
 
   python -m experiments.docstring_seq2seq --set train.steps=2000
 
-Trains configs/transformer_tiny.py (plus the --set overrides) in ROOT with the ordinary training
-loop (a second run resumes or reuses it), then decodes every validation source greedily and with
-beam search, and scores the outputs against the reference sentences: exact match (whitespace
-normalised) and corpus BLEU (sacrebleu, default 13a tokenisation). A baseline that always answers
-the most frequent training target puts the numbers in scale. Writes
+Trains gptjax/configs/transformer_tiny.py (plus the --set overrides) in ROOT with the ordinary
+training loop (a second run resumes or reuses it), then decodes every validation source greedily
+and with beam search, and scores the outputs against the reference sentences: exact match
+(whitespace normalised) and corpus BLEU (sacrebleu, default 13a tokenisation). A baseline that
+always answers the most frequent training target puts the numbers in scale. Writes
 experiments/results/docstring_seq2seq/results.json and examples.md (the first validation pairs
 with both decodings).
 """

@@ -116,7 +116,7 @@ def main() -> None:
     'identical': sum(t['identical'] for t in trials),
     'reference_first_checkpoint_s': round(first_checkpoint_s, 1),
     'reference_rest_s': round(training_s, 1),
-    'command': ' '.join(['python -m gptjax.main --config configs/tiny.py --workdir W', *OVERRIDES]),
+    'command': ' '.join(['python -m gptjax.main --config tiny --workdir W', *OVERRIDES]),
     'device': jax.devices()[0].device_kind,
     'details': trials,
   }

@@ -4,7 +4,7 @@ model from scratch on the task; and the auxiliary LM loss (lambda = 0.5) against
   python -m experiments.gpt1_finetune /work/sweep_runs/chinchilla_isoflop/C8.0e11_L3_d96
 
 For each built-in task and each of four variants, pre-trained or random weights (the same model
-and tokenizer) x lm_coef 0.5 or 0, fine-tunes with configs/finetune.py:cpu (override with
+and tokenizer) x lm_coef 0.5 or 0, fine-tunes with gptjax/configs/finetune.py:cpu (override with
 --set finetune.FIELD=VALUE) into ROOT/<task>/<variant>, and keeps the best epoch by validation
 accuracy. A variant whose results.json exists is not run again. Writes
 experiments/results/gpt1_finetune/results.json (validation and test accuracy of each run, the

@@ -18,7 +18,7 @@ from gptjax.configs import tiny
 
 @pytest.fixture
 def tiny_config():
-  """configs/tiny.py on the byte tokenizer (no tokenizer training) and a generated corpus."""
+  """gptjax/configs/tiny.py on the byte tokenizer (no tokenizer training) and a generated corpus."""
   config = tiny.get_config()
   config.tokenizer.kind = 'byte'
   config.sample.max_new_tokens = 0

@@ -115,7 +115,7 @@ def test_encoder_decoder_learns_a_task_from_jsonl_pairs_through_the_training_loo
   tokenizer, model, params = load_run(workdir, 'encoder_decoder')
   with pytest.raises(UserError, match='holds a model.architecture=encoder_decoder run'):
     load_run(workdir)  # sampling and evaluation need a GPT
-  source_ids = [*tokenizer.encode('abcdh'), tokenizer.eos_id]  # as gptjax/pairs.py writes sources
+  source_ids = [*tokenizer.encode('abcdh'), tokenizer.eos_id]  # as gptjax/data/pairs.py writes
   source = np.array([source_ids + [tokenizer.pad_id] * (16 - len(source_ids))], np.int32)
   ids = seq2seq.greedy(
     model, params, source, 16, tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id

@@ -301,7 +301,7 @@ def test_loss_is_label_smoothed_cross_entropy_over_the_labelled_tokens():
 def _reversal_rows(
   rng: np.random.Generator, n: int, source_len: int, target_len: int, vocab_size: int
 ) -> np.ndarray:
-  """Rows in gptjax/pairs.py's layout: a source of 3-6 ids and EOS, the target its reversal."""
+  """Rows in gptjax/data/pairs.py's layout: a source of 3-6 ids and EOS, the target its reversal."""
   rows = np.full((n, source_len + target_len + 1), PAD, np.int32)
   for row in rows:
     length = rng.integers(3, 7)

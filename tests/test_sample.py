@@ -18,7 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory):
-  """A run of configs/tiny.py (n_ctx 64, byte tokenizer) trained for a few steps."""
+  """A run of gptjax/configs/tiny.py (n_ctx 64, byte tokenizer) trained for a few steps."""
   base = tmp_path_factory.mktemp('sample')
   config = tiny.get_config()
   config.tokenizer.kind = 'byte'

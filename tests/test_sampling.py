@@ -33,7 +33,7 @@ def test_cached_greedy_decoding_matches_the_full_model_step_by_step(variant):
   cache = jax.jit(sampling.prefill, static_argnums=0)(model, params, tokens_BxS, np.array([3, 7]))
   step = jax.jit(sampling.decode_step, static_argnums=0)
   # The full model on each growing sequence; zeros after it cannot change its logits (causality,
-  # tested in test_model.py), and one fixed length compiles once.
+  # tested in test_gpt.py), and one fixed length compiles once.
   full_logits_at = jax.jit(lambda ids_S, t: model.apply({'params': params}, ids_S[None])[0, t])
   sequences = [list(p) for p in prompts]
   for _ in range(12):

@@ -15,28 +15,12 @@ from gptjax.configs import default
 def get_config():
   config = default.get_config()
   config.model.architecture = 'bert'
-  config.model.n_layers = 12
-  config.model.n_heads = 12
-  config.model.d_model = 768
-  config.model.d_ff = 3072
-  config.model.n_ctx = 512
-  config.model.norm = 'post'
-  config.model.layer_norm_eps = 1e-12
-  config.model.embd_dropout = 0.1
-  config.model.attn_dropout = 0.1
-  config.model.resid_dropout = 0.1
+  config.model.update(n_layers=12, n_heads=12, d_model=768, d_ff=3072, n_ctx=512, norm='post')
+  config.model.update(layer_norm_eps=1e-12, embd_dropout=0.1, attn_dropout=0.1, resid_dropout=0.1)
   config.tokenizer.vocab_size = 30_521
-  config.train.seq_len = 128
-  config.train.global_batch_size = 256
-  config.train.steps = 1_000_000
-  config.train.lr = 1e-4
-  config.train.warmup_steps = 10_000
-  config.train.min_lr_ratio = 0.0
-  config.train.b2 = 0.999
-  config.train.eps = 1e-6
-  config.train.weight_decay = 0.01
+  config.train.update(seq_len=128, global_batch_size=256, steps=1_000_000)
+  config.train.update(lr=1e-4, warmup_steps=10_000, min_lr_ratio=0.0, b2=0.999, eps=1e-6)
+  config.train.update(weight_decay=0.01, eval_every=10_000, checkpoint_every=10_000)
   config.bert.mlm_probability = 0.15
-  config.train.eval_every = 10_000
-  config.train.checkpoint_every = 10_000
   config.sample.max_new_tokens = 0  # an encoder does not generate
   return config

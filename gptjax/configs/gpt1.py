@@ -10,23 +10,10 @@ from gptjax.configs import default
 
 def get_config():
   config = default.get_config()
-  config.model.n_layers = 12
-  config.model.n_heads = 12
-  config.model.d_model = 768
-  config.model.d_ff = 3072
-  config.model.n_ctx = 512
-  config.model.norm = 'post'
-  config.model.embd_dropout = 0.1
-  config.model.attn_dropout = 0.1
-  config.model.resid_dropout = 0.1
+  config.model.update(n_layers=12, n_heads=12, d_model=768, d_ff=3072, n_ctx=512, norm='post')
+  config.model.update(embd_dropout=0.1, attn_dropout=0.1, resid_dropout=0.1)
   config.model.attention_impl = 'einsum'  # the only implementation with attention dropout
   config.tokenizer.vocab_size = 40_478
-  config.train.seq_len = 512
-  config.train.global_batch_size = 64
-  config.train.lr = 2.5e-4
-  config.train.warmup_steps = 2000
-  config.train.min_lr_ratio = 0.0
-  config.train.steps = 100_000
-  config.train.b2 = 0.999
-  config.train.weight_decay = 0.01
+  config.train.update(seq_len=512, global_batch_size=64, steps=100_000)
+  config.train.update(lr=2.5e-4, warmup_steps=2000, min_lr_ratio=0.0, b2=0.999, weight_decay=0.01)
   return config

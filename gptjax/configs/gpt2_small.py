@@ -9,16 +9,8 @@ from gptjax.configs import default
 
 def get_config():
   config = default.get_config()
-  config.model.n_layers = 12
-  config.model.n_heads = 12
-  config.model.d_model = 768
-  config.model.d_ff = 3072
-  config.model.n_ctx = 1024
-  config.model.norm = 'pre'
+  config.model.update(n_layers=12, n_heads=12, d_model=768, d_ff=3072, n_ctx=1024, norm='pre')
   config.tokenizer.vocab_size = 50_257
-  config.train.seq_len = 1024
-  config.train.global_batch_size = 512
-  config.train.lr = 6e-4
-  config.train.warmup_steps = 2000
-  config.train.steps = 100_000
+  config.train.update(seq_len=1024, global_batch_size=512, steps=100_000)
+  config.train.update(lr=6e-4, warmup_steps=2000)
   return config

@@ -3,18 +3,10 @@
   python -m gptjax.finetune --config finetune --workdir runs/ft_next_line \\
       --config.finetune.init_from=runs/default --config.finetune.task=stdlib_next_line
 
-Input transformations: each example becomes token sequences for the decoder, with the tokenizer's
-reserved START, DELIM and EXTRACT tokens:
-  classification   START text EXTRACT
-  entailment       START premise DELIM hypothesis EXTRACT
-  similarity       START a DELIM b EXTRACT  and  START b DELIM a EXTRACT (both orders: the task
-                   has none); the two final hidden states at EXTRACT are added
-  multiple choice  START context DELIM choice_k EXTRACT for each k
-A sequence longer than the context is cut away from the delimiter: the first segment loses its
-start and the second its end, the second keeping at least half the room when it needs it.
-
-A linear head reads the final hidden state at EXTRACT (after dropout): class logits, or one score
-per choice with a softmax over the choices. The objective is L3 = L2 + lm_coef * L1: L2 the task's
+Each example becomes token sequences for the decoder (gptjax/downstream/task_inputs.py: START
+text EXTRACT, START premise DELIM hypothesis EXTRACT, ...). A linear head reads the final hidden
+state at EXTRACT (after dropout): class logits, or one score per choice with a softmax over the
+choices. The objective is L3 = L2 + lm_coef * L1: L2 the task's
 cross-entropy, L1 the mean next-token cross-entropy over every token of the same input sequences.
 
 The run starts from a pre-training workdir (finetune.init_from) and writes only into its own new
@@ -45,7 +37,8 @@ from jax.experimental import multihost_utils
 
 from gptjax import configuration
 from gptjax.data import tokenizers as tokenizer_lib
-from gptjax.downstream import tasks
+from gptjax.downstream import task_inputs, tasks
+from gptjax.downstream.task_inputs import FINETUNE_KINDS, Encoded
 from gptjax.errors import Preempted, UserError
 from gptjax.models import gpt, registry
 from gptjax.models.config import ModelConfig
@@ -57,79 +50,6 @@ from gptjax.training import workdir as workdir_lib
 from gptjax.training.metrics import MetricsWriter
 from gptjax.training.optimizer import learning_rate_schedule, make_optimizer
 from gptjax.training.state import TrainState
-
-FINETUNE_KINDS = ('classification', 'entailment', 'similarity', 'multiple_choice')
-
-
-# --- Input transformations --------------------------------------------------------------------
-
-
-def transform(
-  tokenizer: tokenizer_lib.Tokenizer, kind: str, example: dict, max_len: int
-) -> list[list[int]]:
-  """The token sequences of one example (one per row: 1, 2 for similarity, or one per choice)."""
-  if kind == 'classification':
-    pairs = [(example['text'], None)]
-  elif kind == 'entailment':
-    pairs = [(example['premise'], example['hypothesis'])]
-  elif kind == 'similarity':
-    pairs = [(example['a'], example['b']), (example['b'], example['a'])]
-  elif kind == 'multiple_choice':
-    pairs = [(example['context'], choice) for choice in example['choices']]
-  else:
-    raise UserError(
-      f'{kind} tasks cannot be fine-tuned; use {", ".join(FINETUNE_KINDS)} '
-      '(evaluate cloze tasks with python -m gptjax.evaluate)'
-    )
-  sequences = []
-  for first, second in pairs:
-    first_ids = tokenizer.encode(first)
-    second_ids = [] if second is None else tokenizer.encode(second)
-    room = max_len - (2 if second is None else 3)  # beside START, (DELIM,) EXTRACT
-    if len(first_ids) + len(second_ids) > room:
-      # Cut away from the delimiter: the first segment loses its start, the second its end, and
-      # the second keeps at least half the room when it needs that much.
-      keep_second = min(len(second_ids), max(room - len(first_ids), room // 2))
-      second_ids = second_ids[:keep_second]
-      first_ids = first_ids[len(first_ids) - (room - keep_second) :]
-    tail = [] if second is None else [tokenizer.delim_id, *second_ids]
-    sequences.append([tokenizer.start_id, *first_ids, *tail, tokenizer.extract_id])
-  return sequences
-
-
-@dataclasses.dataclass
-class Encoded:
-  """A split as arrays: N examples, R rows each, L positions."""
-
-  ids_NxRxL: np.ndarray  # int32, padded with PAD
-  lengths_NxR: np.ndarray  # int32 tokens of each row; 0 for a multiple choice's missing choice
-  labels_N: np.ndarray  # int32
-
-
-def encode_split(
-  tokenizer: tokenizer_lib.Tokenizer, kind: str, examples: list[dict], max_len: int
-) -> Encoded:
-  rows = [transform(tokenizer, kind, example, max_len) for example in examples]
-  n_rows = max(len(r) for r in rows)
-  seq_len = max(len(s) for r in rows for s in r)
-  ids = np.full((len(rows), n_rows, seq_len), tokenizer.pad_id, np.int32)
-  lengths = np.zeros((len(rows), n_rows), np.int32)
-  for i, example_rows in enumerate(rows):
-    for r, sequence in enumerate(example_rows):
-      ids[i, r, : len(sequence)] = sequence
-      lengths[i, r] = len(sequence)
-  return Encoded(ids, lengths, np.array([e['label'] for e in examples], np.int32))
-
-
-def pad_to(encoded: Encoded, n_rows: int, seq_len: int, pad_id: int) -> Encoded:
-  """The same examples in (N, n_rows, seq_len): one shape for every split, so one compilation."""
-  n, rows, length = encoded.ids_NxRxL.shape
-  ids = np.full((n, n_rows, seq_len), pad_id, np.int32)
-  ids[:, :rows, :length] = encoded.ids_NxRxL
-  lengths = np.zeros((n, n_rows), np.int32)
-  lengths[:, :rows] = encoded.lengths_NxR
-  return Encoded(ids, lengths, encoded.labels_N)
-
 
 # --- Model and objective ----------------------------------------------------------------------
 
@@ -242,44 +162,6 @@ def make_objective(finetuner: Finetuner, lm_coef: float):
     return value, {'loss': value, **parts}
 
   return finetune_objective
-
-
-def batch_at(
-  encoded: Encoded,
-  batch_size: int,
-  order: np.ndarray,
-  index: int,
-  process_index: int = 0,
-  process_count: int = 1,
-) -> dict:
-  """Batch `index` of batch_size examples in `order`; the last one is filled up with copies of
-  the first example at weight 0, so every batch has one shape. Of each batch, process p of P gets
-  only its share: rows p*n/P .. (p+1)*n/P (what sharding.global_batch takes)."""
-  share = batch_size // process_count
-  rows = slice(process_index * share, (process_index + 1) * share)
-  chosen = order[index * batch_size : (index + 1) * batch_size]
-  weights = np.zeros(batch_size, np.float32)
-  weights[: len(chosen)] = 1
-  chosen = np.concatenate([chosen, np.full(batch_size - len(chosen), order[0])])[rows]
-  return {
-    'ids': encoded.ids_NxRxL[chosen],
-    'lengths': encoded.lengths_NxR[chosen],
-    'labels': encoded.labels_N[chosen],
-    'weights': weights[rows],
-  }
-
-
-def batches(
-  encoded: Encoded,
-  batch_size: int,
-  order: np.ndarray | None = None,
-  process_index: int = 0,
-  process_count: int = 1,
-):
-  """Every batch_at of `order` (default: as stored), in turn."""
-  order = np.arange(len(encoded.labels_N)) if order is None else order
-  for index in range(-(-len(order) // batch_size)):
-    yield batch_at(encoded, batch_size, order, index, process_index, process_count)
 
 
 # --- Where the weights come from --------------------------------------------------------------
@@ -462,13 +344,15 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, show_progress: boo
     if 'test' in task.splits:
       splits['test'] = task.splits['test']
     encoded = {
-      name: encode_split(tokenizer, task.kind, examples, model_config.n_ctx)
+      name: task_inputs.encode_split(tokenizer, task.kind, examples, model_config.n_ctx)
       for name, examples in splits.items()
     }
     n_rows = max(e.ids_NxRxL.shape[1] for e in encoded.values())
     longest = max(e.ids_NxRxL.shape[2] for e in encoded.values())
     seq_len = min(model_config.n_ctx, -(-longest // 8) * 8)
-    encoded = {name: pad_to(e, n_rows, seq_len, tokenizer.pad_id) for name, e in encoded.items()}
+    encoded = {
+      name: task_inputs.pad_to(e, n_rows, seq_len, tokenizer.pad_id) for name, e in encoded.items()
+    }
     if is_chief:
       _write_run_files(config, workdir, tokenizer, model_config, task, seq_len)
     writer = MetricsWriter(workdir, enabled=is_chief)
@@ -579,7 +463,9 @@ def _train(
   state_shardings = sharding.state_shardings(abstract, mesh, fsdp=False)
   state = jax.jit(init, out_shardings=state_shardings)()
   finetune_objective = make_objective(finetuner, ft.lm_coef)
-  first = batch_at(encoded['train'], ft.batch_size, np.arange(n_train), 0)  # the global shapes
+  first = task_inputs.batch_at(
+    encoded['train'], ft.batch_size, np.arange(n_train), 0
+  )  # the global shapes
   train_step = step_lib.compile_train_step(
     finetuner.gpt,
     finetune_objective,
@@ -612,7 +498,7 @@ def _train(
       orders.clear()
       orders[epoch + 1] = np.random.default_rng([config.seed, epoch + 1]).permutation(n_train)
     return global_batch(
-      batch_at(
+      task_inputs.batch_at(
         encoded['train'],
         ft.batch_size,
         orders[epoch + 1],
@@ -627,7 +513,7 @@ def _train(
     # Padding rows weigh 0, so each example counts once whatever the processes and devices.
     correct = sum(
       float(eval_step(params, global_batch(rows, ft.eval_batch_size))['correct'])
-      for rows in batches(
+      for rows in task_inputs.batches(
         encoded[split], ft.eval_batch_size, None, jax.process_index(), jax.process_count()
       )
     )
@@ -726,10 +612,13 @@ def load_finetuned(workdir: str) -> FinetunedRun:
 
 def predict(run: FinetunedRun, examples: list[dict], batch_size: int = 32) -> np.ndarray:
   """The predicted label (or choice) of each example."""
-  encoded = encode_split(
+  encoded = task_inputs.encode_split(
     run.tokenizer, run.finetuner.kind, examples, run.finetuner.gpt.config.n_ctx
   )
   apply = jax.jit(lambda p, ids, lengths: jnp.argmax(run.finetuner.apply(p, ids, lengths)[0], -1))
   return np.concatenate(
-    [np.asarray(apply(run.params, b['ids'], b['lengths'])) for b in batches(encoded, batch_size)]
+    [
+      np.asarray(apply(run.params, b['ids'], b['lengths']))
+      for b in task_inputs.batches(encoded, batch_size)
+    ]
   )[: len(examples)]

@@ -24,9 +24,9 @@ right types (other fields are allowed and ignored). A task spec (load_task) is o
 The built-in tasks come from the Python standard library corpus, and only from the documents that
 pre-training on it holds out: the validation split of STDLIB_DATA below (the stdlib source, all
 documents, val_fraction 0.02, as gptjax.data.sources.split_documents makes it), the split that
-configs/default.py trains on, so no pre-trained gptjax model has seen them. The settings are fixed
-here, not read from a config, so that editing a config never changes the benchmark. Those
-documents are divided into train / validation / test (60/20/20, stratified by test vs library
+gptjax/configs/default.py trains on, so no pre-trained gptjax model has seen them. The settings
+are fixed here, not read from a config, so that editing a config never changes the benchmark.
+Those documents are divided into train / validation / test (60/20/20, stratified by test vs library
 module, shuffled with the seed): every example of a split comes from that split's documents.
 
   stdlib_next_line   multiple choice: the 3 lines before a line as context; the choices are the
@@ -84,7 +84,7 @@ TFDS_TASKS = {
 }
 _TFDS_LABELS = {'glue/sst2': 2, 'glue/rte': 2, 'glue/stsb': 6}
 # The pre-training data whose held-out documents the built-in tasks are made of (see the module
-# docstring): the same documents as configs/default.py's data, stated here once and for all.
+# docstring): the same documents as gptjax/configs/default.py's data, stated here once and for all.
 STDLIB_DATA = ml_collections.FrozenConfigDict(
   {'source': 'stdlib', 'max_documents': 0, 'val_fraction': 0.02}
 )

@@ -8,8 +8,8 @@ Read top to bottom:
   mask_tokens       BERT's corruption: choose 15% of the positions; of those, 80% -> [MASK],
                     10% -> a random token, 10% kept
   BERT              token + position + segment embeddings -> LayerNorm -> dropout -> bidirectional
-                    blocks (gptjax/layers.py) -> the MLM head: Dense -> GELU -> LayerNorm -> logits
-                    through the token embedding (tied) plus a bias per vocabulary entry
+                    blocks (gptjax/models/layers.py) -> the MLM head: Dense -> GELU -> LayerNorm
+                    -> logits through the token embedding (tied) plus a bias per vocabulary entry
   loss_and_metrics  cross-entropy and accuracy over the chosen positions only
   ARCHITECTURE      its registry record: trained on the LM windows
   BertClassifier    fine-tuning: pooler (Dense + tanh on [CLS]) -> dropout -> class logits

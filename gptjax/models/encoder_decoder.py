@@ -5,7 +5,7 @@
   target ids (B, T) -> embedding * sqrt(D) + positions -> decoder: n_layers blocks of causal
       self-attention, cross-attention to the memory, and MLP                -> logits (B, T, V)
 
-The parts are those of gptjax/layers.py; the decoder is GPT's stack with a cross-attention
+The parts are those of gptjax/models/layers.py; the decoder is GPT's stack with a cross-attention
 sublayer in each block. Post-LN blocks by default, as in the paper (config.norm); with pre-LN each
 stack ends in a LayerNorm of its own. Positions follow config.pos_emb (the paper's sinusoids, a
 learned table per stack, or rotary).

@@ -194,7 +194,7 @@ def _add_marker_rows(params: dict, n: int) -> dict:
 
 
 def _run_config(model: ModelConfig, vocab_size: int) -> ml_collections.ConfigDict:
-  """configs/gpt2_small.py with the checkpoint's model and the GPT-2 tokenizer."""
+  """gptjax/configs/gpt2_small.py with the checkpoint's model and the GPT-2 tokenizer."""
   config = gpt2_small.get_config()
   config.model.update({k: v for k, v in dataclasses.asdict(model).items() if k != 'vocab_size'})
   config.tokenizer.update({'kind': 'gpt2', 'vocab_size': vocab_size})

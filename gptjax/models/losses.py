@@ -24,10 +24,8 @@ MIN_CHUNK_TOKENS = 256  # thinner chunks make the products slower than the cache
 
 
 def default_chunk_tokens(vocab_size: int) -> int:
-  """Tokens per chunk: CHUNK_LOGITS logits, but no fewer than MIN_CHUNK_TOKENS tokens. Timed on
-  this project's CPU, a train step with a 512-entry vocabulary is 18% faster with 2,048-token
-  chunks than with 256-token ones, and with 8,192 entries 7% faster with 256-token chunks than
-  with 128-token ones."""
+  """Tokens per chunk: CHUNK_LOGITS logits, but no fewer than MIN_CHUNK_TOKENS tokens (the README's
+  Speed section has the timings that chose both)."""
   return max(MIN_CHUNK_TOKENS, CHUNK_LOGITS // vocab_size)
 
 

@@ -74,9 +74,7 @@ def main(argv: list[str]) -> None:
     if flags.FLAGS[name].present and name not in reads:
       cli.fail(f'--{name} does not apply to {command} (see --help)', status=2)
   if command == 'report':
-    from gptjax.scaling import (
-      report,  # pylint: disable=import-outside-toplevel  # matplotlib
-    )
+    from gptjax.scaling import report  # imported here: matplotlib is slow to import
 
     bootstrap_k = 100 if _BOOTSTRAP.value is None else _BOOTSTRAP.value
     print(f'wrote {report.write_report(path, _OUT.value or path, bootstrap_k, _SEED.value)}')
@@ -104,17 +102,10 @@ def main(argv: list[str]) -> None:
     named=named,
   )
   if command == 'fit':
-    fitted = laws.fit(obs, law, _IRREDUCIBLE.value)
-    k = _BOOTSTRAP.value or 0
-    intervals, failed = ({}, 0)
-    if k:
-      intervals, failed = uncertainty.bootstrap(
-        obs, law, fitted, k, _SEED.value, _IRREDUCIBLE.value
-      )
-    if _JSON.value:
-      print(json.dumps(formatting.fit_json(law, fitted, obs, intervals, k, failed, loss_col)))
-    else:
-      print(formatting.format_fit(law, fitted, obs, intervals, k, failed, loss_col))
+    result = uncertainty.fit_with_intervals(
+      obs, law, loss_col, _BOOTSTRAP.value or 0, _SEED.value, _IRREDUCIBLE.value
+    )
+    print(json.dumps(formatting.fit_json(result)) if _JSON.value else formatting.format_fit(result))
     return
   predictions = uncertainty.holdout(obs, law, _HOLD_OUT.value, _IRREDUCIBLE.value)
   if _JSON.value:

@@ -5,22 +5,14 @@ JSON object (--json) for scripts. report.py puts the same fit tables in report.m
 import numpy as np
 
 from gptjax.scaling.laws import HUBER_DELTA, summary
-from gptjax.scaling.observations import Observations
-from gptjax.scaling.uncertainty import CI_LEVEL
+from gptjax.scaling.uncertainty import CI_LEVEL, FitResult
 
 
-def format_fit(
-  law: str,
-  fitted,
-  obs: Observations,
-  intervals: dict[str, list[float]],
-  k: int,
-  failed: int,
-  loss_col: str,
-  unit: str = 'runs',
-) -> str:
+def format_fit(result: FitResult, unit: str = 'runs') -> str:
   """A readable table of a fit, its confidence intervals and (for isoflop and chinchilla) the
   compute-optimal allocation."""
+  law, fitted, obs, intervals = result.law, result.fitted, result.obs, result.intervals
+  k, failed, loss_col = result.resamples, result.failed, result.loss_col
   formula = {
     'kaplan_n': 'L(N) = (N_c / N)^alpha_N',
     'kaplan_d': 'L(D) = (D_c / D)^alpha_D',
@@ -68,28 +60,21 @@ def _number(value: float) -> str:
   return f'{value:.4g}' if abs(value) < 1e4 else f'{value:.4e}'
 
 
-def fit_json(
-  law: str,
-  fitted,
-  obs: Observations,
-  intervals: dict[str, list[float]],
-  k: int,
-  failed: int,
-  loss_col: str,
-) -> dict:
-  result = {
+def fit_json(result: FitResult) -> dict:
+  law, fitted = result.law, result.fitted
+  summary_json = {
     'law': law,
     **summary(law, fitted),
-    'runs': len(obs),
-    'loss_col': loss_col,
-    'C_convention': obs.c_convention,
-    'bootstrap': k - failed,
-    'ci95': intervals,
+    'runs': len(result.obs),
+    'loss_col': result.loss_col,
+    'C_convention': result.obs.c_convention,
+    'bootstrap': result.resamples - result.failed,
+    'ci95': result.intervals,
   }
   if law == 'chinchilla':
-    result['objective'] = fitted.objective
+    summary_json['objective'] = fitted.objective
   if law == 'isoflop':
-    result['budgets'] = [
+    summary_json['budgets'] = [
       {
         'C': b.compute,
         'runs': len(b.index),
@@ -100,7 +85,7 @@ def fit_json(
       }
       for b in fitted.budgets
     ]
-  return result
+  return summary_json
 
 
 def format_holdout(law: str, hold_out: str, predictions: list[dict], runs: int) -> str:

@@ -117,15 +117,10 @@ def write_report(root: str, out: str, bootstrap_k: int = 100, seed: int = 0) -> 
     )
 
   def fitted_section(law: str, obs: Observations, loss_col: str, title: str, figure: str):
-    fitted = laws.fit(obs, law)
-    intervals, failed = ({}, 0)
-    if bootstrap_k:
-      intervals, failed = uncertainty.bootstrap(obs, law, fitted, bootstrap_k, seed)
-    sections.append(
-      _fit_markdown(title, law, fitted, obs, intervals, bootstrap_k, failed, loss_col, figure)
-    )
+    result = uncertainty.fit_with_intervals(obs, law, loss_col, bootstrap_k, seed)
+    sections.append(_fit_markdown(title, result, figure))
     fitted_laws.append(law)
-    return fitted
+    return result.fitted
 
   if curves:
     _plot_training_curves(root, rows, out)
@@ -257,23 +252,14 @@ def _markdown(
   return '\n'.join(lines + sections) + '\n'
 
 
-def _fit_markdown(
-  title: str,
-  law: str,
-  fitted,
-  obs: Observations,
-  intervals: dict[str, list[float]],
-  k: int,
-  failed: int,
-  loss_col: str,
-  figure: str,
-) -> str:
+def _fit_markdown(title: str, result: uncertainty.FitResult, figure: str) -> str:
+  law = result.law
   unit = 'points of the frontier' if law == 'kaplan_c' else 'runs'
   lines = [
     f'### {title}',
     '',
     '```',
-    formatting.format_fit(law, fitted, obs, intervals, k, failed, loss_col, unit),
+    formatting.format_fit(result, unit),
     '```',
     '',
   ]

@@ -5,7 +5,9 @@ numbers; holdout fits it to all runs but those with the most compute and predict
 what a scaling law is for.
 """
 
+import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +34,35 @@ BOOTSTRAP_GRID = {
   'beta': [0.5, 1.5],
 }
 CI_LEVEL = 0.95
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+  """A law fitted to runs, with its bootstrap intervals: what formatting.py prints."""
+
+  law: str
+  fitted: Any
+  obs: Observations
+  loss_col: str
+  intervals: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+  resamples: int = 0  # bootstrap resamples asked for
+  failed: int = 0  # of them, those that could not be fitted
+
+
+def fit_with_intervals(
+  obs: Observations,
+  law: str,
+  loss_col: str,
+  resamples: int = 0,
+  seed: int = 0,
+  irreducible: bool = False,
+) -> FitResult:
+  """The law fitted to obs and, with resamples, its bootstrap intervals."""
+  fitted = fit(obs, law, irreducible)
+  intervals, failed = (
+    bootstrap(obs, law, fitted, resamples, seed, irreducible) if resamples else ({}, 0)
+  )
+  return FitResult(law, fitted, obs, loss_col, intervals, resamples, failed)
 
 
 def bootstrap(

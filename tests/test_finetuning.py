@@ -16,7 +16,7 @@ from gptjax import configuration
 from gptjax.configs import finetune as finetune_config
 from gptjax.configs import tiny
 from gptjax.data.tokenizers import ByteTokenizer
-from gptjax.downstream import finetuning, tasks
+from gptjax.downstream import finetuning, task_inputs, tasks
 from gptjax.errors import UserError
 from gptjax.models.config import ModelConfig
 from gptjax.models.gpt import GPT
@@ -31,7 +31,7 @@ TOK = ByteTokenizer()
 
 
 def make_pretrained_workdir(path, vocab_rows: int | None = None) -> str:
-  """A pre-training workdir of configs/tiny.py (byte tokenizer) holding a step-0 checkpoint:
+  """A pre-training workdir of gptjax/configs/tiny.py (byte tokenizer) holding a step-0 checkpoint:
   what gptjax.main leaves, without spending time on training. vocab_rows below the tokenizer's
   262 makes a checkpoint without embedding rows for the last tokens."""
   config = tiny.get_config()
@@ -62,31 +62,31 @@ def _ids(text: str) -> list[int]:
 
 def test_input_transformations_are_the_documented_sequences():
   s, d, x = TOK.start_id, TOK.delim_id, TOK.extract_id
-  assert finetuning.transform(TOK, 'classification', {'text': 'ab', 'label': 0}, 64) == [
+  assert task_inputs.transform(TOK, 'classification', {'text': 'ab', 'label': 0}, 64) == [
     [s, *_ids('ab'), x]
   ]
-  assert finetuning.transform(
+  assert task_inputs.transform(
     TOK, 'entailment', {'premise': 'p', 'hypothesis': 'hq', 'label': 1}, 64
   ) == [[s, *_ids('p'), d, *_ids('hq'), x]]
-  assert finetuning.transform(TOK, 'similarity', {'a': 'a1', 'b': 'b', 'label': 0}, 64) == [
+  assert task_inputs.transform(TOK, 'similarity', {'a': 'a1', 'b': 'b', 'label': 0}, 64) == [
     [s, *_ids('a1'), d, *_ids('b'), x],
     [s, *_ids('b'), d, *_ids('a1'), x],
   ]
-  assert finetuning.transform(
+  assert task_inputs.transform(
     TOK, 'multiple_choice', {'context': 'c', 'choices': ['y', 'zz'], 'label': 1}, 64
   ) == [[s, *_ids('c'), d, *_ids('y'), x], [s, *_ids('c'), d, *_ids('zz'), x]]
   # Too long for 8 positions (5 beside the markers): cut away from the delimiter, the first segment
   # losing its start, the second its end, the second keeping at least half the room.
-  assert finetuning.transform(
+  assert task_inputs.transform(
     TOK, 'entailment', {'premise': 'abcdef', 'hypothesis': 'xy', 'label': 0}, 8
   ) == [[s, *_ids('def'), d, *_ids('xy'), x]]
-  assert finetuning.transform(
+  assert task_inputs.transform(
     TOK, 'entailment', {'premise': 'a', 'hypothesis': 'xyzuvw', 'label': 0}, 8
   ) == [[s, *_ids('a'), d, *_ids('xyzu'), x]]
-  assert finetuning.transform(
+  assert task_inputs.transform(
     TOK, 'entailment', {'premise': 'abcdef', 'hypothesis': 'uvwxyz', 'label': 0}, 8
   ) == [[s, *_ids('def'), d, *_ids('uv'), x]]
-  assert finetuning.transform(TOK, 'classification', {'text': 'abcdefghij', 'label': 0}, 8) == [
+  assert task_inputs.transform(TOK, 'classification', {'text': 'abcdefghij', 'label': 0}, 8) == [
     [s, *_ids('efghij'), x]
   ]
 
@@ -104,9 +104,9 @@ def _finetuner(kind: str, num_labels: int = 3) -> tuple[finetuning.Finetuner, di
 
 
 def _batch(kind: str, examples: list[dict], n_rows: int | None = None) -> dict:
-  encoded = finetuning.encode_split(TOK, kind, examples, 16)
-  encoded = finetuning.pad_to(encoded, n_rows or encoded.ids_NxRxL.shape[1], 16, TOK.pad_id)
-  return next(finetuning.batches(encoded, len(examples) + 1))  # one padding row at weight 0
+  encoded = task_inputs.encode_split(TOK, kind, examples, 16)
+  encoded = task_inputs.pad_to(encoded, n_rows or encoded.ids_NxRxL.shape[1], 16, TOK.pad_id)
+  return next(task_inputs.batches(encoded, len(examples) + 1))  # one padding row at weight 0
 
 
 def test_similarity_is_symmetric_in_its_inputs():
@@ -169,7 +169,7 @@ def test_the_objective_is_the_task_loss_plus_lambda_times_the_lm_loss(kind, exam
   kernel, bias = (np.asarray(params['head']['linear'][k], np.float64) for k in ('kernel', 'bias'))
   task_losses, token_losses = [], []
   for i, example in enumerate(examples):
-    rows = finetuning.transform(TOK, kind, example, 16)
+    rows = task_inputs.transform(TOK, kind, example, 16)
     outputs = [[np.asarray(a, np.float64) for a in one_row(params, r)] for r in rows]
     scores = [hidden[-1] @ kernel + bias for _, hidden in outputs]
     scores = np.concatenate(scores) if kind == 'multiple_choice' else scores[0]
@@ -231,8 +231,8 @@ def test_fine_tuning_goes_through_the_shared_step_with_accumulation_and_the_guar
     {'text': text, 'label': i % 3}  # one length: each micro-batch has as many tokens
     for i, text in enumerate(['abc', 'xyz', 'def', 'a b', 'x=1', 'yes', 'zzz', 'pqr'])
   ]
-  encoded = finetuning.encode_split(TOK, 'classification', examples, 16)
-  batch = next(finetuning.batches(finetuning.pad_to(encoded, 1, 16, TOK.pad_id), 8))
+  encoded = task_inputs.encode_split(TOK, 'classification', examples, 16)
+  batch = next(task_inputs.batches(task_inputs.pad_to(encoded, 1, 16, TOK.pad_id), 8))
   ft = finetune_config.get_config('cpu').finetune
   train = finetuning.train_config(ft, steps_per_epoch=4, seq_len=16)
   optimizer = make_optimizer(train)
