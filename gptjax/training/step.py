@@ -26,7 +26,7 @@ def micro_batches(batch, grad_accum_steps: int):
   """Every leaf (B, ...) as (A, B / A, ...): micro-batch a takes rows a, a + A, a + 2A, ..., so
   every device keeps an equal share of each."""
   return jax.tree.map(
-    lambda x_BxE: x_BxE.reshape(-1, grad_accum_steps, *x_BxE.shape[1:]).swapaxes(0, 1), batch
+    lambda leaf: leaf.reshape(-1, grad_accum_steps, *leaf.shape[1:]).swapaxes(0, 1), batch
   )
 
 
@@ -41,7 +41,7 @@ def accumulate_gradients(grad_fn, params, batch, step_rng: jax.Array, grad_accum
     values, grads = grad_fn(params, micro_batch, jax.random.fold_in(step_rng, index))
     return jax.tree.map(jnp.add, carry, (values, grads)), None
 
-  first = jax.tree.map(lambda x_AxE: x_AxE[0], micro_A)
+  first = jax.tree.map(lambda leaf: leaf[0], micro_A)
   values_shape = jax.eval_shape(grad_fn, params, first, step_rng)[0]
   zeros = (
     jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), values_shape),
