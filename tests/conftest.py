@@ -13,7 +13,16 @@ os.environ.setdefault(
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
-from gptjax.configs import tiny
+import jax  # noqa: E402  (after the cache settings above)
+
+from gptjax import configuration  # noqa: E402
+from gptjax.configs import tiny  # noqa: E402
+from gptjax.data.tokenizers import ByteTokenizer  # noqa: E402
+from gptjax.models.gpt import GPT  # noqa: E402
+from gptjax.training import checkpoint  # noqa: E402
+from gptjax.training import workdir as workdir_lib  # noqa: E402
+from gptjax.training.optimizer import make_optimizer  # noqa: E402
+from gptjax.training.state import init_state  # noqa: E402
 
 
 @pytest.fixture
@@ -51,3 +60,20 @@ def write_gpt2_tokenizer_files(directory, texts, vocab_size: int = 600) -> None:
   )
   os.makedirs(directory, exist_ok=True)
   bpe.save_model(str(directory))
+
+
+def make_pretrained_workdir(path, vocab_rows: int | None = None) -> str:
+  """A pre-training workdir of gptjax/configs/tiny.py (byte tokenizer) holding a step-0 checkpoint:
+  what gptjax.main leaves, without spending time on training. vocab_rows below the tokenizer's
+  262 makes a checkpoint without embedding rows for the last tokens."""
+  config = tiny.get_config()
+  config.tokenizer.kind, config.sample.max_new_tokens = 'byte', 0
+  os.makedirs(path)
+  workdir_lib.save_config(config, str(path))
+  model = GPT(configuration.model_config(config, vocab_rows or ByteTokenizer().vocab_size))
+  mngr = checkpoint.manager(str(path), 1)
+  checkpoint.save(
+    mngr, jax.jit(lambda: init_state(model, make_optimizer(config.train), config.seed))()
+  )
+  mngr.close()
+  return str(path)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_finetune import make_pretrained_workdir
+from conftest import make_pretrained_workdir
 
 from gptjax.data.tokenizers import ByteTokenizer
 from gptjax.downstream import few_shot, tasks

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import make_pretrained_workdir
 
 from gptjax import configuration
 from gptjax.configs import finetune as finetune_config
@@ -20,31 +21,12 @@ from gptjax.downstream import finetuning, task_inputs, tasks
 from gptjax.errors import UserError
 from gptjax.models.config import ModelConfig
 from gptjax.models.gpt import GPT
-from gptjax.training import checkpoint
 from gptjax.training import step as step_lib
-from gptjax.training import workdir as workdir_lib
 from gptjax.training.optimizer import make_optimizer, weight_decay_mask
 from gptjax.training.state import TrainState, init_state, load_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOK = ByteTokenizer()
-
-
-def make_pretrained_workdir(path, vocab_rows: int | None = None) -> str:
-  """A pre-training workdir of gptjax/configs/tiny.py (byte tokenizer) holding a step-0 checkpoint:
-  what gptjax.main leaves, without spending time on training. vocab_rows below the tokenizer's
-  262 makes a checkpoint without embedding rows for the last tokens."""
-  config = tiny.get_config()
-  config.tokenizer.kind, config.sample.max_new_tokens = 'byte', 0
-  os.makedirs(path)
-  workdir_lib.save_config(config, str(path))
-  model = GPT(configuration.model_config(config, vocab_rows or TOK.vocab_size))
-  mngr = checkpoint.manager(str(path), 1)
-  checkpoint.save(
-    mngr, jax.jit(lambda: init_state(model, make_optimizer(config.train), config.seed))()
-  )
-  mngr.close()
-  return str(path)
 
 
 @pytest.fixture(scope='module')
