@@ -15,6 +15,12 @@ _CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string(
   'workdir', None, 'Directory for the tokenizer, token caches, checkpoints and metrics.'
 )
+_START_OVER = flags.DEFINE_bool(
+  'start_over',
+  False,
+  'Train from step 0 a workdir whose checkpoints were all set aside as damaged (in '
+  'corrupt_checkpoints/); without it such a workdir is refused.',
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -23,7 +29,7 @@ def main(argv: list[str]) -> None:
   config = _CONFIG.value
   if config.distributed.initialize:
     sharding.initialize_distributed(config.distributed)
-  trainer.train_and_evaluate(config, _WORKDIR.value)
+  trainer.train_and_evaluate(config, _WORKDIR.value, start_over=_START_OVER.value)
 
 
 if __name__ == '__main__':

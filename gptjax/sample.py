@@ -5,6 +5,7 @@ python -m gptjax.convert leave them) and continues the prompt, after a BOS token
 with the key/value-cache sampler. --num_samples continues it that many times, in one batch.
 """
 
+import math
 import os
 
 import jax
@@ -40,6 +41,8 @@ _TOP_P = flags.DEFINE_float(
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed: the same seed gives the same samples.')
 flags.mark_flag_as_required('workdir')
 flags.register_validator('top_p', lambda p: 0 < p <= 1, '--top_p must be in (0, 1]')
+# NaN passes lower_bound (every comparison with NaN is false).
+flags.register_validator('temperature', math.isfinite, '--temperature must be a finite number')
 
 
 def _read_prompt() -> str:

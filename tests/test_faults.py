@@ -13,9 +13,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from gptjax import configuration
 from gptjax.errors import UserError
-from gptjax.training import trainer
+from gptjax.models import registry
+from gptjax.training import checkpoint, trainer
 from gptjax.training import workdir as workdir_lib
+from gptjax.training.optimizer import make_optimizer
+from gptjax.training.state import init_state, load_run
 
 # Fault tests start subprocesses, kill them and damage checkpoints: slow by nature.
 pytestmark = pytest.mark.slow
@@ -189,6 +193,48 @@ def test_no_restorable_checkpoint_stops_the_run_instead_of_starting_over(
   with pytest.raises(UserError, match='could be restored'):
     _train(config, tmp_path)
   assert os.listdir(tmp_path / 'corrupt_checkpoints')  # kept, not deleted
+  # The same command again must not quietly start over on the now empty checkpoints/.
+  with pytest.raises(UserError, match='no checkpoint left to resume from.*--start_over'):
+    _train(config, tmp_path)
+  _train(config, tmp_path, stop_at=10, start_over=True)  # said explicitly: from step 0
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['10', 'fingerprints.json']
+
+
+def _tree_of_files(directory) -> dict[str, bytes]:
+  return {
+    os.path.relpath(os.path.join(root, name), directory): open(
+      os.path.join(root, name), 'rb'
+    ).read()
+    for root, _, names in os.walk(directory)
+    for name in names
+  }
+
+
+def test_a_checkpoint_of_other_shapes_is_a_config_error_and_nothing_is_touched(
+  tiny_config, corpus_glob, tmp_path
+):
+  config = _text_config(tiny_config, corpus_glob)
+  _train(config, tmp_path, stop_at=20)
+  before = _tree_of_files(tmp_path / 'checkpoints')
+  with open(tmp_path / 'config.json') as f:
+    saved = json.load(f)
+  saved['model']['d_model'] = 64  # as if config.json were edited
+  with open(tmp_path / 'config.json', 'w') as f:
+    json.dump(saved, f)
+  with pytest.raises(UserError, match='holds other parameters than this config builds'):
+    load_run(str(tmp_path))  # what gptjax.sample and gptjax.evaluate read
+  wide = configuration.model_config(configuration.read_config(str(tmp_path / 'config.json')), 262)
+  abstract = jax.eval_shape(
+    lambda: init_state(registry.build(wide), make_optimizer(config.train), config.seed)
+  )
+  mngr = checkpoint.manager(str(tmp_path), config.train.keep_checkpoints)
+  try:  # what training's restore does with a state of other shapes
+    with pytest.raises(UserError, match='nothing was changed'):
+      checkpoint.restore_latest(mngr, abstract, jax.tree.map(lambda _: None, abstract))
+  finally:
+    mngr.close()
+  assert not os.path.exists(tmp_path / 'corrupt_checkpoints')
+  assert _tree_of_files(tmp_path / 'checkpoints') == before
 
 
 def test_a_half_written_checkpoint_is_never_restored(tiny_config, corpus_glob, tmp_path):

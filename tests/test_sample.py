@@ -93,6 +93,7 @@ def test_samples_are_reproducible_and_match_the_library(workdir, tmp_path):
     (['--workdir', '{run}', '--prompt', 'x', '--top_k', '-1'], 'top_k'),
     (['--workdir', '{run}', '--prompt', 'x', '--prompt_file', 'p.txt'], 'one of --prompt'),
     (['--workdir', '{run}', '--prompt', 'x', '--no_such_flag'], 'no_such_flag'),
+    (['--workdir', '{run}', '--prompt', 'x', '--temperature', 'nan'], 'must be a finite number'),
   ],
 )
 def test_bad_input_is_one_error_line(workdir, tmp_path, args, message):

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from jax.experimental import multihost_utils
 
 from gptjax.data import cache
@@ -78,11 +79,71 @@ def _read_fingerprints(mngr: ocp.CheckpointManager) -> dict[str, str]:
     return json.load(f)
 
 
+def _shapes(tree) -> dict[str, tuple[int, ...]]:
+  """Each leaf's shape by its path ('opt_state/1/0/mu/wte/embedding'), however the tree's nodes
+  name their children (attributes, dict keys, indices)."""
+
+  def name(entry) -> str:
+    for attribute in ('key', 'name', 'idx'):
+      if hasattr(entry, attribute):
+        return str(getattr(entry, attribute))
+    return str(entry)
+
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {'/'.join(name(e) for e in path): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def check_shapes(directory: str, step: int, abstract_tree, part: str = '') -> None:
+  """Raises UserError, touching nothing, when checkpoint `step` in `directory` holds a tree of
+  other leaves or shapes than `abstract_tree` (its subtree `part`, e.g. 'params', if given): the
+  config is not the one the run was trained with, which is not damage. Returns quietly when the
+  checkpoint's metadata cannot be read; restoring it then reports the damage."""
+  try:
+    reader = read_only_manager(directory)
+    try:
+      saved = reader.item_metadata(step)
+    finally:
+      reader.close()
+    saved = _shapes(saved[part] if part else saved)
+  except Exception:  # pylint: disable=broad-except  # unreadable metadata is damage, found later
+    return
+  expected = _shapes(abstract_tree)
+  differences = [
+    f'{path}: saved {saved.get(path)}, this config {expected.get(path)}'
+    for path in sorted(set(saved) | set(expected))
+    if saved.get(path) != expected.get(path)
+  ]
+  if differences:
+    more = f' and {len(differences) - 3} more' if len(differences) > 3 else ''
+    raise UserError(
+      f'checkpoint {step} in {directory} holds other parameters than this config builds ('
+      + '; '.join(differences[:3])
+      + f'{more}): the config is not the one the run was trained with; nothing was changed'
+    )
+
+
+def read_only_manager(directory: str, item_handler=None) -> ocp.CheckpointManager:
+  """A manager of `directory` that reads and never writes (orbax's notice that it saves nothing
+  is not shown); item_handler defaults to the StandardCheckpointHandler checkpoints are saved
+  with."""
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    return ocp.CheckpointManager(
+      directory,
+      item_handlers=item_handler or ocp.StandardCheckpointHandler(),
+      options=ocp.CheckpointManagerOptions(read_only=True),
+    )
+  finally:
+    logging.set_verbosity(verbosity)
+
+
 def restore_latest(mngr: ocp.CheckpointManager, abstract_state, shardings):
   """The newest intact checkpoint laid out with `shardings`, or None when there is no checkpoint.
 
   A checkpoint that cannot be read, or whose fingerprint does not match, is reported in one line
-  and set aside; if none can be restored the run stops rather than silently starting over.
+  and set aside; if none can be restored the run stops rather than silently starting over. One
+  whose shapes differ from the config's is a config problem: a UserError, and nothing is moved.
   """
   target = jax.tree.map(
     lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
@@ -94,6 +155,7 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, shardings):
     return None
   expected = _read_fingerprints(mngr)
   for step in steps:
+    check_shapes(str(mngr.directory), step, abstract_state)
     try:
       state = mngr.restore(step, args=ocp.args.StandardRestore(target))
       problem = None
@@ -106,7 +168,24 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, shardings):
     _set_aside(mngr, step, problem)
   raise UserError(
     f'none of the checkpoints {steps} in {mngr.directory} could be restored (they '
-    'are now in corrupt_checkpoints/); refusing to start from scratch over them'
+    'are now in corrupt_checkpoints/); refusing to start from scratch over them (gptjax.main '
+    '--start_over would)'
+  )
+
+
+def check_not_starting_over(workdir: str, start_over: bool = False) -> None:
+  """Refuses to train `workdir` from step 0 when all its checkpoints were set aside as damaged
+  (they are in corrupt_checkpoints/): the run that found them refused, and running the same
+  command again must not quietly start over. start_over (gptjax.main --start_over) says to."""
+  directory = os.path.join(workdir, 'checkpoints')
+  steps = [d for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(directory) else []
+  aside = os.path.join(workdir, 'corrupt_checkpoints')
+  if steps or start_over or not (os.path.isdir(aside) and os.listdir(aside)):
+    return
+  raise UserError(
+    f'{workdir} has no checkpoint left to resume from: every one was set aside as damaged, in '
+    f'{aside}; put one back as checkpoints/<step> to resume from it, or pass --start_over to '
+    'train from step 0 anyway'
   )
 
 

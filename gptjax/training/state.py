@@ -13,13 +13,12 @@ import jax
 import jax.numpy as jnp
 import optax
 import orbax.checkpoint as ocp
-from absl import logging
 
 from gptjax import configuration
 from gptjax.data import tokenizers as tokenizer_lib
 from gptjax.errors import UserError
 from gptjax.models import registry
-from gptjax.training import sharding
+from gptjax.training import checkpoint, sharding
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -80,21 +79,12 @@ def restore_params(workdir: str, abstract_params):
       abstract_params,
     )
   }
-  # read_only: nothing is written into a workdir that is only read. Orbax warns (at WARNING, the
-  # commands' level) that a read-only manager saves nothing, which is the point: not shown.
-  verbosity = logging.get_verbosity()
-  logging.set_verbosity(logging.ERROR)
-  try:
-    reader = ocp.CheckpointManager(
-      directory,
-      item_handlers=ocp.PyTreeCheckpointHandler(),
-      options=ocp.CheckpointManagerOptions(read_only=True),
-    )
-  finally:
-    logging.set_verbosity(verbosity)
+  # Nothing is written into a workdir that is only read.
+  reader = checkpoint.read_only_manager(directory, ocp.PyTreeCheckpointHandler())
   try:
     steps = sorted(reader.all_steps(), reverse=True)
     for step in steps:
+      checkpoint.check_shapes(directory, step, abstract_params, part='params')
       try:
         return reader.restore(
           step,

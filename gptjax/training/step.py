@@ -84,9 +84,12 @@ def make_train_step(
     grad_norm = optax.global_norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    # A step with a non-finite loss, gradient or updated parameter changes nothing but the step
-    # counter, so no non-finite value ever enters the state; the loop then stops or counts the skip.
-    finite = jnp.isfinite(value) & jnp.isfinite(grad_norm) & _all_finite(params)
+    # A step with a non-finite loss or gradient, or whose update would commit a non-finite
+    # parameter or optimizer moment, changes nothing but the step counter, so no non-finite value
+    # ever enters the state; the loop then stops or counts the skip.
+    finite = (
+      jnp.isfinite(value) & jnp.isfinite(grad_norm) & _all_finite(params) & _all_finite(opt_state)
+    )
     keep_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = state.replace(
       step=state.step + 1,

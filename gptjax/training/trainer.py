@@ -42,11 +42,12 @@ from gptjax.training.state import TrainState, init_state
 class Run:
   """Everything a training run holds: tokenizer, data, model, compiled steps and state."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, start_over: bool = False):
     self.config, self.workdir = config, workdir
     configuration.validate(config, jax.device_count(), jax.process_count())
     self.is_chief = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
+    checkpoint.check_not_starting_over(workdir, start_over)
     self._lock = workdir_lib.lock(workdir) if self.is_chief else None
     self.architecture = registry.get(config.model.architecture)
     if self.is_chief:
@@ -85,7 +86,11 @@ class Run:
       out_shardings=sharding.replicated(self.mesh),
     )
     self.checkpoints = checkpoint.manager(workdir, config.train.keep_checkpoints)
-    self.state = checkpoint.restore_latest(self.checkpoints, abstract_state, self.state_shardings)
+    try:
+      self.state = checkpoint.restore_latest(self.checkpoints, abstract_state, self.state_shardings)
+    except BaseException:  # refused: release the workdir for the next command in this process
+      self.close()
+      raise
     if self.state is None:
       self.state = jax.jit(
         lambda: init_state(self.model, optimizer, config.seed), out_shardings=self.state_shardings
@@ -166,15 +171,18 @@ def train_and_evaluate(
   workdir: str,
   show_progress: bool = True,
   stop_at: int | None = None,
+  start_over: bool = False,
 ) -> dict[str, float]:
   """Trains (or resumes) the run in `workdir` to config.train.steps; returns the last metrics.
 
   stop_at ends this call early, after that step and a checkpoint, as a preempted job would; the
   learning-rate schedule still runs to config.train.steps, so a later call continues the same run.
-  Raises Preempted after SIGTERM (once a checkpoint of the current step is saved).
+  start_over trains from step 0 a workdir whose checkpoints were all set aside as damaged (see
+  checkpoint.check_not_starting_over). Raises Preempted after SIGTERM (once a checkpoint of the
+  current step is saved).
   """
   start = time.perf_counter()
-  run = Run(config, workdir)
+  run = Run(config, workdir, start_over)
   run.seconds['setup'] = time.perf_counter() - start - run.seconds['compile']
   writer = MetricsWriter(workdir, enabled=run.is_chief)
   preemption = Preemption(config.train.preemption_grace_s)
@@ -282,7 +290,7 @@ def train_loop(
           if not math.isfinite(loss)
           else f'gradient norm is {grad_norm}'
           if not math.isfinite(grad_norm)
-          else 'update would make a parameter non-finite'
+          else 'update would make a parameter or optimizer moment non-finite'
         )
         raise UserError(
           f'step {step}: the {quantity}; stopped without saving this state (the '
