@@ -129,9 +129,21 @@ def upgrade(saved: dict) -> dict:
 
 
 def read_config(path: str) -> ml_collections.ConfigDict:
-  """The run config saved at `path` (a workdir's config.json), upgraded to today's fields."""
-  with open(path) as f:
-    return ml_collections.ConfigDict(upgrade(json.load(f)))
+  """The run config saved at `path` (a workdir's config.json), upgraded to today's fields; a
+  UserError naming the file when it is not a JSON object."""
+  try:
+    with open(path, encoding='utf-8') as f:
+      saved = json.load(f)
+  except ValueError as e:  # not JSON, or not UTF-8 at all
+    saved, problem = None, ' '.join(str(e).split())[:200]
+  else:
+    problem = None if isinstance(saved, dict) else f'a JSON {type(saved).__name__}, not an object'
+  if problem is not None:
+    raise UserError(
+      f'{path} is not a readable run config ({problem}); put the original back, or delete it '
+      "and run gptjax.main with the run's config to record it again, or use a new workdir"
+    )
+  return ml_collections.ConfigDict(upgrade(saved))
 
 
 def get(config: ml_collections.ConfigDict, dotted: str):

@@ -67,6 +67,8 @@ class Layout:
   describe: Callable[[ml_collections.ConfigDict], str]
   # run config -> the lengths the rows depend on, by name ({} when none); the meta records them.
   lengths: Callable[[ml_collections.ConfigDict], dict[str, int]] = lambda config: {}
+  # the entries the meta file must hold besides source and source_id (read_meta checks them).
+  keys: tuple[str, ...] = ()
 
 
 def fingerprint(layout: Layout, config: ml_collections.ConfigDict) -> str:
@@ -84,13 +86,29 @@ def same_cache(layout: Layout, a: ml_collections.ConfigDict, b: ml_collections.C
 
 def read_meta(layout: Layout, config: ml_collections.ConfigDict, workdir: str) -> dict | None:
   """The meta of the workdir's complete cache, or None when there is none yet. A cache built from
-  other settings than `config`'s is a UserError."""
+  other settings than `config`'s is a UserError, and so is a meta file that is not a JSON object
+  with the layout's entries."""
   data_dir = os.path.join(workdir, 'data')
   path = os.path.join(data_dir, layout.meta_file)
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    meta = json.load(f)
+  try:
+    with open(path, encoding='utf-8') as f:
+      meta = json.load(f)
+  except ValueError as e:  # not JSON, or not UTF-8 at all
+    meta, problem = None, ' '.join(str(e).split())[:200]
+  else:
+    if not isinstance(meta, dict):
+      problem = f'a JSON {type(meta).__name__}, not an object'
+    else:
+      missing = [k for k in ('source', 'source_id', *layout.keys) if k not in meta]
+      problem = f'it lacks {", ".join(missing)}' if missing else None
+  if problem is not None:
+    raise UserError(
+      f'{path} is not a readable {layout.what} record ({problem}); delete it and the next '
+      f'gptjax.main run rebuilds the cache in {data_dir} from the data source, or put the '
+      'original back'
+    )
   if meta['source_id'] != fingerprint(layout, config):
     lengths = layout.lengths(config)
     built = ''.join([meta['source']] + [f', {name} {meta.get(name)}' for name in lengths])

@@ -284,4 +284,5 @@ LAYOUT = cache.Layout(
   write=_write_caches,
   describe=_describe,
   lengths=lambda config: dict(zip(('source_len', 'target_len'), lengths(config))),
+  keys=('train', 'val'),
 )

@@ -284,14 +284,22 @@ def load_or_train(
 
 
 def _load(kind: str, path: str) -> Tokenizer:
+  """The tokenizer saved at `path`; a UserError naming the file when it does not parse."""
   with open(path, 'rb') as f:
     data = f.read()
-  if kind == 'sentencepiece':
-    return SentencePieceTokenizer(data)
-  saved = json.loads(data)
-  if kind == 'gpt2':
-    return GPT2Tokenizer(saved['vocab'], [tuple(m) for m in saved['merges']], saved['vocab_size'])
-  return CharTokenizer(saved['chars'], saved['vocab_size'])
+  try:
+    if kind == 'sentencepiece':
+      return SentencePieceTokenizer(data)
+    saved = json.loads(data)
+    if kind == 'gpt2':
+      return GPT2Tokenizer(saved['vocab'], [tuple(m) for m in saved['merges']], saved['vocab_size'])
+    return CharTokenizer(saved['chars'], saved['vocab_size'])
+  except Exception as e:  # pylint: disable=broad-except  # SentencePiece, json, tokenizers, keys
+    problem = ' '.join(f'{type(e).__name__}: {e}'.split())[:200]
+  raise UserError(
+    f'{path} is not a readable {kind} tokenizer ({problem}); put the original back (the token '
+    'caches and checkpoints of this workdir were made with it), or use a new workdir'
+  )
 
 
 def save(tokenizer: Tokenizer, directory: str) -> None:

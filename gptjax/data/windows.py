@@ -33,13 +33,24 @@ class TokenData:
   seq_len: int  # windows are seq_len + 1 tokens
   val_bytes_per_token: float  # UTF-8 bytes of validation text per validation token (for bits/byte)
   unigram_entropy: float  # nats/token of the training tokens' unigram distribution: a baseline
+  # The tokenizer's vocab_size and the cache directory: a training batch holding a larger id is
+  # damage, reported naming the file (0: not checked). The validation split is checked whole when
+  # opened.
+  vocab_size: int = 0
+  data_dir: str = ''
 
   def train_batch(
     self, step: int, seed: int, global_batch: int, process_index: int = 0, process_count: int = 1
   ) -> np.ndarray:
-    return train_batch(
+    rows = train_batch(
       self.train, step, seed, global_batch, self.seq_len, process_index, process_count
     )
+    if self.vocab_size and rows.size and rows.max() >= self.vocab_size:
+      raise _damaged(
+        os.path.join(self.data_dir, 'train.bin'),
+        f"it holds token id {rows.max()}, past the tokenizer's vocab_size {self.vocab_size}",
+      )
+    return rows
 
   def eval_batches(
     self, n_batches: int, global_batch: int, process_index: int = 0, process_count: int = 1
@@ -78,9 +89,22 @@ def load_tokenizer_and_data(
   """
   tokenizer, meta = cache.load_or_build(LAYOUT, config, workdir, is_writer)
   data_dir = os.path.join(workdir, 'data')
+  if meta['dtype'] not in ('uint16', 'uint32'):
+    raise _damaged(os.path.join(data_dir, LAYOUT.meta_file), f'its dtype is {meta["dtype"]!r}')
   dtype = np.dtype(meta['dtype'])
+  for name in LAYOUT.files:
+    path, recorded = os.path.join(data_dir, name), meta[f'{name.split(".")[0]}_tokens']
+    size = os.path.getsize(path) if os.path.isfile(path) else None
+    if size is None or size % dtype.itemsize or size // dtype.itemsize != recorded:
+      found = 'it is missing' if size is None else f'it has {size} bytes'
+      raise _damaged(path, f'{found}; {LAYOUT.meta_file} records {recorded} {dtype.name} tokens')
   train = np.memmap(os.path.join(data_dir, 'train.bin'), dtype=dtype, mode='r')
   val = np.memmap(os.path.join(data_dir, 'val.bin'), dtype=dtype, mode='r')
+  if len(val) and val.max() >= tokenizer.vocab_size:  # read whole: the split is small
+    raise _damaged(
+      os.path.join(data_dir, 'val.bin'),
+      f"it holds token id {val.max()}, past the tokenizer's vocab_size {tokenizer.vocab_size}",
+    )
   if config.data.max_train_tokens > 0:
     train = train[: config.data.max_train_tokens]
   for split, tokens in (('training', train), ('validation', val)):
@@ -95,6 +119,17 @@ def load_tokenizer_and_data(
     seq_len=seq_len,
     val_bytes_per_token=meta['val_bytes'] / meta['val_tokens'],
     unigram_entropy=meta['unigram_entropy'],
+    vocab_size=tokenizer.vocab_size,
+    data_dir=data_dir,
+  )
+
+
+def _damaged(path: str, problem: str) -> UserError:
+  data_dir = os.path.dirname(path)
+  return UserError(
+    f'{path} is damaged ({problem}); delete {os.path.join(data_dir, LAYOUT.meta_file)} and the '
+    f'next gptjax.main run rebuilds the token cache in {data_dir} from the data source, or put '
+    'the original back'
   )
 
 
@@ -147,6 +182,7 @@ LAYOUT = cache.Layout(
   texts=lambda docs: (text for _, text in docs),
   write=_write_caches,
   describe=_describe,
+  keys=('dtype', 'train_tokens', 'val_tokens', 'val_bytes', 'unigram_entropy'),
 )
 
 

@@ -64,19 +64,39 @@ def save(mngr: ocp.CheckpointManager, state) -> None:
   mngr.save(step, args=ocp.args.StandardSave(state), force=True)
   mngr.wait_until_finished()
   if jax.process_index() == 0:
-    fingerprints = _read_fingerprints(mngr)
+    fingerprints = _read_fingerprints(mngr, warn=False)  # restore_latest warned of a bad one
     fingerprints = {s: d for s, d in fingerprints.items() if int(s) in mngr.all_steps()}
     fingerprints[str(step)] = digest
     path = os.path.join(str(mngr.directory), _FINGERPRINTS)
     cache.write_atomic(path, json.dumps(fingerprints))
 
 
-def _read_fingerprints(mngr: ocp.CheckpointManager) -> dict[str, str]:
+def _read_fingerprints(mngr: ocp.CheckpointManager, warn: bool = True) -> dict[str, str]:
+  """The recorded fingerprints by step; {} when there is no record, and when it is unreadable
+  (with a warning: line): the checkpoints are then restored unverified, and the next save
+  rewrites the record."""
   path = os.path.join(str(mngr.directory), _FINGERPRINTS)
   if not os.path.exists(path):
     return {}
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path, encoding='utf-8') as f:
+      fingerprints = json.load(f)
+    problem = None
+    if not isinstance(fingerprints, dict) or not all(
+      isinstance(v, str) for v in fingerprints.values()
+    ):
+      problem = 'not a JSON object of fingerprints'
+  except ValueError as e:  # not JSON, or not UTF-8 at all
+    problem = ' '.join(str(e).split())[:200]
+  if problem is None:
+    return fingerprints
+  if warn and jax.process_index() == 0:
+    print(
+      f'warning: {path} is unreadable ({problem}); restoring checkpoints without checking their '
+      'fingerprints (the next checkpoint saved rewrites it)',
+      file=sys.stderr,
+    )
+  return {}
 
 
 def _shapes(tree) -> dict[str, tuple[int, ...]]:

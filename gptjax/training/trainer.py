@@ -49,6 +49,14 @@ class Run:
     os.makedirs(workdir, exist_ok=True)
     checkpoint.check_not_starting_over(workdir, start_over)
     self._lock = workdir_lib.lock(workdir) if self.is_chief else None
+    self.checkpoints = None
+    try:
+      self._start(config, workdir)
+    except BaseException:  # refused: release the workdir for the next command in this process
+      self.close()
+      raise
+
+  def _start(self, config: ml_collections.ConfigDict, workdir: str) -> None:
     self.architecture = registry.get(config.model.architecture)
     if self.is_chief:
       workdir_lib.check_config(config, workdir)
@@ -86,18 +94,15 @@ class Run:
       out_shardings=sharding.replicated(self.mesh),
     )
     self.checkpoints = checkpoint.manager(workdir, config.train.keep_checkpoints)
-    try:
-      self.state = checkpoint.restore_latest(self.checkpoints, abstract_state, self.state_shardings)
-    except BaseException:  # refused: release the workdir for the next command in this process
-      self.close()
-      raise
+    self.state = checkpoint.restore_latest(self.checkpoints, abstract_state, self.state_shardings)
     if self.state is None:
       self.state = jax.jit(
         lambda: init_state(self.model, optimizer, config.seed), out_shardings=self.state_shardings
       )()
 
   def close(self) -> None:
-    self.checkpoints.close()
+    if self.checkpoints is not None:
+      self.checkpoints.close()
     if self._lock is not None:
       self._lock.close()  # releases the flock
 

@@ -17,8 +17,7 @@ def check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Refuses a config whose model, tokenizer or data differ from the run already in `workdir`."""
   path = os.path.join(workdir, 'config.json')
   if os.path.exists(path):
-    with open(path) as f:
-      saved = _flatten(configuration.upgrade(json.load(f)))
+    saved = _flatten(configuration.read_config(path).to_dict())  # a UserError when unreadable
     now = _flatten(json.loads(config.to_json()))
     # A field the saved config lacks was added to gptjax after the run started; its default keeps
     # the old behaviour, so it is not a change.
