@@ -295,7 +295,7 @@ def train_loop(
           if not math.isfinite(loss)
           else f'gradient norm is {grad_norm}'
           if not math.isfinite(grad_norm)
-          else 'update would make a parameter or optimizer moment non-finite'
+          else 'update is not finite'
         )
         raise UserError(
           f'step {step}: the {quantity}; stopped without saving this state (the '
