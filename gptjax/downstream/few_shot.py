@@ -27,13 +27,13 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from gptjax.data.tokenizers import Tokenizer
 from gptjax.downstream import tasks
 from gptjax.errors import UserError
 from gptjax.models.config import ModelConfig
 from gptjax.models.gpt import GPT
+from gptjax.models.losses import token_cross_entropy
 from gptjax.training import sharding
 
 SEPARATOR = '\n\n'
@@ -66,7 +66,7 @@ def _score_batch(
   config: ModelConfig, params, inputs_BxL: jax.Array, targets_BxL: jax.Array, mask_BxL: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
   logits_BxLxV = GPT(config).apply({'params': params}, inputs_BxL)
-  logprob_BxL = -optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, targets_BxL)
+  logprob_BxL = -token_cross_entropy(logits_BxLxV, targets_BxL)
   greedy_BxL = jnp.argmax(logits_BxLxV, axis=-1) == targets_BxL
   return (jnp.sum(logprob_BxL * mask_BxL, axis=1), jnp.all(greedy_BxL | (mask_BxL == 0), axis=1))
 

@@ -31,7 +31,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
@@ -43,6 +42,7 @@ from gptjax.errors import Preempted, UserError
 from gptjax.models import gpt, registry
 from gptjax.models.config import ModelConfig
 from gptjax.models.gpt import GPT
+from gptjax.models.losses import token_cross_entropy
 from gptjax.training import checkpoint, sharding, trainer
 from gptjax.training import state as state_lib
 from gptjax.training import step as step_lib
@@ -130,12 +130,10 @@ def objective(
   token after the first of each real row (markers included), as in GPT-1's code.
   """
   weights_B = batch['weights']
-  task_B = optax.softmax_cross_entropy_with_integer_labels(scores_Bxoutputs, batch['labels'])
+  task_B = token_cross_entropy(scores_Bxoutputs, batch['labels'])
   task_loss = jnp.sum(task_B * weights_B) / jnp.maximum(weights_B.sum(), 1)
   ids_BxRxL, lengths_BxR = batch['ids'], batch['lengths']
-  token_BxRxL1 = optax.softmax_cross_entropy_with_integer_labels(
-    logits_BxRxLxV[:, :, :-1], ids_BxRxL[:, :, 1:]
-  )
+  token_BxRxL1 = token_cross_entropy(logits_BxRxLxV[:, :, :-1], ids_BxRxL[:, :, 1:])
   positions_L1 = jnp.arange(ids_BxRxL.shape[2] - 1)
   mask_BxRxL1 = (positions_L1 + 1 < lengths_BxR[..., None]) & (weights_B[:, None, None] > 0)
   lm_loss = jnp.sum(token_BxRxL1 * mask_BxRxL1) / jnp.maximum(mask_BxRxL1.sum(), 1)
