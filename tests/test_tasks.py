@@ -139,47 +139,21 @@ def test_unknown_or_missing_tasks_are_refused(tmp_path, spec, message):
     tasks.load_task(spec.format(tmp=tmp_path), tfds_data_dir=str(tmp_path))
 
 
-@pytest.mark.slow
+def _build(out, tasks: str, *args: str) -> subprocess.CompletedProcess:
+  command = [sys.executable, '-m', 'gptjax.tasks', 'build', '--out', str(out), '--tasks', tasks]
+  return subprocess.run([*command, *args], cwd=REPO, capture_output=True, text=True)
+
+
 @pytest.mark.slow
 def test_the_builder_command_line(tmp_path):
-  result = subprocess.run(
-    [
-      sys.executable,
-      '-m',
-      'gptjax.tasks',
-      'build',
-      '--out',
-      str(tmp_path),
-      '--tasks',
-      'stdlib_cloze,nope',
-    ],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-  )
+  result = _build(tmp_path, 'stdlib_cloze,nope')
   assert result.returncode == 1
   assert result.stderr == (
     "error: unknown built-in task 'nope'; use stdlib_next_line, "
     'stdlib_same_file, stdlib_test_or_lib, stdlib_cloze\n'
   )
   assert not os.listdir(tmp_path)
-  result = subprocess.run(
-    [
-      sys.executable,
-      '-m',
-      'gptjax.tasks',
-      'build',
-      '--out',
-      str(tmp_path),
-      '--tasks',
-      'stdlib_cloze',
-      '--max_per_document',
-      '5',
-    ],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-  )
+  result = _build(tmp_path, 'stdlib_cloze', '--max_per_document', '5')
   assert result.returncode == 0, result.stderr
   assert sorted(os.listdir(tmp_path / 'stdlib_cloze')) == [
     'test.jsonl',

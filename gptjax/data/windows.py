@@ -45,11 +45,8 @@ class TokenData:
     rows = train_batch(
       self.train, step, seed, global_batch, self.seq_len, process_index, process_count
     )
-    if self.vocab_size and rows.size and rows.max() >= self.vocab_size:
-      raise _damaged(
-        os.path.join(self.data_dir, 'train.bin'),
-        f"it holds token id {rows.max()}, past the tokenizer's vocab_size {self.vocab_size}",
-      )
+    if self.vocab_size:
+      _check_ids(rows, self.vocab_size, os.path.join(self.data_dir, 'train.bin'))
     return rows
 
   def eval_batches(
@@ -100,11 +97,7 @@ def load_tokenizer_and_data(
       raise _damaged(path, f'{found}; {LAYOUT.meta_file} records {recorded} {dtype.name} tokens')
   train = np.memmap(os.path.join(data_dir, 'train.bin'), dtype=dtype, mode='r')
   val = np.memmap(os.path.join(data_dir, 'val.bin'), dtype=dtype, mode='r')
-  if len(val) and val.max() >= tokenizer.vocab_size:  # read whole: the split is small
-    raise _damaged(
-      os.path.join(data_dir, 'val.bin'),
-      f"it holds token id {val.max()}, past the tokenizer's vocab_size {tokenizer.vocab_size}",
-    )
+  _check_ids(val, tokenizer.vocab_size, os.path.join(data_dir, 'val.bin'))  # whole: it is small
   if config.data.max_train_tokens > 0:
     train = train[: config.data.max_train_tokens]
   for split, tokens in (('training', train), ('validation', val)):
@@ -122,6 +115,15 @@ def load_tokenizer_and_data(
     vocab_size=tokenizer.vocab_size,
     data_dir=data_dir,
   )
+
+
+def _check_ids(tokens: np.ndarray, vocab_size: int, path: str) -> None:
+  """Raises a damage UserError naming `path` when `tokens` holds an id past the vocabulary."""
+  largest = int(tokens.max()) if tokens.size else 0
+  if largest >= vocab_size:
+    raise _damaged(
+      path, f"it holds token id {largest}, past the tokenizer's vocab_size {vocab_size}"
+    )
 
 
 def _damaged(path: str, problem: str) -> UserError:

@@ -205,19 +205,10 @@ def load_pretrained(
 
 
 def read_run(workdir: str) -> tuple[ml_collections.ConfigDict, tokenizer_lib.Tokenizer]:
-  """The config and tokenizer of the pre-training run in `workdir`."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
-    raise UserError(f'finetune.init_from={workdir} holds no pre-training run (no config.json)')
-  run_config = configuration.read_config(path)
-  architecture = run_config.model.get('architecture', 'gpt')
-  if architecture != gpt.ARCHITECTURE.name:  # the Finetuner is built on a GPT
-    raise UserError(
-      f'finetune.init_from={workdir} holds a model.architecture={architecture} run; '
-      'GPT-1 fine-tuning needs a GPT'
-    )
-  return run_config, tokenizer_lib.load_or_train(
-    run_config.tokenizer.kind, run_config.tokenizer.vocab_size, workdir
+  """The config and tokenizer of the pre-training run in `workdir`: a GPT, which the Finetuner
+  is built on."""
+  return state_lib.read_run(
+    workdir, gpt.ARCHITECTURE.name, f'finetune.init_from={workdir}', 'pre-training run'
   )
 
 

@@ -11,6 +11,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 import orbax.checkpoint as ocp
 
@@ -41,22 +42,31 @@ def load_run(
 ) -> tuple[tokenizer_lib.Tokenizer, nn.Module, dict]:
   """The tokenizer, model and latest parameters (replicated on every device) of `workdir`'s run,
   which must be of `architecture` (model.architecture; GPT for sampling and evaluation)."""
+  config, tokenizer = read_run(workdir, architecture)
+  model = registry.build(configuration.model_config(config, tokenizer.vocab_size), tokenizer.pad_id)
+  abstract = jax.eval_shape(lambda: registry.init_params(model, jax.random.PRNGKey(config.seed)))
+  return tokenizer, model, restore_params(workdir, abstract)
+
+
+def read_run(
+  workdir: str, architecture: str, where: str = '', what: str = 'run'
+) -> tuple[ml_collections.ConfigDict, tokenizer_lib.Tokenizer]:
+  """The config and tokenizer of the run in `workdir`, which must be of `architecture`; errors
+  name the workdir as `where` (default: its path) and the run as `what`."""
+  where = where or workdir
   config_path = os.path.join(workdir, 'config.json')
   if not os.path.isfile(config_path):
     raise UserError(
-      f'{workdir} holds no run (no config.json); train one with python -m '
-      'gptjax.main or convert one with python -m gptjax.convert'
+      f'{where} holds no {what} (no config.json); train one with python -m gptjax.main or '
+      'convert one with python -m gptjax.convert'
     )
   config = configuration.read_config(config_path)
   found = config.model.get('architecture', 'gpt')
   if found != architecture:
-    raise UserError(f'{workdir} holds a model.architecture={found} run; this needs {architecture}')
-  tokenizer = tokenizer_lib.load_or_train(
+    raise UserError(f'{where} holds a model.architecture={found} run; this needs {architecture}')
+  return config, tokenizer_lib.load_or_train(
     config.tokenizer.kind, config.tokenizer.vocab_size, workdir
   )
-  model = registry.build(configuration.model_config(config, tokenizer.vocab_size), tokenizer.pad_id)
-  abstract = jax.eval_shape(lambda: registry.init_params(model, jax.random.PRNGKey(config.seed)))
-  return tokenizer, model, restore_params(workdir, abstract)
 
 
 def restore_params(workdir: str, abstract_params):
