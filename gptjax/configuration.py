@@ -49,6 +49,10 @@ FIELDS: dict[str, Field] = {
   'model.scan_layers': Field(bool),  # stacks the blocks' parameters: another checkpoint layout
   'model.init_std': NON_NEGATIVE,
   'model.layer_norm_eps': NON_NEGATIVE,
+  'model.parametrization': Field(str, choices=_model_choices('parametrization')),
+  'model.base_d_model': NATURAL,
+  'model.depth_scaling': Field(str, choices=_model_choices('depth_scaling')),
+  'model.base_n_layers': NATURAL,
   'tokenizer.kind': Field(str, choices=('sentencepiece', 'byte', 'char', 'gpt2')),
   'tokenizer.vocab_size': COUNT,
   'data.source': Field(str, choices=tuple(dict.fromkeys(windows.SOURCES + pairs.SOURCES))),
@@ -169,6 +173,26 @@ def validate(config: ml_collections.ConfigDict, device_count: int, process_count
   if model.pos_emb == 'rotary' and (model.d_model // model.n_heads) % 2:
     raise UserError(
       f'model.pos_emb=rotary needs an even head width, not {model.d_model // model.n_heads}'
+    )
+  if model.parametrization == 'mup' and not model.base_d_model:
+    raise UserError(
+      "model.parametrization='mup' needs model.base_d_model, the width its learning rate was "
+      'tuned at (the multipliers are relative to it)'
+    )
+  if model.depth_scaling == 'completep' and not model.base_n_layers:
+    raise UserError(
+      "model.depth_scaling='completep' needs model.base_n_layers, the depth its learning rate "
+      'was tuned at'
+    )
+  if model.depth_scaling == 'completep' and model.norm != 'pre':
+    raise UserError(
+      "model.depth_scaling='completep' scales residual branches x + f(LN(x)): it needs "
+      "model.norm='pre'"
+    )
+  if model.parametrization == 'mup' and model.base_d_model % model.n_heads:
+    raise UserError(
+      f'model.base_d_model={model.base_d_model} is not divisible by '
+      f'model.n_heads={model.n_heads} (the base model has the same heads, narrower)'
     )
   registry.get(model.architecture).check_config(config)
   if model.attn_dropout > 0 and model.attention_impl != 'einsum':

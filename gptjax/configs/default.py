@@ -35,6 +35,13 @@ def get_config() -> ml_collections.ConfigDict:
   model.scan_layers = False  # jax.lax.scan over the blocks: compile time flat in depth
   model.init_std = 0.02  # N(0, init_std) init; residual projections get init_std / sqrt(2 n_layers)
   model.layer_norm_eps = 1e-5
+  # How init, learning rates and multipliers scale with size (gptjax/models/parametrization.py):
+  # 'sp' (standard) or 'mup' (Yang et al. 2021), whose multipliers are relative to a model of
+  # width base_d_model: tune train.lr there and it transfers to wider models.
+  model.parametrization = 'sp'
+  model.base_d_model = 0  # needed by 'mup'
+  model.depth_scaling = 'none'  # or 'completep' (Dey et al. 2025): residual branches scaled by
+  model.base_n_layers = 0  # base_n_layers / n_layers, so train.lr transfers across depth
 
   config.tokenizer = tokenizer = ml_collections.ConfigDict()
   tokenizer.kind = 'sentencepiece'  # 'sentencepiece' (BPE), 'byte' or 'char'

@@ -43,6 +43,7 @@ from gptjax.models.layers import (
   token_embedding,
 )
 from gptjax.models.losses import masked_mean, token_cross_entropy
+from gptjax.models.parametrization import readout
 
 # ---------------------------------------------------------------------------------------------
 # Specials and inputs
@@ -155,7 +156,7 @@ class BERT(nn.Module):
     # the embedding space, then the (tied) output projection with a bias per vocabulary entry.
     # GELU in its tanh form, as in the original BERT code and the blocks' MLP.
     h_BxLxD = nn.gelu(dense(cfg, cfg.d_model, 'mlm_dense')(x_BxLxD), approximate=True)
-    h_BxLxD = layer_norm(cfg, 'mlm_ln')(h_BxLxD)
+    h_BxLxD = readout(cfg, layer_norm(cfg, 'mlm_ln')(h_BxLxD))
     if cfg.tie_embeddings:
       bias_V = self.param('mlm_bias', nn.initializers.zeros, (cfg.vocab_size,), cfg.param_dtype)
       logits_BxLxV = output_logits(cfg, wte, h_BxLxD) + bias_V

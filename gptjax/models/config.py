@@ -44,3 +44,11 @@ class ModelConfig:
   # on CPUs with AMX.
   dtype: Literal['float32', 'bfloat16', 'float16'] = 'float32'
   param_dtype: Literal['float32', 'bfloat16'] = 'float32'
+  # How initialisation, learning rates and multipliers scale with width and depth (see
+  # gptjax/models/parametrization.py). 'sp': the standard one, fixed init_std; 'mup': the maximal
+  # update parametrization relative to a model of width base_d_model (0: d_model itself).
+  parametrization: Literal['sp', 'mup'] = 'sp'
+  base_d_model: int = 0
+  # 'completep': residual branches scaled by base_n_layers / n_layers (Dey et al. 2025, alpha 1).
+  depth_scaling: Literal['none', 'completep'] = 'none'
+  base_n_layers: int = 0

@@ -32,8 +32,6 @@ cross-entropy of the target tokens given the source and the tokens before them. 
 its registry record; its own settings are the config section encoder_decoder.
 """
 
-import math
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -45,6 +43,7 @@ from gptjax.data.tokenizers import Tokenizer
 from gptjax.decoding import seq2seq
 from gptjax.errors import UserError
 from gptjax.fields import COUNT, NATURAL, Field
+from gptjax.models import parametrization
 from gptjax.models.architecture import Architecture
 from gptjax.models.config import ModelConfig
 from gptjax.models.layers import (
@@ -57,6 +56,7 @@ from gptjax.models.layers import (
   token_embedding,
 )
 from gptjax.models.losses import label_smoothed_cross_entropy, masked_mean
+from gptjax.models.parametrization import readout
 
 
 class Stack(nn.Module):
@@ -126,7 +126,7 @@ class EncoderDecoder(nn.Module):
   def _embed(self, embedding: nn.Embed, ids_BxL: jax.Array) -> jax.Array:
     # Section 3.4: the embedding is scaled up by sqrt(d_model); the same (tied) matrix read as the
     # output projection is not, so the table can stay at the small scale the logits want.
-    return embedding(ids_BxL) * math.sqrt(self.config.d_model)
+    return embedding(ids_BxL) * parametrization.embedding_scale(self.config)
 
   def encode(self, source_BxS: jax.Array, deterministic: bool = True) -> jax.Array:
     """The memory (B, S, D): every source position attends to every non-padding one."""
@@ -166,6 +166,7 @@ class EncoderDecoder(nn.Module):
       memory_mask_Bx1xS=memory_mask_Bx1xS,
       cache_positions_BxL=cache_positions_BxT,
     )
+    x_BxTxD = readout(cfg, x_BxTxD)
     logits_BxTxV = (
       output_logits(cfg, self.wte, x_BxTxD) if cfg.tie_embeddings else self.lm_head(x_BxTxD)
     )

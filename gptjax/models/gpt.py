@@ -35,6 +35,7 @@ from gptjax.models.layers import (
   token_embedding,
 )
 from gptjax.models.losses import fused_cross_entropy
+from gptjax.models.parametrization import readout
 
 
 class GPT(nn.Module):
@@ -45,7 +46,8 @@ class GPT(nn.Module):
   their own there; apply with mutable=['cache'] (a first call creates the cache).
 
   With return_hidden, also the final hidden states (B, L, D) the logits are read from (after the
-  final LayerNorm in pre-LN): the features task heads in fine-tuning build on.
+  final LayerNorm in pre-LN, and muP's readout multiplier): the features task heads in
+  fine-tuning build on.
   """
 
   config: ModelConfig
@@ -79,6 +81,7 @@ class GPT(nn.Module):
     )
     if cfg.norm == 'pre':
       x_BxLxD = layer_norm(cfg, 'ln_f')(x_BxLxD)
+    x_BxLxD = readout(cfg, x_BxLxD)
     if cfg.tie_embeddings:
       logits_BxLxV = output_logits(cfg, wte, x_BxLxD)
     else:

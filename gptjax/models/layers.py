@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gptjax.models import parametrization
 from gptjax.models.config import ModelConfig
 from gptjax.models.ops import dense_dot_general, matmul
 
@@ -75,14 +76,17 @@ def einsum_attention(
   dropout: nn.Dropout | None = None,
   deterministic: bool = True,
   dtype: str = 'float32',
+  temperature: float | None = None,
 ) -> jax.Array:
   """Softmax attention written out: the reference the fused kernels are tested against, and on
   CPU the fastest of them. Batch and heads are folded into one leading axis N, which XLA's CPU
-  matmuls batch over best. The two products take their operands in `dtype` (see matmul)."""
+  matmuls batch over best. The two products take their operands in `dtype` (see matmul). The
+  attention logits are q . k / temperature, sqrt(K) unless given."""
   batch, seq_len, n_heads, head_dim = q_BxLxHxK.shape
+  temperature = math.sqrt(head_dim) if temperature is None else temperature
   fold = lambda t: t.transpose(0, 2, 1, 3).reshape(batch * n_heads, t.shape[1], head_dim)
   q_NxLxK, k_NxSxK, v_NxSxK = (
-    fold(q_BxLxHxK / math.sqrt(head_dim)),
+    fold(q_BxLxHxK / temperature),
     fold(k_BxSxHxK),
     fold(v_BxSxHxK),
   )
@@ -101,13 +105,13 @@ def einsum_attention(
   return out_NxLxK.reshape(batch, n_heads, seq_len, head_dim).transpose(0, 2, 1, 3)
 
 
-def cached_attention(q_BxLxHxK, k_BxHxKxS, v_BxHxSxK, positions_BxL: jax.Array) -> jax.Array:
-  """Attention of queries at positions_BxL over the cache slots at or before each query's position;
-  the products take their operands in the cache's dtype (see matmul)."""
+def cached_attention(
+  q_BxLxHxK, k_BxHxKxS, v_BxHxSxK, positions_BxL: jax.Array, temperature: float
+) -> jax.Array:
+  """Attention of queries at positions_BxL over the cache slots at or before each query's position,
+  logits q . k / temperature; the products take their operands in the cache's dtype (see matmul)."""
   dtype = k_BxHxKxS.dtype
-  logits_BxHxLxS = matmul('blhk,bhks->bhls', q_BxLxHxK, k_BxHxKxS, dtype) / math.sqrt(
-    q_BxLxHxK.shape[3]
-  )
+  logits_BxHxLxS = matmul('blhk,bhks->bhls', q_BxLxHxK, k_BxHxKxS, dtype) / temperature
   visible_Bx1xLxS = (jnp.arange(k_BxHxKxS.shape[3]) <= positions_BxL[:, :, None])[:, None]
   logits_BxHxLxS = jnp.where(visible_Bx1xLxS, logits_BxHxLxS.astype(jnp.float32), _MASKED)
   probs_BxHxLxS = jax.nn.softmax(logits_BxHxLxS, axis=-1)
@@ -124,6 +128,7 @@ def attend(
   causal: bool = False,
 ) -> jax.Array:
   """Multi-head attention with the configured implementation; `causal` adds the causal mask."""
+  temperature = parametrization.attention_temperature(cfg, q_BxLxHxK.shape[-1])
   if cfg.attention_impl == 'einsum':
     if causal:
       causal_1xLxL = causal_mask(q_BxLxHxK.shape[1])
@@ -136,12 +141,14 @@ def attend(
       nn.Dropout(cfg.attn_dropout),
       deterministic,
       cfg.dtype,
+      temperature,
     )
   return jax.nn.dot_product_attention(
     q_BxLxHxK,
     k_BxSxHxK,
     v_BxSxHxK,
     is_causal=causal,
+    scale=None if cfg.parametrization == 'sp' else 1.0 / temperature,
     implementation=cfg.attention_impl,
     mask=None if mask_BxLxS is None else mask_BxLxS[:, None],
   )
@@ -184,7 +191,13 @@ class SelfAttention(nn.Module):
       start_B = cache_positions_BxL[:, 0]
       k_BxHxKxS = self._write_cache('k', k_BxLxHxK.transpose(0, 2, 3, 1), start_B, axis=3)
       v_BxHxSxK = self._write_cache('v', v_BxLxHxK.transpose(0, 2, 1, 3), start_B, axis=2)
-      out_BxLxHxK = cached_attention(q_BxLxHxK, k_BxHxKxS, v_BxHxSxK, cache_positions_BxL)
+      out_BxLxHxK = cached_attention(
+        q_BxLxHxK,
+        k_BxHxKxS,
+        v_BxHxSxK,
+        cache_positions_BxL,
+        parametrization.attention_temperature(cfg, head_dim),
+      )
     else:
       out_BxLxHxK = attend(
         cfg, q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, mask_BxLxS, deterministic, self.causal
@@ -265,11 +278,13 @@ class MLP(nn.Module):
 
 class Block(nn.Module):
   """Self-attention, then (in a decoder of the encoder-decoder) cross-attention, then the MLP;
-  each sublayer f wrapped as x + f(LN(x)) (pre-LN) or LN(x + f(x)) (post-LN)."""
+  each sublayer f wrapped as x + a f(LN(x)) (pre-LN) or LN(x + f(x)) (post-LN), where a is the
+  depth parametrization's branch multiplier (1 but under CompleteP)."""
 
   config: ModelConfig
   causal: bool = True
   cross: bool = False
+  branch_multiplier: float = 1.0
 
   @nn.compact
   def __call__(
@@ -301,6 +316,8 @@ class Block(nn.Module):
       out_BxLxD = nn.Dropout(cfg.resid_dropout)(
         sublayer(norm(x_BxLxD) if cfg.norm == 'pre' else x_BxLxD), deterministic=deterministic
       )
+      if self.branch_multiplier != 1.0:
+        out_BxLxD = out_BxLxD * self.branch_multiplier
       x_BxLxD = x_BxLxD + out_BxLxD if cfg.norm == 'pre' else norm(x_BxLxD + out_BxLxD)
     return x_BxLxD
 
@@ -321,11 +338,14 @@ class _ScannedBlock(nn.Module):
   config: ModelConfig
   causal: bool
   cross: bool
+  branch_multiplier: float
   deterministic: bool
 
   @nn.compact
   def __call__(self, x_BxLxD: jax.Array, *args):
-    block = _block_class(self.config)(self.config, self.causal, self.cross, name='block')
+    block = _block_class(self.config)(
+      self.config, self.causal, self.cross, self.branch_multiplier, name='block'
+    )
     return block(x_BxLxD, self.deterministic, *args), None
 
 
@@ -346,6 +366,7 @@ def stack_blocks(
   """n_layers blocks applied in turn, created in the calling module (call it from a compact
   method): named f'{name}_{i}', or, with cfg.scan_layers, one scanned block under `name`."""
   args = (mask_BxLxS, memory_BxSxD, memory_mask_Bx1xS, cache_positions_BxL)
+  branch_multiplier = parametrization.branch_multiplier(cfg, n_layers)
   if cfg.scan_layers:
     layers = nn.scan(
       _ScannedBlock,
@@ -354,10 +375,12 @@ def stack_blocks(
       in_axes=nn.broadcast,
       length=n_layers,
     )
-    x_BxLxD, _ = layers(cfg, causal, cross, deterministic, name=name)(x_BxLxD, *args)
+    x_BxLxD, _ = layers(cfg, causal, cross, branch_multiplier, deterministic, name=name)(
+      x_BxLxD, *args
+    )
     return x_BxLxD
   for i in range(n_layers):
-    x_BxLxD = _block_class(cfg)(cfg, causal, cross, name=f'{name}_{i}')(
+    x_BxLxD = _block_class(cfg)(cfg, causal, cross, branch_multiplier, name=f'{name}_{i}')(
       x_BxLxD, deterministic, *args
     )
   return x_BxLxD
@@ -371,8 +394,9 @@ def dense(
   cfg: ModelConfig, features: int, name: str, residual: bool = False, use_bias: bool = True
 ) -> nn.Dense:
   # GPT-2 scales the init of projections that write into the residual stream by 1/sqrt(2 n_layers),
-  # so the residual's variance does not grow with depth.
-  std = cfg.init_std / math.sqrt(2 * cfg.n_layers) if residual else cfg.init_std
+  # so the residual's variance does not grow with depth (CompleteP: by its branch multiplier).
+  layers = parametrization.residual_init_layers(cfg)
+  std = cfg.init_std / math.sqrt(2 * layers) if residual else cfg.init_std
   return nn.Dense(
     features,
     use_bias=use_bias,

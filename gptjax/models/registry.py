@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 
 from gptjax.errors import UserError
-from gptjax.models import bert, encoder_decoder, gpt
+from gptjax.models import bert, encoder_decoder, gpt, parametrization
 from gptjax.models.architecture import Architecture
 from gptjax.models.config import ModelConfig
 
@@ -36,5 +36,31 @@ def build(config: ModelConfig, pad_id: int = 0) -> nn.Module:
 
 
 def init_params(model: nn.Module, rng: jax.Array) -> dict:
-  """Freshly initialised parameters of a module `build` made."""
+  """Freshly initialised parameters of a module `build` made, hidden matrices scaled as its
+  parametrization says (gptjax/models/parametrization.py)."""
+  params = _init(model, rng)
+  if parametrization.width_multiplier(model.config) == 1.0:
+    return params
+  return parametrization.scale_init(params, fan_in_ratios(model))
+
+
+def learning_rate_multipliers(model: nn.Module) -> dict | None:
+  """Per-parameter Adam learning-rate multipliers of the model's parametrization; None when all
+  are 1 (the standard parametrization)."""
+  if parametrization.width_multiplier(model.config) == 1.0:
+    return None
+  return parametrization.learning_rate_multipliers(fan_in_ratios(model))
+
+
+def fan_in_ratios(model: nn.Module) -> dict:
+  """Per parameter of `model`, its hidden fan-in's growth over the base-width model (1.0 for
+  parameters that are not hidden matrices)."""
+  base = model.clone(config=parametrization.base_width_config(model.config))
+  shapes, base_shapes = (
+    jax.eval_shape(lambda m=m: _init(m, jax.random.PRNGKey(0))) for m in (model, base)
+  )
+  return parametrization.hidden_fan_in_ratios(shapes, base_shapes)
+
+
+def _init(model: nn.Module, rng: jax.Array) -> dict:
   return model.init(rng, *get(model.config.architecture).example_inputs(model.config))['params']

@@ -55,7 +55,7 @@ def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int 
   model = registry.build(
     configuration.model_config(config, config.tokenizer.vocab_size), pad_id=specials.pad_id
   )
-  optimizer = make_optimizer(config.train)
+  optimizer = make_optimizer(config.train, registry.learning_rate_multipliers(model))
   mesh = sharding.make_mesh()
   abstract_state = jax.eval_shape(lambda: init_state(model, optimizer, config.seed))
   state_shardings = sharding.state_shardings(

@@ -46,17 +46,37 @@ def weight_decay_mask(params) -> dict:
   return jax.tree_util.tree_map_with_path(lambda path, leaf: path[-1].key == 'kernel', params)
 
 
-def make_optimizer(train: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def make_optimizer(
+  train: ml_collections.ConfigDict,
+  learning_rate_multipliers: dict | None = None,
+  schedule: optax.Schedule | None = None,
+) -> optax.GradientTransformation:
   """AdamW as train.{lr, schedule, warmup_steps, steps, min_lr_ratio, b1, b2, eps, weight_decay}
-  say, after clipping the global gradient norm to train.grad_clip (0: no clipping)."""
-  adamw = optax.adamw(
-    learning_rate_schedule(train),
-    b1=train.b1,
-    b2=train.b2,
-    eps=train.eps,
-    weight_decay=train.weight_decay,
-    mask=weight_decay_mask,
-  )
+  say, after clipping the global gradient norm to train.grad_clip (0: no clipping).
+
+  learning_rate_multipliers: a tree like the params of factors on each parameter's Adam direction
+  (muP's, from registry.learning_rate_multipliers); the decoupled decay stays lr * weight_decay.
+  schedule: step -> learning rate in place of train's (stacked runs pass each run's own); the
+  optimizer state has the same structure either way."""
+  learning_rate = learning_rate_schedule(train) if schedule is None else schedule
+  if learning_rate_multipliers is None:
+    adamw = optax.adamw(
+      learning_rate,
+      b1=train.b1,
+      b2=train.b2,
+      eps=train.eps,
+      weight_decay=train.weight_decay,
+      mask=weight_decay_mask,
+    )
+  else:  # optax.adamw's chain with the multipliers after Adam's direction
+    adamw = optax.chain(
+      optax.scale_by_adam(b1=train.b1, b2=train.b2, eps=train.eps),
+      optax.stateless(
+        lambda updates, params: jax.tree.map(jnp.multiply, updates, learning_rate_multipliers)
+      ),
+      optax.add_decayed_weights(train.weight_decay, weight_decay_mask),
+      optax.scale_by_learning_rate(learning_rate),
+    )
   if train.grad_clip > 0:
     return optax.chain(optax.clip_by_global_norm(train.grad_clip), adamw)
   return adamw

@@ -70,7 +70,7 @@ class Run:
     )
     objective = self.architecture.objective(self.model, config, self.tokenizer)
     self.mesh = sharding.make_mesh()
-    optimizer = make_optimizer(config.train)
+    optimizer = make_optimizer(config.train, registry.learning_rate_multipliers(self.model))
     abstract_state = jax.eval_shape(lambda: init_state(self.model, optimizer, config.seed))
     self.state_shardings = sharding.state_shardings(
       abstract_state, self.mesh, fsdp=config.train.sharding == 'fsdp'
