@@ -39,7 +39,7 @@ from gptjax.errors import UserError
 from gptjax.models import accounting, registry
 from gptjax.scaling import observations
 from gptjax.training import metrics as metrics_lib
-from gptjax.training import trainer
+from gptjax.training import stacked, trainer
 
 SHARED = '_shared'
 _NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]*')
@@ -150,10 +150,16 @@ def finished_rows(root: str) -> dict[str, dict]:
 
 
 def run_sweep(
-  sweep_path: str, root: str, convention: str = '6ND', show_progress: bool = True
+  sweep_path: str,
+  root: str,
+  convention: str = '6ND',
+  show_progress: bool = True,
+  max_stack: int = 16,
 ) -> list[dict]:
   """Trains every run of the sweep that has no row yet (resuming interrupted ones) and returns
-  the rows of all runs, in the sweep's order."""
+  the rows of all runs, in the sweep's order. Runs that differ only in the fields of
+  gptjax.training.stacked.PER_RUN (seed, learning-rate schedule, AdamW's betas, eps and decay,
+  cadence) train as stacks of up to max_stack runs (1: one by one)."""
   if convention not in accounting.COMPUTE_CONVENTIONS:
     raise UserError(
       f'unknown compute convention {convention!r}; use one of '
@@ -170,37 +176,74 @@ def run_sweep(
   _cache_compilations(root)
   rows = finished_rows(root)
   shared = _SharedData(base, os.path.join(root, SHARED))
-  for i, (name, config) in enumerate(configs):
-    prefix = f'[{i + 1}/{len(configs)}] {name}'
+  position = {name: i for i, (name, _) in enumerate(configs)}
+  to_train = []
+  for name, config in configs:
     # configuration.upgrade: a row written before fields moved still names its run's config.
     if name in rows and configuration.upgrade(rows[name]['config']) == _as_json(config):
-      print(f'{prefix}: finished, skipped')
-      continue
-    workdir = os.path.join(root, name)
-    shared.seed(config, workdir)
-    resumed_from = _latest_checkpoint(workdir)
-    if resumed_from >= config.train.steps:  # trained elsewhere, e.g. a command of --list
-      print(f'{prefix}: trained to step {resumed_from} already; evaluating', flush=True)
+      print(f'[{position[name] + 1}/{len(configs)}] {name}: finished, skipped')
     else:
-      resuming = f' (resuming from step {resumed_from})' if resumed_from else ''
-      print(f'{prefix}: training{resuming}', flush=True)
+      to_train.append((name, config))
+  for group in _stacks(to_train, max_stack):
+    for name, config in group:
+      workdir = os.path.join(root, name)
+      shared.seed(config, workdir)
+      resumed_from = _latest_checkpoint(workdir)
+      if resumed_from >= config.train.steps:  # trained elsewhere, e.g. a command of --list
+        state = f'trained to step {resumed_from} already; evaluating'
+      else:
+        state = 'training' + (f' (resuming from step {resumed_from})' if resumed_from else '')
+      stack = f' (stacked with {len(group) - 1} more)' if len(group) > 1 else ''
+      print(f'[{position[name] + 1}/{len(configs)}] {name}: {state}{stack}', flush=True)
+    resumed = [_latest_checkpoint(os.path.join(root, name)) for name, _ in group]
     start = time.perf_counter()
+    names = ', '.join(name for name, _ in group)
     try:
-      metrics = trainer.train_and_evaluate(config, workdir, show_progress=show_progress)
+      if len(group) == 1:
+        name, config = group[0]
+        results = [
+          trainer.train_and_evaluate(config, os.path.join(root, name), show_progress=show_progress)
+        ]
+      else:
+        results = stacked.train_stacked(
+          [(config, os.path.join(root, name)) for name, config in group], show_progress=False
+        )
     except UserError as e:
-      raise UserError(f'run {name}: {e}') from None
-    row = result_row(
-      name, config, workdir, metrics, convention, time.perf_counter() - start, resumed_from
-    )
-    with open(os.path.join(root, 'results.jsonl'), 'a') as f:
-      f.write(json.dumps(row) + '\n')
-    rows[name] = row
-    print(
-      f'{prefix}: N={row["N"]:,} D={row["D"]:,} C={row["C"]:.3g} eval loss '
-      f'{row["eval_loss"]:.4f} ({row["wall_s"]:.0f} s)',
-      flush=True,
-    )
+      raise UserError(f'run {names}: {e}') from None
+    wall_s = (time.perf_counter() - start) / len(group)  # each run's share of the group's
+    for (name, config), metrics, resumed_from in zip(group, results, resumed):
+      row = result_row(
+        name, config, os.path.join(root, name), metrics, convention, wall_s, resumed_from
+      )
+      with open(os.path.join(root, 'results.jsonl'), 'a') as f:
+        f.write(json.dumps(row) + '\n')
+      rows[name] = row
+      outcome = (
+        f'diverged ({row["diverged"]})'
+        if 'diverged' in row
+        else f'eval loss {row["eval_loss"]:.4f}'
+      )
+      print(
+        f'[{position[name] + 1}/{len(configs)}] {name}: N={row["N"]:,} D={row["D"]:,} '
+        f'C={row["C"]:.3g} {outcome} ({row["wall_s"]:.0f} s)',
+        flush=True,
+      )
   return [rows[name] for name, _ in configs]
+
+
+def _stacks(named_configs: list, max_stack: int) -> list[list]:
+  """The runs in stacks of up to max_stack that stacked.group_key says can train together, each
+  ordered by length (a stack's runs then retire together where they can); a run that cannot
+  stack is a group of its own. Stacks keep the sweep's order of their first runs."""
+  groups: dict = {}
+  for index, (name, config) in enumerate(named_configs):
+    key = stacked.group_key(config) if max_stack > 1 else None
+    groups.setdefault(key if key is not None else ('alone', index), []).append((name, config))
+  result = []
+  for members in groups.values():
+    members = sorted(members, key=lambda run: run[1].train.steps)
+    result.extend(members[i : i + max_stack] for i in range(0, len(members), max_stack))
+  return result
 
 
 def _cache_compilations(root: str) -> None:
@@ -228,7 +271,11 @@ def result_row(
   tokens = config.train.steps * config.train.global_batch_size * config.train.seq_len
   unique_tokens = data.train_tokens
   logged = metrics_lib.read_metrics(workdir, config.train.steps)
-  eval_losses = [r['eval_loss'] for r in logged if 'eval_loss' in r] + [metrics['eval_loss']]
+  if 'diverged' in metrics:  # retired by a non-finite step: no final loss
+    metrics = {**metrics, 'eval_loss': None}
+  eval_losses = [r['eval_loss'] for r in logged if 'eval_loss' in r]
+  if metrics['eval_loss'] is not None:
+    eval_losses.append(metrics['eval_loss'])
   train_losses = [r['train_loss'] for r in logged if 'train_loss' in r]
   throughputs = sorted(r['tokens_per_s'] for r in logged if 'tokens_per_s' in r)
   return {
@@ -242,10 +289,12 @@ def result_row(
     'steps': config.train.steps,
     'train_loss': train_losses[-1] if train_losses else None,
     'eval_loss': metrics['eval_loss'],
-    'best_eval_loss': min(eval_losses),
+    'best_eval_loss': min(eval_losses, default=None),
     'tokens_per_s': throughputs[len(throughputs) // 2] if throughputs else None,  # the median
     'wall_s': wall_s,
     'resumed_from_step': resumed_from,
+    'stacked': metrics.get('stacked', 1),  # runs trained together as one program
+    **({'diverged': metrics['diverged']} if 'diverged' in metrics else {}),
     'config': _as_json(config),
   }
 

@@ -114,9 +114,7 @@ class Run:
     return sharding.global_batch(rows, self.mesh, train.global_batch_size)
 
   def evaluate(self, params=None) -> dict[str, float]:
-    """Validation metrics of `params` (default: the state's): eval_loss (nats per predicted
-    token), eval_ppl, eval_accuracy where the objective has an accuracy, and the architecture's
-    own (a GPT's bits per byte)."""
+    """Validation metrics (eval_summary's) of `params` (default: the state's)."""
     train = self.config.train
     params = self.state.params if params is None else params
     batches = [
@@ -129,12 +127,7 @@ class Run:
       name: float(np.mean(values))
       for name, values in jax.tree.map(lambda *v: list(v), *jax.device_get(batches)).items()
     }
-    loss = means['loss']
-    metrics = {'eval_loss': loss, 'eval_ppl': math.exp(min(loss, 50.0))}
-    metrics.update(self.architecture.eval_metrics(means, self.data))
-    if 'accuracy' in means:
-      metrics['eval_accuracy'] = means['accuracy']
-    return metrics
+    return eval_summary(self.architecture, self.data, means)
 
   def sample(self) -> str | None:
     """The architecture's sample (a GPT's continuation of sample.prompt, an encoder-decoder's
@@ -145,6 +138,18 @@ class Run:
     # so every process calls sample(); only process 0 prints.
     params = multihost_utils.process_allgather(self.state.params, tiled=True)
     return self.architecture.sample(self.model, params, self.tokenizer, self.data, self.config)
+
+
+def eval_summary(architecture, data, means: dict[str, float]) -> dict[str, float]:
+  """The eval_* metrics of an objective's mean validation metrics: eval_loss (nats per predicted
+  token), eval_ppl, eval_accuracy where the objective has an accuracy, and the architecture's
+  own (a GPT's bits per byte)."""
+  loss = means['loss']
+  metrics = {'eval_loss': loss, 'eval_ppl': math.exp(min(loss, 50.0))}
+  metrics.update(architecture.eval_metrics(means, data))
+  if 'accuracy' in means:
+    metrics['eval_accuracy'] = means['accuracy']
+  return metrics
 
 
 class Preemption:
@@ -304,7 +309,7 @@ def train_loop(
         )
 
   for step in range(start_step, end_step):
-    with _timed(loop.seconds, 'data'):
+    with timed(loop.seconds, 'data'):
       batch = loop.batch(step)
     state, step_metrics = loop.train_step(state, batch)
     done = step + 1
@@ -348,7 +353,7 @@ def train_loop(
       writer.write(done, row)
     pause_start = time.perf_counter()  # evaluation and checkpoints are not training throughput
     if evaluating:
-      with _timed(loop.seconds, 'eval'):
+      with timed(loop.seconds, 'eval'):
         eval_metrics = loop.evaluate(state)
       metrics.update(eval_metrics)
       if row and loop.eval_in_train_row:
@@ -359,7 +364,7 @@ def train_loop(
         progress.write(loop.describe(done, metrics))
     if done % loop.checkpoint_every == 0 or done == end_step or preempted:
       check_unchecked()
-      with _timed(loop.seconds, 'checkpoint'):
+      with timed(loop.seconds, 'checkpoint'):
         loop.save(state, metrics)
     paused_s += time.perf_counter() - pause_start
     progress.update(1)
@@ -399,7 +404,7 @@ def _train_loop(
   state, run.state = run.state, None  # donated to the first step
   run.state, metrics = train_loop(loop, state, writer, preemption, show_progress, stop_at)
   if 'eval_loss' not in metrics:  # stopped early, or nothing was left to train
-    with _timed(run.seconds, 'eval'):
+    with timed(run.seconds, 'eval'):
       metrics.update(run.evaluate())
   return metrics
 
@@ -414,7 +419,7 @@ def _describe_eval(metrics: dict[str, float]) -> str:
 
 
 @contextlib.contextmanager
-def _timed(seconds: collections.Counter, phase: str):
+def timed(seconds: collections.Counter, phase: str):
   start = time.perf_counter()
   yield
   seconds[phase] += time.perf_counter() - start
