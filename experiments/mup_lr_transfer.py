@@ -1,0 +1,149 @@
+"""Does the best learning rate transfer across width? Loss against learning rate for widths 32 to
+512 (a 16x range), under the standard parametrization and under muP (base width 32), the way
+Yang et al. (2021, Figure 1) show it.
+
+Hypothesis: under model.parametrization='mup' the loss-minimising learning rate moves by at most
+2x from width 32 to 512; under 'sp' it falls as the model widens.
+
+  python -m gptjax.sweep run experiments/mup_lr_transfer.py --root runs/mup_lr_transfer
+  python experiments/mup_lr_transfer.py runs/mup_lr_transfer      # plot and summary
+
+Setup: GPT-2-style pre-LN models, 2 blocks, 4 heads (head width grows with the model), byte
+tokenizer, the first 1,000 files of the standard library; 200 AdamW steps of 16 x 64 tokens,
+warmup 20 steps, cosine to 0.1; no weight decay and no gradient clipping, so the learning rate is
+the only optimizer setting that acts. One seed per point. The learning rates are powers of 2
+times 1e-4; every (width, parametrization) trains its 7 rates as one stack (gptjax/training/
+stacked.py). The optimum of each curve is tuning.optimum's: the vertex of a parabola through the
+best point and its neighbours in log(lr), flagged when the best point sits at the grid's edge.
+The summary also fits the optimum against N (tuning.fit_hyperparameter_law): the tuning
+workflow a scaling study runs at every size.
+"""
+
+import json
+import os
+import sys
+
+from gptjax.configs import default
+from gptjax.scaling import tuning
+
+WIDTHS = (32, 64, 128, 256, 512)
+BASE_WIDTH = 32
+LR_EXPONENTS = range(2, 9)  # lr = 1e-4 * 2**k: 4e-4 .. 2.56e-2
+STEPS = 200
+
+
+def get_config():
+  config = default.get_config()
+  config.model.update(n_layers=2, n_heads=4, n_ctx=64, base_d_model=BASE_WIDTH)
+  config.tokenizer.kind = 'byte'
+  config.data.max_documents = 1000
+  config.train.update(
+    seq_len=64,
+    global_batch_size=16,
+    steps=STEPS,
+    warmup_steps=20,
+    weight_decay=0.0,
+    grad_clip=0.0,
+    log_every=25,
+    eval_every=STEPS,
+    eval_batches=16,
+    checkpoint_every=100,
+    keep_checkpoints=2,
+  )
+  config.sample.max_new_tokens = 0
+  return config
+
+
+def get_runs():
+  sizes = [
+    (
+      f'{parametrization}_d{width}',
+      {'model.parametrization': parametrization, 'model.d_model': width, 'model.d_ff': 4 * width},
+    )
+    for width in WIDTHS
+    for parametrization in ('mup', 'sp')
+  ]
+  return tuning.expand(sizes, {'train.lr': {f'lr{k}': 1e-4 * 2**k for k in LR_EXPONENTS}})
+
+
+def analyse(root: str, out: str) -> dict:
+  import matplotlib
+
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  rows = [json.loads(line) for line in open(os.path.join(root, 'results.jsonl'))]
+  latest = list({row['name']: row for row in rows}.values())
+  summary = {}
+  figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+  for axis, parametrization in zip(axes, ('sp', 'mup')):
+    curves = {}
+    for width in WIDTHS:
+      runs = sorted(
+        (
+          row
+          for row in latest
+          if row['config']['model']['parametrization'] == parametrization
+          and row['config']['model']['d_model'] == width
+        ),
+        key=lambda row: row['config']['train']['lr'],
+      )
+      if not runs:
+        continue
+      lrs = [row['config']['train']['lr'] for row in runs]
+      losses = [row['eval_loss'] for row in runs]
+      best = tuning.optimum(lrs, losses, [row['name'] for row in runs])
+      curves[width] = {
+        'N': runs[0]['N'],
+        'lrs': lrs,
+        'eval_losses': losses,
+        'diverged': [row['name'] for row in runs if row['eval_loss'] is None],
+        'best_lr': best.value,
+        'best_loss': best.loss,
+        'best_at_grid_edge': best.at_edge,
+      }
+      finite = [(lr, loss) for lr, loss in zip(lrs, losses) if loss is not None]
+      axis.plot(*zip(*finite), marker='o', label=f'd_model {width}')
+      axis.plot(best.value, best.loss, marker='*', color='black', markersize=9)
+    summary[parametrization] = curves
+    best_lrs = [c['best_lr'] for c in curves.values()]
+    if len(best_lrs) > 1:
+      law = tuning.fit_hyperparameter_law([c['N'] for c in curves.values()], best_lrs)
+      summary[f'{parametrization}_best_lr_spread'] = max(best_lrs) / min(best_lrs)
+      summary[f'{parametrization}_lr_vs_n'] = {
+        'coefficient': law.coefficient,
+        'exponent': law.exponent,
+        'exponent_95': law.exponent_interval,
+      }
+    axis.set_xscale('log', base=2)
+    axis.set_xlabel('peak learning rate')
+    title = {'sp': 'standard parametrization', 'mup': f'muP (base width {BASE_WIDTH})'}
+    axis.set_title(title[parametrization])
+    axis.grid(alpha=0.3)
+  axes[0].set_ylabel(f'validation loss after {STEPS} steps (nats/byte)')
+  axes[1].legend()
+  figure.tight_layout()
+  os.makedirs(out, exist_ok=True)
+  figure.savefig(os.path.join(out, 'lr_transfer.png'), dpi=120)
+  with open(os.path.join(out, 'summary.json'), 'w') as f:
+    json.dump(summary, f, indent=1)
+  return summary
+
+
+if __name__ == '__main__':
+  root = sys.argv[1] if len(sys.argv) > 1 else 'runs/mup_lr_transfer'
+  result = analyse(root, os.path.join(os.path.dirname(__file__), 'results', 'mup_lr_transfer'))
+  for parametrization in ('sp', 'mup'):
+    for width, curve in result[parametrization].items():
+      edge = ' (at the grid edge)' if curve['best_at_grid_edge'] else ''
+      print(
+        f'{parametrization} d_model {width}: best lr {curve["best_lr"]:.2e}{edge}, '
+        f'loss {curve["best_loss"]:.4f}'
+      )
+    if f'{parametrization}_lr_vs_n' in result:
+      law = result[f'{parametrization}_lr_vs_n']
+      print(
+        f'{parametrization}: best lr moves {result[f"{parametrization}_best_lr_spread"]:.1f}x '
+        f'across the widths; lr_opt = {law["coefficient"]:.3g} N^{law["exponent"]:.3f} '
+        f'(95% {law["exponent_95"][0]:.3f} .. {law["exponent_95"][1]:.3f})'
+      )

@@ -1,0 +1,183 @@
+"""Tuning per scale: expand a sweep into a grid of hyperparameters at every size, find each size's
+optimum, keep the tuned frontier (the best run per (N, D)) for the scaling-law fits, and fit the
+optimal hyperparameter against N or C as a power law to extrapolate it to a larger run.
+
+Porian et al. (2024) trace much of the Kaplan/Chinchilla disagreement to hyperparameters left
+untuned per scale; Li et al. (2025) and Porian et al. fit their laws on the best run per (N, D),
+which is what tuned_frontier returns. Two of their rules are here as functions a sweep file can use:
+  porian_warmup_steps   warmup for as many tokens as the model has parameters (N tokens), rather
+                        than one step count for every size, which is far too long for small models
+  beta2_for_batch       AdamW's beta2 at a batch size, holding the second-moment average's
+                        half-life fixed in tokens (the smaller the batch, the larger beta2), the
+                        adjustment Porian et al. found necessary at small batch sizes
+Seed noise: with_seeds repeats runs under other seeds (which stack, gptjax/training/stacked.py),
+and seed_noise reports the spread of their final losses, the floor below which a fit's
+prediction error means nothing.
+"""
+
+import dataclasses
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+
+from gptjax.errors import UserError
+
+Run = tuple[str, dict[str, Any]]
+
+
+def expand(runs: list[Run], grid: dict[str, dict[str, Any]]) -> list[Run]:
+  """Every run of `runs` at every point of `grid`: {field: {name suffix: value}} (e.g.
+  {'train.lr': {'lr1e-3': 1e-3, 'lr3e-3': 3e-3}}), several fields as their product; the new runs
+  are named f'{name}_{suffix}[_{suffix}...]'."""
+  axes = [
+    [(field, suffix, value) for suffix, value in values.items()] for field, values in grid.items()
+  ]
+  if not all(axes):
+    raise UserError('every field of a tuning grid needs at least one value')
+  expanded = []
+  for name, overrides in runs:
+    for point in itertools.product(*axes):
+      suffix = '_'.join(s for _, s, _ in point)
+      expanded.append((f'{name}_{suffix}', {**overrides, **{f: v for f, _, v in point}}))
+  return expanded
+
+
+def with_seeds(runs: list[Run], seeds: int) -> list[Run]:
+  """The runs, each also under seeds 1 .. seeds - 1 (named f'{name}_seed{k}'); seed 0 keeps the
+  run's name, so adding seeds to a finished sweep retrains nothing."""
+  return [
+    (name if k == 0 else f'{name}_seed{k}', {**overrides, 'seed': k} if k else overrides)
+    for name, overrides in runs
+    for k in range(seeds)
+  ]
+
+
+def porian_warmup_steps(n_params: int, tokens_per_step: int) -> int:
+  """Warmup over N tokens, N the model's parameters (Porian et al. 2024, section 3.3), at least
+  one step."""
+  return max(1, round(n_params / tokens_per_step))
+
+
+def beta2_for_batch(
+  tokens_per_step: int, reference_tokens: int = 524_288, reference_beta2: float = 0.95
+) -> float:
+  """The beta2 whose averaging half-life, counted in tokens, equals reference_beta2's at
+  reference_tokens per step (by default GPT-3-style 0.95 at 0.5M tokens): beta2 =
+  reference_beta2 ** (tokens_per_step / reference_tokens)."""
+  return reference_beta2 ** (tokens_per_step / reference_tokens)
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimum:
+  value: float  # the interpolated optimum of the hyperparameter
+  loss: float  # the best observed loss
+  best_run: str  # the run with that loss
+  at_edge: bool  # the best point is the grid's smallest or largest value: extend the grid
+  points: int  # runs with a finite loss
+
+
+def optimum(values: list[float], losses: list[float | None], names: list[str]) -> Optimum:
+  """The hyperparameter value that minimises loss: the vertex of the parabola in log(value)
+  through the best run and its two neighbours; at the grid's edge, the best value itself, flagged.
+  Runs without a loss (diverged) count as worse than any with one."""
+  finite = sorted(
+    (math.log(v), loss, name)
+    for v, loss, name in zip(values, losses, names)
+    if loss is not None and math.isfinite(loss)
+  )
+  if not finite:
+    raise UserError(f'no run of {", ".join(names)} has a finite loss')
+  best = min(range(len(finite)), key=lambda i: finite[i][1])
+  _, best_loss, best_name = finite[best]
+  all_values = sorted(math.log(v) for v in values)
+  at_edge = finite[best][0] in (all_values[0], all_values[-1])
+  if at_edge or best in (0, len(finite) - 1):  # no neighbour on one side, or only diverged ones
+    return Optimum(math.exp(finite[best][0]), best_loss, best_name, at_edge, len(finite))
+  x, y = (
+    np.array([p[0] for p in finite[best - 1 : best + 2]]),
+    [p[1] for p in finite[best - 1 : best + 2]],
+  )
+  a, b, _ = np.polyfit(x, y, 2)
+  vertex = -b / (2 * a) if a > 0 else x[1]
+  return Optimum(
+    math.exp(float(np.clip(vertex, x[0], x[2]))), best_loss, best_name, False, len(finite)
+  )
+
+
+def _hyperparameter(row: dict, field: str):
+  node = row['config']
+  for part in field.split('.'):
+    node = node[part]
+  return node
+
+
+def tuned_frontier(
+  rows: list[dict], field: str = 'train.lr', loss_col: str = 'eval_loss'
+) -> tuple[list[dict], dict[tuple, Optimum]]:
+  """The best row of every (N, D) over the values of `field` its runs tried, and each group's
+  optimum (with its at-grid-edge flag). Groups of one run pass through with at_edge True: an
+  untuned point."""
+  groups: dict[tuple, list[dict]] = {}
+  for row in rows:
+    groups.setdefault((row['N'], row['D']), []).append(row)
+  frontier, optima = [], {}
+  for key, members in sorted(groups.items()):
+    found = optimum(
+      [_hyperparameter(r, field) for r in members],
+      [r.get(loss_col) for r in members],
+      [r['name'] for r in members],
+    )
+    optima[key] = found
+    frontier.append(next(r for r in members if r['name'] == found.best_run))
+  return frontier, optima
+
+
+@dataclasses.dataclass(frozen=True)
+class HyperparameterLaw:
+  """value = coefficient * x ** exponent, with bootstrap percentile intervals."""
+
+  coefficient: float
+  exponent: float
+  exponent_interval: tuple[float, float]
+  x_name: str
+
+  def predict(self, x: float) -> float:
+    return self.coefficient * x**self.exponent
+
+
+def fit_hyperparameter_law(
+  x: list[float], values: list[float], x_name: str = 'N', resamples: int = 1000, seed: int = 0
+) -> HyperparameterLaw:
+  """A straight line in log-log through (x, optimal value): DeepSeek (2024) fits
+  eta_opt = 0.3118 C^-0.125 and B_opt = 0.292 C^0.3271 this way. The exponent's 95% interval
+  comes from refitting to the points resampled with replacement."""
+  log_x, log_v = np.log(np.asarray(x, float)), np.log(np.asarray(values, float))
+  if len(set(log_x)) < 2:
+    raise UserError(f'a hyperparameter law needs optima at 2 or more distinct {x_name}')
+  slope, intercept = np.polyfit(log_x, log_v, 1)
+  rng = np.random.default_rng(seed)
+  slopes = []
+  for _ in range(resamples):
+    pick = rng.integers(0, len(log_x), len(log_x))
+    if len(set(log_x[pick])) > 1:
+      slopes.append(np.polyfit(log_x[pick], log_v[pick], 1)[0])
+  low, high = np.percentile(slopes, [2.5, 97.5]) if slopes else (math.nan, math.nan)
+  return HyperparameterLaw(math.exp(intercept), float(slope), (float(low), float(high)), x_name)
+
+
+def seed_noise(rows: list[dict], loss_col: str = 'eval_loss') -> dict[str, float]:
+  """Per run repeated under several seeds (names f'{name}_seed{k}' of with_seeds), the standard
+  deviation of its final loss over the seeds (ddof 1); and 'median' over them."""
+  groups: dict[str, list[float]] = {}
+  for row in rows:
+    base = row['name'].split('_seed')[0]
+    if row.get(loss_col) is not None:
+      groups.setdefault(base, []).append(row[loss_col])
+  noise = {
+    name: float(np.std(losses, ddof=1)) for name, losses in groups.items() if len(losses) > 1
+  }
+  if noise:
+    noise['median'] = float(np.median(list(noise.values())))
+  return noise
