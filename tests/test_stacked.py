@@ -202,3 +202,27 @@ def test_a_stacked_group_killed_mid_run_resumes_to_the_same_bits(corpus, tmp_pat
       np.testing.assert_array_equal(x, y)
   rows = [json.loads(line) for line in open(killed / 'results.jsonl')]
   assert [row['stacked'] for row in rows] == [3, 3, 3]
+
+
+def test_stacked_runs_are_data_parallel_over_several_devices(corpus, separate, tmp_path):
+  """The same group on 4 (simulated) devices, each holding a quarter of every run's batch."""
+  script = (
+    'import json, sys\n'
+    'sys.path.insert(0, "tests")\n'
+    'import jax\n'
+    'from test_stacked import RUNS, _config\n'
+    'from gptjax.training import stacked\n'
+    f'runs = [(_config({corpus!r}, *run), {str(tmp_path)!r} + f"/run{{k}}") '
+    'for k, run in enumerate(RUNS[:2])]\n'
+    'results = stacked.train_stacked(runs, show_progress=False)\n'
+    'print(json.dumps([jax.device_count(), [r["eval_loss"] for r in results]]))\n'
+  )
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
+  result = subprocess.run(
+    [sys.executable, '-c', script], cwd=REPO, env=env, capture_output=True, text=True
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  devices, losses = json.loads(result.stdout.strip().splitlines()[-1])
+  assert devices == 4
+  for loss, (_, alone) in zip(losses, separate):
+    assert loss == pytest.approx(alone['eval_loss'], abs=1e-5)
