@@ -49,8 +49,9 @@ def test_optimum_at_the_grid_edge_is_flagged_and_diverged_runs_lose():
     tuning.optimum(lrs, [None, float('nan'), None], ['a', 'b', 'c'])
 
 
-def _row(name, n, d, lr, loss):
-  return {'name': name, 'N': n, 'D': d, 'eval_loss': loss, 'config': {'train': {'lr': lr}}}
+def _row(name, n, d, lr, loss, parametrization='sp'):
+  config = {'train': {'lr': lr}, 'model': {'d_model': n, 'parametrization': parametrization}}
+  return {'name': name, 'N': n, 'D': d, 'eval_loss': loss, 'config': config}
 
 
 def test_tuned_frontier_keeps_the_best_run_of_every_n_and_d():
@@ -58,13 +59,22 @@ def test_tuned_frontier_keeps_the_best_run_of_every_n_and_d():
     _row('small_lo', 1e5, 1e7, 1e-3, 3.1),
     _row('small_mid', 1e5, 1e7, 2e-3, 3.0),
     _row('small_hi', 1e5, 1e7, 4e-3, 3.2),
+    _row('small_mup', 1e5, 1e7, 4e-3, 2.95, 'mup'),  # another curve at the same (N, D)
     _row('large_lo', 1e6, 1e7, 1e-3, 2.7),
     _row('large_hi', 1e6, 1e7, 2e-3, None),
   ]
-  frontier, optima = tuning.tuned_frontier(rows)
-  assert [row['name'] for row in frontier] == ['small_mid', 'large_lo']
-  assert not optima[(1e5, 1e7)].at_edge
-  assert optima[(1e6, 1e7)].at_edge  # its best is the grid's smallest rate
+  frontier, found = tuning.tuned_frontier(rows)
+  assert [row['name'] for row in frontier] == ['small_mup', 'large_lo']
+  # Three curves: the runs differ in the learning rate only within each.
+  assert [[r['name'] for r in curve] for curve, _ in found] == [
+    ['small_lo', 'small_mid', 'small_hi'],
+    ['small_mup'],
+    ['large_lo', 'large_hi'],
+  ]
+  optima = [o for _, o in found]
+  assert not optima[0].at_edge and optima[0].best_run == 'small_mid'
+  assert optima[1].at_edge  # one run: nothing was tuned
+  assert optima[2].at_edge  # its best is the grid's smallest rate
 
 
 def test_hyperparameter_law_recovers_a_known_power_law():
@@ -99,3 +109,32 @@ def test_seed_noise_is_the_standard_deviation_over_seeds():
   ]
   noise = tuning.seed_noise(rows)
   assert noise['a'] == pytest.approx(0.1) and 'b' not in noise and noise['median'] == noise['a']
+
+
+def test_tune_command_prints_each_curves_optimum_and_the_law(tmp_path):
+  import json
+  import subprocess
+  import sys
+
+  rows = []
+  for n in (1e5, 4e5, 1.6e6):
+    best = 0.3 * n**-0.25
+    for k in range(5):
+      lr = best * 2 ** (k - 2.3)
+      loss = 3.0 + (math.log(lr) - math.log(best)) ** 2
+      rows.append({**_row(f'n{n:g}_lr{k}', n, 1e7, lr, loss), 'C': 6 * n * 1e7})
+      rows.append({**_row(f'n{n:g}_lr{k}_mup', n, 1e7, 0.01, loss + 1, 'mup'), 'C': 6 * n * 1e7})
+  path = tmp_path / 'results.jsonl'
+  path.write_text(''.join(json.dumps(row) + '\n' for row in rows))
+  command = [sys.executable, '-m', 'gptjax.scaling', 'tune', str(path), '--json']
+  result = subprocess.run(
+    [*command, '--where', 'model.parametrization=sp'], capture_output=True, text=True
+  )
+  assert result.returncode == 0, result.stderr
+  printed = json.loads(result.stdout)
+  assert len(printed['optima']) == 3 and not any(o['at_edge'] for o in printed['optima'])
+  assert printed['law']['exponent'] == pytest.approx(-0.25, abs=1e-3)
+  refused = subprocess.run(
+    [*command, '--where', 'model.parametrization=xp'], capture_output=True, text=True
+  )
+  assert refused.returncode == 1 and refused.stderr.startswith('error: --where')

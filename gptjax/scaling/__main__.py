@@ -4,20 +4,25 @@
   python -m gptjax.scaling fit my_runs.csv --law kaplan_n --n_col params --loss_col loss
   python -m gptjax.scaling report runs/X [--out DIR] [--bootstrap 100]   # plots and report.md
   python -m gptjax.scaling holdout runs/X --hold_out largest [--law chinchilla]
+  python -m gptjax.scaling tune runs/X [--tune_field train.lr] [--against N] [--json]
 
 fit fits one law (gptjax/scaling/laws.py: kaplan_n, kaplan_d, kaplan_c, isoflop, chinchilla) to a
 sweep's results.jsonl (or its directory) or any JSONL or CSV file, with --bootstrap K confidence
 intervals; report writes the plots and report.md of a sweep (gptjax/scaling/report.py); holdout
-fits a law to all runs but those with the most compute and predicts those. A flag that does not
-apply to the command given (--law to report, say) is refused.
+fits a law to all runs but those with the most compute and predicts those; tune reads a sweep
+that tried several values of a hyperparameter per (N, D), prints each one's optimum and fits the
+optimum against N or C (gptjax/scaling/tuning.py). --tuned makes fit, report and holdout use the
+tuned frontier, the best run of every (N, D). A flag that does not apply to the command given
+(--law to report, say) is refused.
 """
 
+import dataclasses
 import json
 
 from absl import flags
 
 from gptjax import cli
-from gptjax.scaling import formatting, laws, uncertainty
+from gptjax.scaling import formatting, laws, tuning, uncertainty
 from gptjax.scaling.observations import observations, read_rows
 
 _LAW = flags.DEFINE_enum(
@@ -51,14 +56,41 @@ _HOLD_OUT = flags.DEFINE_string(
   "holdout: 'largest' (the largest compute budget, the default) or a number of runs.",
 )
 
+_TUNED = flags.DEFINE_bool(
+  'tuned', False, 'Fit the best run of every (N, D) over the values of --tune_field it tried.'
+)
+_TUNE_FIELD = flags.DEFINE_string(
+  'tune_field', 'train.lr', 'The hyperparameter the sweep tuned (a dotted config field).'
+)
+_WHERE = flags.DEFINE_multi_string(
+  'where', [], 'tune: only the runs whose config has field=value (e.g. model.parametrization=sp).'
+)
+_AGAINST = flags.DEFINE_enum(
+  'against', 'N', ['N', 'C'], 'tune: fit the optimum as a power law of N or of C.'
+)
+
 _COLUMNS = ('n_col', 'd_col', 'c_col', 'loss_col')
 # The flags each command reads; given to another command, a flag is refused.
 _COMMANDS = {
-  'fit': ('input', {'law', *_COLUMNS, 'irreducible', 'json', 'bootstrap', 'seed'}),
-  'report': ('root', {'out', 'bootstrap', 'seed'}),
-  'holdout': ('input', {'law', *_COLUMNS, 'irreducible', 'json', 'hold_out'}),
+  'fit': ('input', {'law', *_COLUMNS, 'irreducible', 'json', 'bootstrap', 'seed', 'tuned'}),
+  'report': ('root', {'out', 'bootstrap', 'seed', 'tuned', 'tune_field'}),
+  'holdout': ('input', {'law', *_COLUMNS, 'irreducible', 'json', 'hold_out', 'tuned'}),
+  'tune': ('root', {'tune_field', 'against', 'where', 'loss_col', 'json', 'seed'}),
 }
-_OWN_FLAGS = ('law', *_COLUMNS, 'irreducible', 'json', 'bootstrap', 'seed', 'out', 'hold_out')
+_OWN_FLAGS = (
+  'law',
+  *_COLUMNS,
+  'irreducible',
+  'json',
+  'bootstrap',
+  'seed',
+  'out',
+  'hold_out',
+  'tuned',
+  'tune_field',
+  'against',
+  'where',
+)
 
 
 def main(argv: list[str]) -> None:
@@ -77,7 +109,12 @@ def main(argv: list[str]) -> None:
     from gptjax.scaling import report  # imported here: matplotlib is slow to import
 
     bootstrap_k = 100 if _BOOTSTRAP.value is None else _BOOTSTRAP.value
-    print(f'wrote {report.write_report(path, _OUT.value or path, bootstrap_k, _SEED.value)}')
+    tuned_field = _TUNE_FIELD.value if _TUNED.value else ''
+    written = report.write_report(path, _OUT.value or path, bootstrap_k, _SEED.value, tuned_field)
+    print(f'wrote {written}')
+    return
+  if command == 'tune':
+    _tune(path)
     return
   law = _LAW.value
   if command == 'fit' and law is None:
@@ -92,8 +129,11 @@ def main(argv: list[str]) -> None:
       )
   named = {f'--{k}': flags.FLAGS[k].value for k in _COLUMNS if flags.FLAGS[k].value is not None}
   loss_col = _LOSS_COL.value or 'eval_loss'
+  rows = read_rows(path)
+  if _TUNED.value:
+    rows = tuning.tuned_frontier(rows, _TUNE_FIELD.value, loss_col)[0]
   obs = observations(
-    read_rows(path),
+    rows,
     _N_COL.value or 'N',
     _D_COL.value or 'D',
     _C_COL.value or 'C',
@@ -112,6 +152,49 @@ def main(argv: list[str]) -> None:
     print(json.dumps(formatting.holdout_json(law, _HOLD_OUT.value, predictions)))
   else:
     print(formatting.format_holdout(law, _HOLD_OUT.value, predictions, len(obs)))
+
+
+def _tune(path: str) -> None:
+  loss_col = _LOSS_COL.value or 'eval_loss'
+  rows = read_rows(path)
+  for condition in _WHERE.value:
+    field, _, value = condition.partition('=')
+    rows = [row for row in rows if str(tuning.config_value(row, field)) == value]
+    if not rows:
+      cli.fail(f'--where {condition}: no run has it')
+  _, found = tuning.tuned_frontier(rows, _TUNE_FIELD.value, loss_col)
+  against = [curve[0][_AGAINST.value] for curve, _ in found]
+  law = tuning.fit_hyperparameter_law(
+    against, [o.value for _, o in found], _AGAINST.value, seed=_SEED.value
+  )
+  noise = tuning.seed_noise(rows, loss_col)
+  if _JSON.value:
+    optima = [
+      {'N': c[0]['N'], 'D': c[0]['D'], 'C': c[0].get('C'), **dataclasses.asdict(o)}
+      for c, o in found
+    ]
+    fitted = {
+      'coefficient': law.coefficient,
+      'exponent': law.exponent,
+      'exponent_95': law.exponent_interval,
+      'against': law.x_name,
+    }
+    print(
+      json.dumps({'field': _TUNE_FIELD.value, 'optima': optima, 'law': fitted, 'seed_noise': noise})
+    )
+    return
+  print(f'{"N":>12} {"D":>12} {_TUNE_FIELD.value:>12} {loss_col:>10}  runs  best run')
+  for curve, o in found:
+    n, d = curve[0]['N'], curve[0]['D']
+    edge = '  AT THE GRID EDGE: extend the grid' if o.at_edge else ''
+    print(f'{n:>12,} {d:>12,} {o.value:>12.4g} {o.loss:>10.4f}  {o.points:>4}  {o.best_run}{edge}')
+  low, high = law.exponent_interval
+  print(
+    f'{_TUNE_FIELD.value}_opt = {law.coefficient:.4g} * {law.x_name}^{law.exponent:.4f} '
+    f'(95% interval of the exponent {low:.4f} .. {high:.4f}), over {len(found)} curves'
+  )
+  if noise:
+    print(f'seed noise: median std of {loss_col} over seeds {noise["median"]:.4f}')
 
 
 if __name__ == '__main__':

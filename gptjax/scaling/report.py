@@ -25,7 +25,7 @@ from matplotlib.figure import Figure  # drawn by the Agg renderer; no pyplot, no
 
 from gptjax.errors import UserError
 from gptjax.models import accounting
-from gptjax.scaling import formatting, laws, uncertainty
+from gptjax.scaling import formatting, laws, tuning, uncertainty
 from gptjax.scaling.observations import Observations, observations, read_rows
 from gptjax.training.metrics import read_metrics
 
@@ -79,9 +79,23 @@ def eval_curves(root: str, rows: list[dict]) -> dict[str, np.ndarray]:
   return curves
 
 
-def write_report(root: str, out: str, bootstrap_k: int = 100, seed: int = 0) -> str:
-  """Fits, plots and report.md of the sweep in `root`, written to `out`; returns report.md."""
-  rows = read_rows(root)
+def write_report(
+  root: str, out: str, bootstrap_k: int = 100, seed: int = 0, tuned_field: str = ''
+) -> str:
+  """Fits, plots and report.md of the sweep in `root`, written to `out`; returns report.md.
+  With tuned_field (a config field the sweep tried several values of, such as train.lr), the
+  laws are fitted to the tuned frontier, the best run of every (N, D)
+  (gptjax/scaling/tuning.py). Runs retired by a non-finite step (no eval_loss) are left out."""
+  every_row = [row for row in read_rows(root) if row.get('eval_loss') is not None]
+  if not every_row:
+    raise UserError(f'{root}/results.jsonl has no run with an eval_loss')
+  noise = tuning.seed_noise(every_row)
+  tuning_section = ''
+  if tuned_field:
+    rows, found = tuning.tuned_frontier(every_row, tuned_field)
+    tuning_section = _tuning_markdown(tuned_field, found)
+  else:
+    rows = every_row
   for column in (
     'name',
     'N',
@@ -94,7 +108,7 @@ def write_report(root: str, out: str, bootstrap_k: int = 100, seed: int = 0) -> 
     'eval_loss',
     'best_eval_loss',
   ):
-    if any(column not in row for row in rows):
+    if any(column not in row for row in every_row):
       raise UserError(
         f"{root}/results.jsonl is not a sweep's results (a row has no {column}); "
         'fit other files with python -m gptjax.scaling fit'
@@ -185,10 +199,36 @@ def write_report(root: str, out: str, bootstrap_k: int = 100, seed: int = 0) -> 
     )
   if not fitted_laws:
     sections.append('No law could be fitted: the runs vary neither N nor D in a way a law needs.\n')
+  if noise:
+    sections.append(
+      f'Seed noise: the final eval loss of runs repeated under several seeds has a median '
+      f'standard deviation of {noise["median"]:.4f} nats ({len(noise) - 1} runs); a prediction '
+      'error below it says nothing.\n'
+    )
   path = os.path.join(out, 'report.md')
   with open(path, 'w') as f:
     f.write(_markdown(root, rows, convention, fitted_laws, sections, bootstrap_k, bool(curves)))
+    f.write(tuning_section)
   return path
+
+
+def _tuning_markdown(field: str, found) -> str:
+  lines = [
+    '',
+    f'## Tuning: the best {field} of every curve',
+    '',
+    f'The laws above are fitted to the tuned frontier, the best run of each (N, D) over the '
+    f'{field} values tried. An optimum at the edge of its grid is not bracketed: extend the grid.',
+    '',
+    f'| N | D | runs | best {field} | loss | best run | at grid edge |',
+    '| ---: | ---: | ---: | ---: | ---: | --- | --- |',
+  ]
+  for curve, o in found:
+    lines.append(
+      f'| {curve[0]["N"]:,} | {curve[0]["D"]:,} | {o.points} | {o.value:.4g} | {o.loss:.4f} | '
+      f'{o.best_run} | {"yes" if o.at_edge else ""} |'
+    )
+  return '\n'.join(lines) + '\n'
 
 
 # ---------------------------------------------------------------------------------------------

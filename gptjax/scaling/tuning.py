@@ -17,6 +17,7 @@ prediction error means nothing.
 
 import dataclasses
 import itertools
+import json
 import math
 from typing import Any
 
@@ -99,39 +100,70 @@ def optimum(values: list[float], losses: list[float | None], names: list[str]) -
     np.array([p[0] for p in finite[best - 1 : best + 2]]),
     [p[1] for p in finite[best - 1 : best + 2]],
   )
-  a, b, _ = np.polyfit(x, y, 2)
-  vertex = -b / (2 * a) if a > 0 else x[1]
+  a, b, _ = np.polyfit(x - x[1], y, 2)  # centred: log values are far from 0
+  vertex = x[1] + (-b / (2 * a) if a > 0 else 0.0)
   return Optimum(
     math.exp(float(np.clip(vertex, x[0], x[2]))), best_loss, best_name, False, len(finite)
   )
 
 
-def _hyperparameter(row: dict, field: str):
+def config_value(row: dict, field: str):
+  """A dotted field of a results row's config; None where the config lacks it."""
   node = row['config']
   for part in field.split('.'):
+    if not isinstance(node, dict) or part not in node:
+      return None
     node = node[part]
   return node
 
 
+def _without(config: dict, fields: tuple[str, ...]) -> dict:
+  """A copy of a row's nested config without the dotted fields."""
+  config = json.loads(json.dumps(config))
+  for field in fields:
+    *parents, leaf = field.split('.')
+    node = config
+    for part in parents:
+      node = node.get(part, {})
+    node.pop(leaf, None)
+  return config
+
+
+def curves(rows: list[dict], field: str = 'train.lr') -> list[list[dict]]:
+  """The rows in groups whose configs differ only in `field` and the seed: one tuning curve
+  each (a model size, and anything else the sweep varied, at every value of the field)."""
+  groups: dict[str, list[dict]] = {}
+  for row in rows:
+    key = json.dumps(_without(row['config'], (field, 'seed')), sort_keys=True)
+    groups.setdefault(key, []).append(row)
+  return sorted(groups.values(), key=lambda g: (g[0]['N'], g[0]['D'], g[0]['name']))
+
+
 def tuned_frontier(
   rows: list[dict], field: str = 'train.lr', loss_col: str = 'eval_loss'
-) -> tuple[list[dict], dict[tuple, Optimum]]:
-  """The best row of every (N, D) over the values of `field` its runs tried, and each group's
-  optimum (with its at-grid-edge flag). Groups of one run pass through with at_edge True: an
-  untuned point."""
-  groups: dict[tuple, list[dict]] = {}
-  for row in rows:
-    groups.setdefault((row['N'], row['D']), []).append(row)
-  frontier, optima = [], {}
-  for key, members in sorted(groups.items()):
-    found = optimum(
-      [_hyperparameter(r, field) for r in members],
-      [r.get(loss_col) for r in members],
-      [r['name'] for r in members],
+) -> tuple[list[dict], list[tuple[list[dict], Optimum]]]:
+  """The best row of every (N, D) over the values of `field` its runs tried (and whatever else
+  they varied), and each tuning curve with its optimum (and at-grid-edge flag). A curve of one
+  run is an untuned point: at_edge True."""
+  found = []
+  for curve in curves(rows, field):
+    found.append(
+      (
+        curve,
+        optimum(
+          [config_value(r, field) for r in curve],
+          [r.get(loss_col) for r in curve],
+          [r['name'] for r in curve],
+        ),
+      )
     )
-    optima[key] = found
-    frontier.append(next(r for r in members if r['name'] == found.best_run))
-  return frontier, optima
+  best: dict[tuple, dict] = {}
+  for curve, result in found:
+    row = next(r for r in curve if r['name'] == result.best_run)
+    key = (row['N'], row['D'])
+    if key not in best or row[loss_col] < best[key][loss_col]:
+      best[key] = row
+  return [best[key] for key in sorted(best)], found
 
 
 @dataclasses.dataclass(frozen=True)
