@@ -1,15 +1,19 @@
-"""Run a sweep: every point of experiments/X.py, one after another, each in its own workdir.
+"""Run a sweep: every point of experiments/X.py, each in its own workdir, the runs of one model
+shape trained together as one stacked program (gptjax/training/stacked.py).
 
   python -m gptjax.sweep run experiments/kaplan_model_size.py --root runs/kaplan_model_size
   python -m gptjax.sweep run experiments/kaplan_model_size.py --root runs/kaplan_model_size --list
 
 A sweep file defines get_config(), the base config (so it is also a config file for
 python -m gptjax.main), and get_runs(), a list of (name, overrides): dotted config fields and their
-values, as --config.a.b=v would set them. Each run trains in ROOT/<name> with
-gptjax.training.trainer.train_and_evaluate, so an interrupted run resumes from its last
-checkpoint; a run with a row in ROOT/results.jsonl for the same config is skipped. Each finished
-run appends a row: name, N, N_total, D, C and its convention, losses, throughput, wall time and
-the config.
+values, as --config.a.b=v would set them. Each run trains in ROOT/<name>, alone with
+gptjax.training.trainer.train_and_evaluate or stacked with the runs that differ from it only in
+stacked.PER_RUN's fields (seed, learning-rate schedule, AdamW's betas, eps and decay, cadence), in
+stacks of up to max_stack runs ordered by length; either way an interrupted run resumes from its
+last checkpoint, and a run with a row in ROOT/results.jsonl for the same config is skipped. Each
+finished run appends a row: name, N, N_total, D, C and its convention, losses, throughput, wall
+time (its share of its stack's), stacked (the stack's size), diverged (where a non-finite step
+retired it) and the config.
 
 The runs share one tokenizer and data cache, whatever the architecture: they are made once in
 ROOT/_shared (from the base config, by the architecture's loader) and copied into each new
