@@ -51,6 +51,7 @@ FIELDS: dict[str, Field] = {
   'model.layer_norm_eps': NON_NEGATIVE,
   'model.parametrization': Field(str, choices=_model_choices('parametrization')),
   'model.base_d_model': NATURAL,
+  'model.mup_output_multiplier': NON_NEGATIVE,
   'model.depth_scaling': Field(str, choices=_model_choices('depth_scaling')),
   'model.base_n_layers': NATURAL,
   'tokenizer.kind': Field(str, choices=('sentencepiece', 'byte', 'char', 'gpt2')),

@@ -116,6 +116,16 @@ def test_mup_and_completep_at_the_base_shape_compute_what_sp_does(architecture):
   )
 
 
+def test_the_mup_output_multiplier_scales_the_logits():
+  one = registry.build(_config(d_model=128, d_ff=512, parametrization='mup', base_d_model=32))
+  two = registry.build(dataclasses.replace(one.config, mup_output_multiplier=2.0))
+  params = registry.init_params(one, jax.random.PRNGKey(0))
+  ids = jnp.zeros((1, 8), jnp.int32)
+  np.testing.assert_array_equal(
+    two.apply({'params': params}, ids), 2 * one.apply({'params': params}, ids)
+  )
+
+
 def test_completep_scales_residual_branches_by_base_depth_over_depth():
   cfg = _config(n_layers=8, depth_scaling='completep', base_n_layers=2)
   assert parametrization.branch_multiplier(cfg, 8) == 0.25

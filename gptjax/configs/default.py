@@ -40,6 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   # width base_d_model: tune train.lr there and it transfers to wider models.
   model.parametrization = 'sp'
   model.base_d_model = 0  # needed by 'mup'
+  model.mup_output_multiplier = 1.0  # 'mup' logits (h / m) . e times this (tune it at the base)
   model.depth_scaling = 'none'  # or 'completep' (Dey et al. 2025): residual branches scaled by
   model.base_n_layers = 0  # base_n_layers / n_layers, so train.lr transfers across depth
 

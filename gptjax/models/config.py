@@ -49,6 +49,7 @@ class ModelConfig:
   # update parametrization relative to a model of width base_d_model (0: d_model itself).
   parametrization: Literal['sp', 'mup'] = 'sp'
   base_d_model: int = 0
+  mup_output_multiplier: float = 1.0  # 'mup' logits are (h / m) . e times this (a base constant)
   # 'completep': residual branches scaled by base_n_layers / n_layers (Dey et al. 2025, alpha 1).
   depth_scaling: Literal['none', 'completep'] = 'none'
   base_n_layers: int = 0

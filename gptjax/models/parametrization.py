@@ -10,7 +10,8 @@ that hyperparameters tuned on a small model transfer to a large one.
       (m for every hidden matrix of these models);
     - vectors and matrices with one growing dimension (embeddings, position tables, biases,
       LayerNorm, the output layer) keep init_std and lr;
-    - the readout is multiplied by 1 / m: logits = (x / m) . e;
+    - the readout is multiplied by 1 / m: logits = (x / m) . e (times mup_output_multiplier, a
+      constant of the base model to tune with its learning rate; 1 by default);
     - attention logits are q . k / K (times sqrt(K_base), K_base = base_d_model / n_heads, so the
       base model computes exactly what 'sp' does).
   Weight decay stays lr * weight_decay per step for every parameter: the multipliers act on Adam's
@@ -60,9 +61,12 @@ def attention_temperature(cfg: ModelConfig, head_dim: int) -> float:
 
 
 def readout(cfg: ModelConfig, x_BxLxD: jax.Array) -> jax.Array:
-  """The hidden states the output layer reads: x / m under 'mup' (x itself otherwise)."""
-  m = width_multiplier(cfg)
-  return x_BxLxD if m == 1.0 else x_BxLxD * (1.0 / m)
+  """The hidden states the output layer reads: x * mup_output_multiplier / m under 'mup' (x
+  itself otherwise)."""
+  if cfg.parametrization != 'mup':
+    return x_BxLxD
+  scale = cfg.mup_output_multiplier / width_multiplier(cfg)
+  return x_BxLxD if scale == 1.0 else x_BxLxD * scale
 
 
 def embedding_scale(cfg: ModelConfig) -> float:
