@@ -43,9 +43,16 @@ flags.mark_flags_as_required(['workdir', 'task'])
 
 def main(argv: list[str]) -> None:
   cli.positional(argv)
+  try:
+    separator = _SEPARATOR.value.encode('latin-1', 'backslashreplace').decode('unicode_escape')
+  except UnicodeDecodeError as e:  # a bad escape: \x, \N{...}, a trailing backslash
+    cli.fail(
+      f"--separator='{_SEPARATOR.value}': {e.reason} at character {e.start + 1}; write a "
+      "backslash as \\\\ (--separator='\\n\\n' is a blank line)",
+      status=2,
+    )
   task = tasks.load_task(_TASK.value, _SEED.value)
   tokenizer, model, params = load_run(_WORKDIR.value)
-  separator = _SEPARATOR.value.encode('latin-1', 'backslashreplace').decode('unicode_escape')
   result = few_shot.evaluate_task(
     tokenizer,
     model,

@@ -85,3 +85,44 @@ def test_atomic_writes_leave_the_old_file_when_they_fail(tmp_path):
   assert open(path).read() == 'old'
   assert sorted(os.listdir(tmp_path)) == ['file.json', 'file.json.bin']
   assert open(path + '.bin', 'rb').read() == b'\x00\x01'
+
+
+@pytest.mark.parametrize('layout_name', ['windows', 'pairs'])
+@pytest.mark.parametrize('how', ['zeroed', 'shuffled'])
+def test_a_cache_file_overwritten_since_it_was_built_is_damage_named_when_opened(
+  tiny_config, corpus_glob, tmp_path, layout_name, how
+):
+  """Same size, ids all inside the vocabulary: only the checksum the meta records tells."""
+  import numpy as np
+
+  if layout_name == 'windows':
+    config, layout = _data_config(tiny_config, corpus_glob), windows.LAYOUT
+    load = lambda: windows.load_tokenizer_and_data(config, str(tmp_path), seq_len=32)
+  else:
+    pairs_file = tmp_path / 'pairs.jsonl'
+    pairs_file.write_text(
+      ''.join(json.dumps({'source': f's{i}', 'target': f't{i}'}) + '\n' for i in range(40))
+    )
+    config = tiny_config
+    config.data.source, config.data.pairs_files = 'pairs_jsonl', str(pairs_file)
+    config.encoder_decoder.source_len, config.train.seq_len = 8, 8
+    layout = pairs.LAYOUT
+    load = lambda: pairs.load_tokenizer_and_pairs(config, str(tmp_path))
+  load()
+  data_dir = tmp_path / 'data'
+  with open(data_dir / layout.meta_file) as f:
+    assert set(json.load(f)['checksums']) == set(layout.files)
+  path = data_dir / max(layout.files, key=lambda n: os.path.getsize(data_dir / n))
+  original = path.read_bytes()
+  if how == 'zeroed':
+    damaged = bytes(len(original))
+  else:  # the same bytes in another order
+    damaged = np.random.default_rng(0).permutation(np.frombuffer(original, np.uint8)).tobytes()
+  path.write_bytes(damaged)
+  with pytest.raises(UserError, match=f'{path} is damaged \\(its checksum is not the one'):
+    load()
+  path.write_bytes(original[: len(original) // 2])
+  with pytest.raises(UserError, match=f'{path} is damaged \\(it has {len(original) // 2} bytes'):
+    load()
+  path.write_bytes(original)
+  load()

@@ -353,7 +353,7 @@ def test_the_command_line_reports_bad_input_in_one_line(pretrained, tmp_path):
     timeout=300,
   )
   assert result.returncode == 1
-  assert result.stderr == f'error: {bad}:2: not valid JSON (Expecting value)\n'
+  assert result.stderr == f'error: {bad}:2: not valid JSON (Expecting value at column 24)\n'
 
 
 def test_batch_sizes_must_divide_among_the_processes(pretrained, tmp_path, monkeypatch):

@@ -172,3 +172,60 @@ def test_convert_without_tokenizer_files_is_one_line(tmp_path):
   assert result.returncode == 1
   assert result.stderr.count('\n') == 1 and 'vocab.json' in result.stderr
   assert not os.path.exists(tmp_path / 'run')
+
+
+def _damage_hf(directory, case: str) -> None:
+  config_path, weights = directory / 'config.json', directory / 'model.safetensors'
+  if case == 'garbage_config':
+    config_path.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8)))
+  elif case == 'config_not_an_object':
+    config_path.write_text('[1, 2]')
+  elif case == 'heads_do_not_divide':
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, 'n_head': 5}))
+  elif case == 'width_not_a_number':
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, 'n_embd': '64'}))
+  elif case == 'truncated_weights':
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+  elif case == 'garbage_weights':
+    weights.write_bytes(b'\xff' * 1000)
+
+
+HF_DAMAGE = {
+  'garbage_config': 'config.json is not a readable Hugging Face model config',
+  'config_not_an_object': 'config.json is not a readable Hugging Face model config',
+  'heads_do_not_divide': 'config.json has n_head=5, which does not divide n_embd=64',
+  'width_not_a_number': "config.json has n_embd='64'; it must be a positive integer",
+  'truncated_weights': 'model.safetensors is not a readable checkpoint file',
+  'garbage_weights': 'model.safetensors is not a readable checkpoint file',
+}
+
+
+@pytest.mark.parametrize('case', sorted(HF_DAMAGE))
+def test_a_damaged_hugging_face_directory_is_one_user_error_naming_the_file(tmp_path, case):
+  _random_gpt2(tmp_path)
+  _damage_hf(tmp_path, case)
+  with pytest.raises(UserError) as raised:
+    hf.load_gpt2(str(tmp_path))
+  assert str(tmp_path / HF_DAMAGE[case].split(' ')[0]) in str(raised.value)
+  assert HF_DAMAGE[case] in str(raised.value) and '\n' not in str(raised.value)
+
+
+@pytest.mark.slow
+def test_convert_of_a_truncated_checkpoint_is_one_line_and_writes_nothing(hf_dir, tmp_path):
+  import shutil
+
+  damaged = tmp_path / 'hf'
+  shutil.copytree(hf_dir, damaged)
+  _damage_hf(damaged, 'truncated_weights')
+  result = _cli(
+    'gptjax.convert', 'hf_gpt2', '--hf_dir', str(damaged), '--workdir', str(tmp_path / 'run')
+  )
+  assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr
+  assert result.stderr.splitlines() == [
+    line for line in result.stderr.splitlines() if line.startswith('error: ')
+  ]
+  assert len(result.stderr.splitlines()) == 1 and 'model.safetensors' in result.stderr
+  assert not os.path.exists(tmp_path / 'run' / 'config.json')

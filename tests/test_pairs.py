@@ -138,7 +138,15 @@ def test_jsonl_pairs_are_cached_once_and_reused(tmp_path):
   with open(tmp_path / 'w' / 'data' / 'pairs_meta.json') as f:
     meta = json.load(f)
   assert meta['source_id'] == cache_lib.fingerprint(pairs.LAYOUT, _config(tmp_path))
-  assert list(meta) == ['source', 'source_id', 'source_len', 'target_len', 'train', 'val']
+  assert list(meta) == [
+    'source',
+    'source_id',
+    'source_len',
+    'target_len',
+    'train',
+    'val',
+    'checksums',
+  ]
   # The fingerprint the code before gptjax/data/cache.py (a158794) gave these settings, with the
   # pairs in /fixed: old pair caches keep loading.
   assert cache_lib.fingerprint(pairs.LAYOUT, _config(pathlib.Path('/fixed'))) == 'a71dd3f9740f7115'

@@ -341,3 +341,25 @@ def test_a_directory_without_results_is_one_error_line(tmp_path):
   result = _scaling('holdout', str(tmp_path))
   assert result.returncode == 1
   assert result.stderr == f'error: no results file at {tmp_path}/results.jsonl\n'
+
+
+@pytest.mark.parametrize(
+  'name, data, message',
+  [
+    # A ragged row (and a --loss_col that is absent: the row is found first).
+    (
+      'runs.csv',
+      b'N,D,loss\n1e6,1e9,3.0\n2e6,2e9\n',
+      r'runs\.csv:3: 2 fields where the header has 3',
+    ),
+    ('runs.csv', b'N,D,loss\n1e6,1e9,3.0,7\n', r'runs\.csv:2: 4 fields where the header has 3'),
+    ('runs.csv', b'N,D,loss\n1e6,1e9,\xff3.0\n', r'runs\.csv:2: not UTF-8 text \(byte 0xff'),
+    ('runs.jsonl', b'{"N": 1e6}\n\n{"N": 2e6, "D":\n', r'runs\.jsonl:3: not valid JSON'),
+    ('runs.jsonl', b'{"N": 1e6}\n[1]\n', r'runs\.jsonl:2: expected a JSON object'),
+  ],
+)
+def test_a_malformed_results_file_names_its_line(tmp_path, name, data, message):
+  path = tmp_path / name
+  path.write_bytes(data)
+  with pytest.raises(UserError, match=message):
+    observations(read_rows(str(path)), loss_col='nope', named={'--loss_col': 'nope'})

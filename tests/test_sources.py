@@ -68,3 +68,18 @@ def test_one_hash_split_holds_out_the_smallest_hashes_in_input_order():
   assert set(sources.split_by_hash(more, more, 0.05)[1]) - {'new.py'} <= set(val)  # barely moves
   pair_list = [(name, 'target') for name in names]
   assert pairs.split_by_source_hash(pair_list, 0.05)[1] == [(name, 'target') for name in val]
+
+
+def test_a_text_file_that_is_not_all_utf8_is_read_with_one_warning_counting_its_bad_bytes(
+  tmp_path, capsys
+):
+  (tmp_path / 'good.txt').write_text('plain text\n')
+  (tmp_path / 'latin1.txt').write_bytes('caf\u00e9\nna\u00efve \u00e0 la\n'.encode('latin-1'))
+  docs = dict(sources.text_file_documents(str(tmp_path / '*.txt')))
+  # Read as they always were (so token caches do not change): each bad byte a U+FFFD.
+  assert docs[str(tmp_path / 'latin1.txt')] == 'caf\ufffd\nna\ufffdve \ufffd la\n'
+  assert docs[str(tmp_path / 'good.txt')] == 'plain text\n'
+  warnings = capsys.readouterr().err.strip().splitlines()
+  assert len(warnings) == 1, warnings
+  assert warnings[0].startswith(f'warning: {tmp_path / "latin1.txt"} is not all UTF-8: 3 of its')
+  assert 'line 1' in warnings[0]

@@ -98,7 +98,9 @@ def test_jsonl_files_round_trip(built, tmp_path):
   [
     (['{"text": "a", "label": 0}', '{"text": "b", "label": '], ':2: not valid JSON'),
     (['[1, 2]'], ':1: expected a JSON object'),
-    (['{"premise": "a", "label": 0}'], 'match no task kind'),
+    (['{"premise": "a", "label": 0}'], "missing field 'hypothesis' \\(entailment examples have"),
+    (['{"text": "a"}'], ":1: missing field 'label' \\(classification examples have"),
+    (['{"prompt": "a", "answer": 1}'], 'match no task kind'),
     (['{"text": "a", "label": 0}', '{"text": "b"}'], ":2: missing field 'label'"),
     (['{"text": "a", "label": "1"}'], "field 'label' must be int"),
     (['{"text": "a", "label": -1}'], 'label -1 is negative'),
@@ -112,6 +114,13 @@ def test_malformed_files_name_the_line_and_the_problem(tmp_path, lines, message)
   path = tmp_path / 'task.jsonl'
   path.write_text(''.join(line + '\n' for line in lines))
   with pytest.raises(UserError, match=message):
+    tasks.load_task(str(path))
+
+
+def test_a_task_file_that_is_not_utf8_names_the_line_and_column(tmp_path):
+  path = tmp_path / 'task.jsonl'
+  path.write_bytes(b'{"text": "a", "label": 0}\n{"text": "\xff\xfeb", "label": 1}\n')
+  with pytest.raises(UserError, match=r'task.jsonl:2: not UTF-8 text \(byte 0xff at column 11\)'):
     tasks.load_task(str(path))
 
 

@@ -137,3 +137,16 @@ def test_gpt2_maps_the_specials_onto_endoftext_and_appends_the_markers(gpt2, tmp
 def test_unknown_kind_is_a_user_error(tmp_path):
   with pytest.raises(UserError, match='tokenizer.kind'):
     tokenizer_lib.load_or_train('wordpiece', 1000, str(tmp_path), ['x'])
+
+
+def test_sentencepiece_on_binary_input_names_gptjax_settings_not_its_own(tmp_path):
+  import numpy as np
+
+  noise = np.random.default_rng(0).integers(0, 256, 100_000, dtype=np.uint8).tobytes()
+  text = noise.decode('utf-8', errors='replace') + ''.join(chr(0x4E00 + i) for i in range(1000))
+  with pytest.raises(UserError) as raised:
+    tokenizer_lib.load_or_train('sentencepiece', 512, str(tmp_path), [text])
+  message = str(raised.value)
+  assert 'distinct characters, more than tokenizer.vocab_size=512' in message, message
+  assert 'data.text_files' in message and 'character_coverage' not in message
+  assert 'src/' not in message and not os.listdir(tmp_path)

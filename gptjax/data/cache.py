@@ -13,6 +13,10 @@ they are written; the rest is here, once:
     naming the source it was built from;
   - load or build: the writer process (process 0) splits the source, trains the tokenizer on the
     training texts on first use and writes the cache; the others only find it;
+  - a checksum of each of the layout's files, recorded in the meta file when the cache is built
+    and checked whenever it is opened: a file zeroed, overwritten or cut short since is one
+    UserError naming it (whole files up to 256 MiB; of larger ones, 1024 blocks spread evenly
+    through them, so that opening stays cheap);
   - atomic writes (write_atomic, atomic_path, from gptjax/data/atomic.py): a file appears whole or
     not at all, so a crash never leaves half a cache, tokenizer or record behind;
   - for the sweep runner, which builds one cache and shares it between runs: whether two configs
@@ -24,6 +28,7 @@ import hashlib
 import json
 import os
 import shutil
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 
 import ml_collections
@@ -37,11 +42,13 @@ __all__ = [
   'Layout',
   'atomic_path',
   'cache_files',
+  'checksum',
   'copy_cache',
   'fingerprint',
   'load_or_build',
   'read_meta',
   'same_cache',
+  'verify_checksums',
   'write_atomic',
 ]
 
@@ -149,8 +156,62 @@ def load_or_build(
       **lengths,
     }
     meta.update(layout.write(tokenizer, train, val, data_dir, **lengths))
+    meta['checksums'] = {name: checksum(os.path.join(data_dir, name)) for name in layout.files}
     write_atomic(os.path.join(data_dir, layout.meta_file), json.dumps(meta, indent=1))
+  else:
+    verify_checksums(layout, meta, data_dir)
   return tokenizer, meta
+
+
+_WHOLE_FILE_BYTES = 256 << 20  # checksummed whole up to this size; sampled above it
+_BLOCKS, _BLOCK_BYTES = 1024, 64 << 10
+
+
+def checksum(path: str) -> str:
+  """'SIZE:CRC32' of a cache file: of all of it up to 256 MiB, else of 1024 blocks of 64 KiB at
+  evenly spaced offsets (any zeroed, overwritten or truncated stretch of a few MiB is seen)."""
+  size = os.path.getsize(path)
+  crc = 0
+  with open(path, 'rb') as f:
+    if size <= _WHOLE_FILE_BYTES:
+      while block := f.read(16 << 20):
+        crc = zlib.crc32(block, crc)
+    else:
+      for i in range(_BLOCKS):
+        f.seek((size - _BLOCK_BYTES) * i // (_BLOCKS - 1))
+        crc = zlib.crc32(f.read(_BLOCK_BYTES), crc)
+  return f'{size}:{crc:08x}'
+
+
+def verify_checksums(layout: Layout, meta: dict, data_dir: str) -> None:
+  """Raises a UserError naming the first of the layout's files whose checksum is not the one the
+  meta file recorded when the cache was built (a cache built before checksums were recorded has
+  none, and is not checked)."""
+  recorded = meta.get('checksums')
+  if not isinstance(recorded, dict):
+    return
+  meta_path = os.path.join(data_dir, layout.meta_file)
+  for name in layout.files:
+    path = os.path.join(data_dir, name)
+    if name not in recorded:
+      continue
+    if not os.path.isfile(path):
+      problem = 'it is missing'
+    else:
+      found = checksum(path)
+      if found == recorded[name]:
+        continue
+      size, recorded_size = found.split(':')[0], str(recorded[name]).split(':')[0]
+      problem = (
+        f'it has {size} bytes where {layout.meta_file} records {recorded_size}'
+        if size != recorded_size
+        else f'its checksum is not the one {layout.meta_file} recorded when the cache was built: '
+        'it was overwritten or zeroed since'
+      )
+    raise UserError(
+      f'{path} is damaged ({problem}); delete {meta_path} and the next gptjax.main run rebuilds '
+      f'the {layout.what} in {data_dir} from the data source, or put the original back'
+    )
 
 
 def cache_files(layout: Layout, workdir: str) -> list[str]:

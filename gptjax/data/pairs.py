@@ -46,19 +46,20 @@ def jsonl_pairs(pattern: str, source_key: str = 'source', target_key: str = 'tar
     raise UserError(f'data.pairs_files={pattern!r} matches no files')
   pairs = []
   for path in paths:
-    with open(path, encoding='utf-8', errors='replace') as f:
-      for where, record in sources.jsonl_objects(f, path):
-        for key in (source_key, target_key):
-          if key not in record:
-            raise UserError(
-              f'{where}: no field {key!r} (data.source_key / data.target_key name '
-              f'the fields; this line has {sorted(record)})'
-            )
-          if not isinstance(record[key], str):
-            raise UserError(
-              f'{where}: field {key!r} must be a string, got {type(record[key]).__name__}'
-            )
-        pairs.append((record[source_key], record[target_key]))
+    with open(path, 'rb') as f:
+      lines = sources.decode_or_warn(f.read(), path).split('\n')
+    for where, record in sources.jsonl_objects(lines, path):
+      for key in (source_key, target_key):
+        if key not in record:
+          raise UserError(
+            f'{where}: no field {key!r} (data.source_key / data.target_key name '
+            f'the fields; this line has {sorted(record)})'
+          )
+        if not isinstance(record[key], str):
+          raise UserError(
+            f'{where}: field {key!r} must be a string, got {type(record[key]).__name__}'
+          )
+      pairs.append((record[source_key], record[target_key]))
   return pairs
 
 

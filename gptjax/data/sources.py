@@ -9,6 +9,7 @@ caches, the pair caches and the TFDS tasks (gptjax/downstream/tasks.py).
 import glob
 import json
 import os
+import sys
 import sysconfig
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -43,7 +44,44 @@ def text_file_documents(pattern: str) -> Iterator[Document]:
     raise UserError(f'data.text_files={pattern!r} matches no files')
   for path in paths:
     with open(path, 'rb') as f:
-      yield path, f.read().decode('utf-8', errors='replace')
+      yield path, decode_or_warn(f.read(), path)
+
+
+def decode_or_warn(data: bytes, path: str) -> str:
+  """A text file's bytes as UTF-8. Bytes that are not UTF-8 become U+FFFD, the replacement
+  character, as they always have (so token caches do not change), with one `warning:` line per
+  file naming it and counting them: a corpus file in another encoding, or not text at all, is
+  then seen before it is trained on."""
+  try:
+    return data.decode('utf-8')
+  except UnicodeDecodeError as e:
+    escaped = data.decode('utf-8', errors='surrogateescape')  # each bad byte: one lone surrogate
+    bad = sum(1 for c in escaped if '\udc80' <= c <= '\udcff')
+    line = data.count(b'\n', 0, e.start) + 1
+    print(
+      f'warning: {path} is not all UTF-8: {bad} of its {len(data)} bytes (the first on line '
+      f'{line}) are read as U+FFFD, the replacement character; convert it to UTF-8 (iconv) or '
+      'leave it out of the source',
+      file=sys.stderr,
+    )
+    return data.decode('utf-8', errors='replace')
+
+
+def utf8_lines(path: str) -> list[str]:
+  """The lines of a UTF-8 text file (a JSONL or CSV input), split at newlines only; a UserError
+  naming the line and column of the first bytes that are not UTF-8."""
+  with open(path, 'rb') as f:
+    data = f.read()
+  try:
+    text = data.decode('utf-8')
+  except UnicodeDecodeError as e:
+    line = data.count(b'\n', 0, e.start) + 1
+    column = e.start - data.rfind(b'\n', 0, e.start)
+    raise UserError(
+      f'{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x} at column {column}); save the '
+      'file as UTF-8'
+    ) from None
+  return text.split('\n')
 
 
 def tfds_source(name: str, split: str, data_dir: str | None):
@@ -110,7 +148,7 @@ def jsonl_objects(lines: Iterable[str], path: str) -> Iterator[tuple[str, dict]]
     try:
       record = json.loads(line)
     except json.JSONDecodeError as e:
-      raise UserError(f'{where}: not valid JSON ({e.msg})') from None
+      raise UserError(f'{where}: not valid JSON ({e.msg} at column {e.colno})') from None
     if not isinstance(record, dict):
       raise UserError(f'{where}: expected a JSON object, got {type(record).__name__}')
     yield where, record

@@ -12,6 +12,7 @@ import abc
 import io
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 
 import sentencepiece as spm
@@ -278,9 +279,25 @@ def load_or_train(
       else CharTokenizer.train(texts, vocab_size)
     )
   except RuntimeError as e:  # SentencePiece's trainer reports bad settings this way
-    raise UserError(f'could not train the tokenizer: {e}') from None
+    raise UserError(_training_failure(str(e), kind, vocab_size)) from None
   save(tokenizer, directory)
   return tokenizer
+
+
+def _training_failure(message: str, kind: str, vocab_size: int) -> str:
+  """SentencePiece's trainer error in gptjax's terms: it names its own flags (character_coverage),
+  which are not gptjax settings, and its source lines."""
+  too_many = re.search(r'smaller than required_chars\. (\d+) vs (\d+)', message)
+  if too_many:
+    return (
+      f'could not train the {kind} tokenizer: the training text holds {too_many.group(2)} '
+      f'distinct characters, more than tokenizer.vocab_size={vocab_size} can cover. If the '
+      'data source (data.source, data.text_files) is binary or not UTF-8 text (see the '
+      'warnings above), point it at text; else raise tokenizer.vocab_size, or use '
+      'tokenizer.kind=byte'
+    )
+  message = re.sub(r'^\w+: src/\S+ \[.*?\] ', '', ' '.join(message.split()))
+  return f'could not train the {kind} tokenizer (tokenizer.vocab_size={vocab_size}): {message}'
 
 
 def _load(kind: str, path: str) -> Tokenizer:

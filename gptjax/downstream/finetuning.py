@@ -564,7 +564,7 @@ def _train(
     return results
   finally:
     preemption.close()
-    mngr.close()
+    checkpoint.close(mngr)
 
 
 @dataclasses.dataclass(frozen=True)

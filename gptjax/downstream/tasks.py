@@ -164,12 +164,11 @@ def _jsonl_paths(spec: str) -> dict[str, str]:
 def read_jsonl(path: str) -> tuple[list[dict], str]:
   """The examples of a JSONL task file and their kind, every line checked."""
   examples, kind = [], None
-  with open(path, encoding='utf-8') as f:
-    for where, example in sources.jsonl_objects(f, path):
-      if kind is None:
-        kind = _kind_of(example, where)
-      check_example(example, kind, where)
-      examples.append(example)
+  for where, example in sources.jsonl_objects(sources.utf8_lines(path), path):
+    if kind is None:
+      kind = _kind_of(example, where)
+    check_example(example, kind, where)
+    examples.append(example)
   if not examples:
     raise UserError(f'{path} holds no examples')
   return examples, kind
@@ -179,6 +178,19 @@ def _kind_of(example: dict, where: str) -> str:
   # The kind whose fields the example has; the one with most fields wins (cloze vs multiple choice).
   matches = [k for k, fields in KINDS.items() if set(fields) <= set(example)]
   if not matches:
+    # The kinds it has most fields of: it lacks the rest (a missing label, say).
+    overlap = {k: len(set(fields) & set(example)) for k, fields in KINDS.items()}
+    closest = [k for k, n in overlap.items() if n and n == max(overlap.values())]
+    if closest:
+      raise UserError(
+        f'{where}: missing field '
+        + ' or '.join(
+          f'{", ".join(repr(f) for f in KINDS[k] if f not in example)} ({k} examples have '
+          f'{", ".join(KINDS[k])})'
+          for k in closest
+        )
+        + f'; the example has {sorted(example)}'
+      )
     raise UserError(
       f'{where}: the fields {sorted(example)} match no task kind; expected '
       + '; '.join(f'{k}: {", ".join(fields)}' for k, fields in KINDS.items())

@@ -74,8 +74,8 @@ def load_gpt2(path: str) -> tuple[GPT, dict]:
   config_path = os.path.join(path, 'config.json')
   if not os.path.isfile(config_path):
     raise UserError(f'{path} has no config.json (expected a Hugging Face GPT-2 directory)')
-  with open(config_path) as f:
-    hf_config = json.load(f)
+  hf_config = _read_json(config_path, 'Hugging Face model config')
+  _check_shape_fields(hf_config, config_path)
   try:
     config = model_config(hf_config)
   except KeyError as e:
@@ -99,6 +99,39 @@ def load_gpt2(path: str) -> tuple[GPT, dict]:
   return GPT(config), params
 
 
+def _read_json(path: str, what: str) -> dict:
+  """A JSON object file of a Hugging Face directory; a UserError naming it when it is not one."""
+  try:
+    with open(path, 'rb') as f:
+      value = json.loads(f.read().decode('utf-8'))
+  except (ValueError, UnicodeDecodeError) as e:  # not JSON, or not text at all
+    problem = ' '.join(str(e).split())[:200]
+  else:
+    if isinstance(value, dict):
+      return value
+    problem = f'a JSON {type(value).__name__}, not an object'
+  raise UserError(f'{path} is not a readable {what} ({problem}); put the original file back')
+
+
+_SHAPE_FIELDS = ('vocab_size', 'n_positions', 'n_layer', 'n_head', 'n_embd')
+
+
+def _check_shape_fields(hf_config: dict, config_path: str) -> None:
+  """The model's sizes in config.json are positive integers, and the heads divide the width."""
+  for field in (*_SHAPE_FIELDS, 'n_inner'):
+    value = hf_config.get(field)
+    if field not in hf_config or (field == 'n_inner' and value is None):
+      continue
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+      raise UserError(f'{config_path} has {field}={value!r}; it must be a positive integer')
+  n_embd, n_head = hf_config.get('n_embd'), hf_config.get('n_head')
+  if n_embd and n_head and n_embd % n_head:
+    raise UserError(
+      f'{config_path} has n_head={n_head}, which does not divide n_embd={n_embd}: not a model '
+      'gptjax (or transformers) can build; put the original config.json back'
+    )
+
+
 def _hf_name(key_path: tuple[str, ...]) -> str:
   """('h_3', 'attn', 'c_attn', 'kernel') -> 'h.3.attn.c_attn.weight'; ('wpe',) -> 'wpe.weight'."""
   *modules, leaf = key_path
@@ -113,14 +146,15 @@ def _read_tensors(path: str) -> dict[str, np.ndarray]:
   index = os.path.join(path, 'model.safetensors.index.json')
   torch_bin = os.path.join(path, 'pytorch_model.bin')
   if os.path.isfile(single):
-    return safetensors.numpy.load_file(single)
+    return _load_safetensors(single)
   if os.path.isfile(index):
-    with open(index) as f:
-      shards = sorted(set(json.load(f)['weight_map'].values()))
+    weight_map = _read_json(index, 'safetensors index').get('weight_map')
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+      raise UserError(f'{index} has no weight_map of tensor names to shard files')
     return {
       name: array
-      for shard in shards
-      for name, array in safetensors.numpy.load_file(os.path.join(path, shard)).items()
+      for shard in sorted(set(weight_map.values()))
+      for name, array in _load_safetensors(os.path.join(path, shard)).items()
     }
   if os.path.isfile(torch_bin):
     try:
@@ -130,10 +164,29 @@ def _read_tensors(path: str) -> dict[str, np.ndarray]:
         f'{torch_bin} needs torch to read (pip install torch==2.13.0), or save the '
         'model as model.safetensors'
       ) from None
-    state = torch.load(torch_bin, map_location='cpu', weights_only=True)
-    return {name: t.float().numpy() for name, t in state.items()}
+    try:
+      state = torch.load(torch_bin, map_location='cpu', weights_only=True)
+      return {name: t.float().numpy() for name, t in state.items()}
+    except Exception as e:  # pylint: disable=broad-except  # torch raises many kinds on bad files
+      raise UserError(_unreadable(torch_bin, e)) from None
   raise UserError(
     f'{path} has no model.safetensors, model.safetensors.index.json or pytorch_model.bin'
+  )
+
+
+def _load_safetensors(path: str) -> dict[str, np.ndarray]:
+  if not os.path.isfile(path):
+    raise UserError(f'{path} is missing (the safetensors index names it)')
+  try:
+    return safetensors.numpy.load_file(path)
+  except Exception as e:  # pylint: disable=broad-except  # SafetensorError, OSError, ...
+    raise UserError(_unreadable(path, e)) from None
+
+
+def _unreadable(path: str, error: Exception) -> str:
+  problem = ' '.join(f'{type(error).__name__}: {error}'.split())[:200]
+  return (
+    f'{path} is not a readable checkpoint file ({problem}): truncated or damaged? Download it again'
   )
 
 
@@ -172,7 +225,7 @@ def convert_gpt2(hf_dir: str, workdir: str) -> ml_collections.ConfigDict:
   try:
     checkpoint.save(mngr, state)
   finally:
-    mngr.close()
+    checkpoint.close(mngr)
   # Last, so that an interrupted conversion leaves no half-written run behind.
   cache.write_atomic(os.path.join(workdir, 'config.json'), config.to_json(indent=1))
   return config

@@ -9,12 +9,12 @@ the column.
 
 import csv
 import dataclasses
-import json
 import math
 import os
 
 import numpy as np
 
+from gptjax.data import sources
 from gptjax.errors import UserError
 
 
@@ -47,22 +47,41 @@ def read_rows(path: str) -> list[dict]:
     path = os.path.join(path, 'results.jsonl')
   if not os.path.isfile(path):
     raise UserError(f'no results file at {path}')
-  try:
-    with open(path, newline='') as f:
-      if path.endswith('.csv'):
-        rows = list(csv.DictReader(f))
-      elif path.endswith(('.jsonl', '.json')):
-        rows = [json.loads(line) for line in f if line.strip()]
-      else:
-        raise UserError(f'{path}: give a .jsonl or .csv file (or a sweep directory)')
-  except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as e:
-    raise UserError(f'cannot read {path}: {e}') from None
+  if path.endswith('.csv'):
+    rows = _csv_rows(path)
+  elif path.endswith(('.jsonl', '.json')):
+    rows = [row for _, row in sources.jsonl_objects(sources.utf8_lines(path), path)]
+  else:
+    raise UserError(f'{path}: give a .jsonl or .csv file (or a sweep directory)')
   if not all(isinstance(row, dict) for row in rows):
     raise UserError(f'{path}: every line must be a JSON object')
   by_name = {}
   for i, row in enumerate(rows):
     by_name[row.get('name', i)] = row
   return list(by_name.values())
+
+
+def _csv_rows(path: str) -> list[dict]:
+  """The rows of a CSV file with a header line, as dicts; a row of another number of fields than
+  the header is a UserError naming its line."""
+  reader = csv.reader(sources.utf8_lines(path))
+  try:
+    header = next(reader, None)
+    if not header:
+      raise UserError(f'{path}: no header line (the column names)')
+    rows = []
+    for fields in reader:
+      if not fields:  # a blank line
+        continue
+      if len(fields) != len(header):
+        raise UserError(
+          f'{path}:{reader.line_num}: {len(fields)} fields where the header has {len(header)} '
+          f'({", ".join(header)}); give every row one value per column'
+        )
+      rows.append(dict(zip(header, fields)))
+  except csv.Error as e:
+    raise UserError(f'{path}:{reader.line_num}: not valid CSV ({e})') from None
+  return rows
 
 
 def observations(

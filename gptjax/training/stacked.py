@@ -26,7 +26,6 @@ replicated); train.sharding='fsdp' runs do not stack (gptjax.sweep trains them o
 import collections
 import json
 import math
-import os
 import time
 import types
 
@@ -96,7 +95,7 @@ class _Member:
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     configuration.validate(config, jax.device_count())
     self.config, self.workdir, self.train = config, workdir, config.train
-    os.makedirs(workdir, exist_ok=True)
+    workdir_lib.make(workdir)
     checkpoint.check_not_starting_over(workdir)
     self._lock = workdir_lib.lock(workdir)
     self.checkpoints = self.writer = None
@@ -124,7 +123,7 @@ class _Member:
     if self.writer is not None:
       self.writer.close()
     if self.checkpoints is not None:
-      self.checkpoints.close()
+      checkpoint.close(self.checkpoints)
     self._lock.close()
 
 
@@ -289,7 +288,7 @@ def _train(members: list[_Member], start: float, show_progress: bool, stop_at: i
           'lr': float(member.learning_rates[steps_done[i] - 1]),
           'skipped_steps': member.skipped,
         }
-        if throughput_steps and elapsed > 0:  # the group's tokens per second, per run
+        if throughput_steps and elapsed > 0:  # each run's own (the stack's is R times as many)
           row['tokens_per_s'] = tokens_per_step * throughput_steps / elapsed
         member.writer.write(steps_done[i], row)
         member.metrics.update(row)

@@ -96,19 +96,21 @@ def restore_params(workdir: str, abstract_params):
     for step in steps:
       checkpoint.check_shapes(directory, step, abstract_params, part='params')
       try:
-        return reader.restore(
-          step,
-          args=ocp.args.PyTreeRestore(
-            item=target,
-            restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-            partial_restore=True,
-          ),
-        )['params']
+        with checkpoint.quiet_orbax_errors():
+          return reader.restore(
+            step,
+            args=ocp.args.PyTreeRestore(
+              item=target,
+              restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+              partial_restore=True,
+            ),
+          )['params']
       except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore raise many kinds
-        problem = ' '.join(f'{type(e).__name__}: {e}'.split())[:300]
+        problem = checkpoint.unreadable_reason(e)
         if jax.process_index() == 0:
           print(
-            f'warning: checkpoint {step} is unreadable ({problem}); trying the previous one',
+            f'warning: checkpoint {step} in {directory} is unreadable ({problem}); trying the '
+            'previous one',
             file=sys.stderr,
           )
   finally:

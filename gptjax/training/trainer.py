@@ -46,7 +46,7 @@ class Run:
     self.config, self.workdir = config, workdir
     configuration.validate(config, jax.device_count(), jax.process_count())
     self.is_chief = jax.process_index() == 0
-    os.makedirs(workdir, exist_ok=True)
+    workdir_lib.make(workdir)
     checkpoint.check_not_starting_over(workdir, start_over)
     self._lock = workdir_lib.lock(workdir) if self.is_chief else None
     self.checkpoints = None
@@ -102,7 +102,7 @@ class Run:
 
   def close(self) -> None:
     if self.checkpoints is not None:
-      self.checkpoints.close()
+      checkpoint.close(self.checkpoints)
     if self._lock is not None:
       self._lock.close()  # releases the flock
 

@@ -4,6 +4,7 @@ time."""
 import fcntl
 import json
 import os
+import tempfile
 from typing import IO
 
 import ml_collections
@@ -50,9 +51,38 @@ def _flatten(tree: dict, prefix: str = '') -> dict:
   return flat
 
 
+def make(workdir: str) -> None:
+  """Creates `workdir` (and its parents) if need be; a UserError when a file is in the way, or the
+  directory cannot be made or written (found now, not at the first checkpoint)."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f'the workdir {workdir} is a file, not a directory; use another path')
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise UserError(
+      f'cannot make the workdir {workdir}: {e.filename}: {e.strerror}; make its parent '
+      'directory writable (or remove the file in the way), or use another path'
+    ) from e
+  try:
+    handle, probe = tempfile.mkstemp(prefix='.writable-', dir=workdir)
+    os.close(handle)
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(
+      f'cannot write in the workdir {workdir}: {e.strerror}; a run needs it writable (make it '
+      'so, or use another workdir; gptjax.sample and gptjax.evaluate only read it)'
+    ) from e
+
+
 def lock(workdir: str) -> IO:
   """An exclusive lock on WORKDIR/.lock, held until closed or the process dies (even by SIGKILL)."""
-  handle = open(os.path.join(workdir, '.lock'), 'w')
+  try:
+    handle = open(os.path.join(workdir, '.lock'), 'w')
+  except OSError as e:
+    raise UserError(
+      f'cannot write {e.filename}: {e.strerror}; a run needs its workdir {workdir} writable '
+      '(gptjax.sample and gptjax.evaluate only read it)'
+    ) from e
   try:
     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
