@@ -42,7 +42,17 @@ def run_sweep(directory: str, d_model: int, runs: int, steps: int, max_stack: in
   env = {**os.environ, 'JAX_COMPILATION_CACHE_DIR': os.path.join(root, '_xla_cache')}
   start = time.perf_counter()
   result = subprocess.run(
-    [sys.executable, '-m', 'gptjax.sweep', 'run', path, '--root', root, '--max_stack', str(max_stack)],
+    [
+      sys.executable,
+      '-m',
+      'gptjax.sweep',
+      'run',
+      path,
+      '--root',
+      root,
+      '--max_stack',
+      str(max_stack),
+    ],
     cwd=REPO,
     env=env,
     capture_output=True,
@@ -53,7 +63,10 @@ def run_sweep(directory: str, d_model: int, runs: int, steps: int, max_stack: in
     raise SystemExit(result.stderr[-2000:])
   # Train-step seconds as each trainer reports them: one line per stack or per run.
   train_steps = sum(float(s) for s in re.findall(r'train steps ([0-9.]+)', result.stdout))
+  with open(os.path.join(root, 'results.jsonl')) as f:
+    losses = {row['name']: row['eval_loss'] for row in map(json.loads, f)}
   return {
+    'eval_losses': losses,
     'd_model': d_model,
     'runs': runs,
     'steps': steps,
@@ -71,10 +84,22 @@ def main() -> None:
       one_by_one = run_sweep(directory, d_model, 8, 60, max_stack=1)
       together = run_sweep(directory, d_model, 8, 60, max_stack=8)
       speedup = one_by_one['wall_s'] / together['wall_s']
+      differences = [
+        abs(loss - together['eval_losses'][name])
+        for name, loss in one_by_one['eval_losses'].items()
+      ]
       results['comparisons'].append(
-        {'one_by_one': one_by_one, 'stacked': together, 'speedup': round(speedup, 2)}
+        {
+          'one_by_one': one_by_one,
+          'stacked': together,
+          'speedup': round(speedup, 2),
+          'largest_eval_loss_difference': max(differences),
+          'runs_equal_to_the_bit': sum(d == 0 for d in differences),
+        }
       )
-      print(f'd_model {d_model}: {one_by_one["wall_s"]} s -> {together["wall_s"]} s, {speedup:.2f}x')
+      print(
+        f'd_model {d_model}: {one_by_one["wall_s"]} s -> {together["wall_s"]} s, {speedup:.2f}x'
+      )
     for steps in (60, 600):
       sweep = run_sweep(directory, 32, 20, steps, max_stack=20)
       results['overhead'].append(sweep)
