@@ -18,12 +18,13 @@ import os
 import sys
 
 from gptjax.configs import default
-from gptjax.scaling import tuning
+from gptjax.scaling import transfer, tuning
 
 DEPTHS = (2, 4, 8, 16)
 BASE_DEPTH = 2
 LR_EXPONENTS = range(3, 9)
 STEPS = 200
+PANELS = ('none', 'completep')
 
 
 def get_config():
@@ -59,71 +60,20 @@ def get_runs():
 
 
 def analyse(root: str, out: str) -> dict:
-  import matplotlib
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-
   rows = [json.loads(line) for line in open(os.path.join(root, 'results.jsonl'))]
-  latest = list({row['name']: row for row in rows}.values())
-  summary = {}
-  figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-  for axis, scaling in zip(axes, ('none', 'completep')):
-    curves = {}
-    for depth in DEPTHS:
-      runs = sorted(
-        (
-          row
-          for row in latest
-          if row['config']['model']['depth_scaling'] == scaling
-          and row['config']['model']['n_layers'] == depth
-        ),
-        key=lambda row: row['config']['train']['lr'],
-      )
-      if not runs:
-        continue
-      lrs = [row['config']['train']['lr'] for row in runs]
-      losses = [row['eval_loss'] for row in runs]
-      best = tuning.optimum(lrs, losses, [row['name'] for row in runs])
-      curves[depth] = {
-        'lrs': lrs,
-        'eval_losses': losses,
-        'best_lr': best.value,
-        'best_loss': best.loss,
-        'best_at_grid_edge': best.at_edge,
-      }
-      finite = [(lr, loss) for lr, loss in zip(lrs, losses) if loss is not None]
-      axis.plot(*zip(*finite), marker='o', label=f'{depth} blocks')
-      axis.plot(best.value, best.loss, marker='*', color='black', markersize=9)
-    summary[scaling] = curves
-    best_lrs = [c['best_lr'] for c in curves.values()]
-    if len(best_lrs) > 1:
-      summary[f'{scaling}_best_lr_spread'] = max(best_lrs) / min(best_lrs)
-    axis.set_xscale('log', base=2)
-    axis.set_xlabel('peak learning rate')
-    title = {'none': 'no depth scaling', 'completep': f'CompleteP (base depth {BASE_DEPTH})'}
-    axis.set_title(title[scaling])
-    axis.grid(alpha=0.3)
-  axes[0].set_ylabel(f'validation loss after {STEPS} steps (nats/byte)')
-  axes[1].legend()
-  figure.tight_layout()
-  os.makedirs(out, exist_ok=True)
-  figure.savefig(os.path.join(out, 'lr_transfer_depth.png'), dpi=120)
-  with open(os.path.join(out, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=1)
+  summary = transfer.summarize(rows, 'model.depth_scaling', PANELS, 'model.n_layers', DEPTHS)
+  transfer.plot(
+    summary,
+    {'none': 'no depth scaling', 'completep': f'CompleteP (base depth {BASE_DEPTH})'},
+    '{} blocks',
+    f'validation loss after {STEPS} steps (nats/byte)',
+    os.path.join(out, 'lr_transfer_depth.png'),
+  )
+  transfer.write(summary, os.path.join(out, 'summary.json'))
   return summary
 
 
 if __name__ == '__main__':
   root = sys.argv[1] if len(sys.argv) > 1 else 'runs/completep_lr_transfer'
   out = os.path.join(os.path.dirname(__file__), 'results', 'completep_lr_transfer')
-  result = analyse(root, out)
-  for scaling in ('none', 'completep'):
-    for depth, curve in result[scaling].items():
-      edge = ' (at the grid edge)' if curve['best_at_grid_edge'] else ''
-      print(
-        f'{scaling} {depth} blocks: best lr {curve["best_lr"]:.2e}{edge}, '
-        f'loss {curve["best_loss"]:.4f}'
-      )
-    if f'{scaling}_best_lr_spread' in result:
-      print(f'{scaling}: best lr moves {result[f"{scaling}_best_lr_spread"]:.1f}x across depths')
+  print(transfer.report(analyse(root, out), PANELS, '{} blocks'))

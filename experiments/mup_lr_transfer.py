@@ -24,12 +24,13 @@ import os
 import sys
 
 from gptjax.configs import default
-from gptjax.scaling import tuning
+from gptjax.scaling import transfer, tuning
 
 WIDTHS = (32, 64, 128, 256, 512)
 BASE_WIDTH = 32
 LR_EXPONENTS = range(2, 9)  # lr = 1e-4 * 2**k: 4e-4 .. 2.56e-2
 STEPS = 200
+PANELS = ('sp', 'mup')
 
 
 def get_config():
@@ -67,83 +68,20 @@ def get_runs():
 
 
 def analyse(root: str, out: str) -> dict:
-  import matplotlib
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-
   rows = [json.loads(line) for line in open(os.path.join(root, 'results.jsonl'))]
-  latest = list({row['name']: row for row in rows}.values())
-  summary = {}
-  figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-  for axis, parametrization in zip(axes, ('sp', 'mup')):
-    curves = {}
-    for width in WIDTHS:
-      runs = sorted(
-        (
-          row
-          for row in latest
-          if row['config']['model']['parametrization'] == parametrization
-          and row['config']['model']['d_model'] == width
-        ),
-        key=lambda row: row['config']['train']['lr'],
-      )
-      if not runs:
-        continue
-      lrs = [row['config']['train']['lr'] for row in runs]
-      losses = [row['eval_loss'] for row in runs]
-      best = tuning.optimum(lrs, losses, [row['name'] for row in runs])
-      curves[width] = {
-        'N': runs[0]['N'],
-        'lrs': lrs,
-        'eval_losses': losses,
-        'diverged': [row['name'] for row in runs if row['eval_loss'] is None],
-        'best_lr': best.value,
-        'best_loss': best.loss,
-        'best_at_grid_edge': best.at_edge,
-      }
-      finite = [(lr, loss) for lr, loss in zip(lrs, losses) if loss is not None]
-      axis.plot(*zip(*finite), marker='o', label=f'd_model {width}')
-      axis.plot(best.value, best.loss, marker='*', color='black', markersize=9)
-    summary[parametrization] = curves
-    best_lrs = [c['best_lr'] for c in curves.values()]
-    if len(best_lrs) > 1:
-      law = tuning.fit_hyperparameter_law([c['N'] for c in curves.values()], best_lrs)
-      summary[f'{parametrization}_best_lr_spread'] = max(best_lrs) / min(best_lrs)
-      summary[f'{parametrization}_lr_vs_n'] = {
-        'coefficient': law.coefficient,
-        'exponent': law.exponent,
-        'exponent_95': law.exponent_interval,
-      }
-    axis.set_xscale('log', base=2)
-    axis.set_xlabel('peak learning rate')
-    title = {'sp': 'standard parametrization', 'mup': f'muP (base width {BASE_WIDTH})'}
-    axis.set_title(title[parametrization])
-    axis.grid(alpha=0.3)
-  axes[0].set_ylabel(f'validation loss after {STEPS} steps (nats/byte)')
-  axes[1].legend()
-  figure.tight_layout()
-  os.makedirs(out, exist_ok=True)
-  figure.savefig(os.path.join(out, 'lr_transfer.png'), dpi=120)
-  with open(os.path.join(out, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=1)
+  summary = transfer.summarize(rows, 'model.parametrization', PANELS, 'model.d_model', WIDTHS)
+  transfer.plot(
+    summary,
+    {'sp': 'standard parametrization', 'mup': f'muP (base width {BASE_WIDTH})'},
+    'd_model {}',
+    f'validation loss after {STEPS} steps (nats/byte)',
+    os.path.join(out, 'lr_transfer.png'),
+  )
+  transfer.write(summary, os.path.join(out, 'summary.json'))
   return summary
 
 
 if __name__ == '__main__':
   root = sys.argv[1] if len(sys.argv) > 1 else 'runs/mup_lr_transfer'
   result = analyse(root, os.path.join(os.path.dirname(__file__), 'results', 'mup_lr_transfer'))
-  for parametrization in ('sp', 'mup'):
-    for width, curve in result[parametrization].items():
-      edge = ' (at the grid edge)' if curve['best_at_grid_edge'] else ''
-      print(
-        f'{parametrization} d_model {width}: best lr {curve["best_lr"]:.2e}{edge}, '
-        f'loss {curve["best_loss"]:.4f}'
-      )
-    if f'{parametrization}_lr_vs_n' in result:
-      law = result[f'{parametrization}_lr_vs_n']
-      print(
-        f'{parametrization}: best lr moves {result[f"{parametrization}_best_lr_spread"]:.1f}x '
-        f'across the widths; lr_opt = {law["coefficient"]:.3g} N^{law["exponent"]:.3f} '
-        f'(95% {law["exponent_95"][0]:.3f} .. {law["exponent_95"][1]:.3f})'
-      )
+  print(transfer.report(result, PANELS, 'd_model {}'))

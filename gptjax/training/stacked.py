@@ -75,18 +75,8 @@ def group_key(config: ml_collections.ConfigDict) -> str | None:
   processes)."""
   if config.train.sharding != 'replicate' or config.distributed.initialize:
     return None
-  flat = _flatten(json.loads(config.to_json()))
+  flat = workdir_lib.flatten(json.loads(config.to_json()))
   return json.dumps({k: v for k, v in sorted(flat.items()) if k not in PER_RUN})
-
-
-def _flatten(tree: dict, prefix: str = '') -> dict:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[prefix + key] = value
-  return flat
 
 
 class _Member:

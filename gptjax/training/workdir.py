@@ -18,8 +18,8 @@ def check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Refuses a config whose model, tokenizer or data differ from the run already in `workdir`."""
   path = os.path.join(workdir, 'config.json')
   if os.path.exists(path):
-    saved = _flatten(configuration.read_config(path).to_dict())  # a UserError when unreadable
-    now = _flatten(json.loads(config.to_json()))
+    saved = flatten(configuration.read_config(path).to_dict())  # a UserError when unreadable
+    now = flatten(json.loads(config.to_json()))
     # A field the saved config lacks was added to gptjax after the run started; its default keeps
     # the old behaviour, so it is not a change.
     changed = [
@@ -41,11 +41,12 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   cache.write_atomic(path, config.to_json(indent=1))
 
 
-def _flatten(tree: dict, prefix: str = '') -> dict:
+def flatten(tree: dict, prefix: str = '') -> dict:
+  """A nested config (as dicts) as {dotted field: value}."""
   flat = {}
   for key, value in tree.items():
     if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
+      flat.update(flatten(value, f'{prefix}{key}.'))
     else:
       flat[prefix + key] = value
   return flat
