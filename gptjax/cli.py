@@ -12,7 +12,6 @@ import importlib.util
 import os
 import signal
 import sys
-import traceback
 from collections.abc import Callable, Iterator
 from typing import NoReturn
 
@@ -20,7 +19,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gptjax import configs
-from gptjax.errors import Preempted, UserError
+from gptjax.errors import Preempted, UserError, where_raised
 
 DEBUG = flags.DEFINE_bool('debug', False, 'Show the traceback behind an error line.')
 
@@ -166,29 +165,14 @@ def _config_file_problem(spec: str | None) -> str | None:
     config = get_config(*([variant] if colon else []))
   except Exception as e:  # pylint: disable=broad-except  # the user's code: report what it raised
     message = e.msg if isinstance(e, SyntaxError) else e
-    return f'{step} the config file {path} raised {type(e).__name__}: {message} ({_where(e, path)})'
+    where = where_raised(e, path)
+    return f'{step} the config file {path} raised {type(e).__name__}: {message} ({where})'
   if not hasattr(config, 'keys'):
     return (
       f'get_config() in the config file {path} returned {type(config).__name__}, not an '
       'ml_collections.ConfigDict (a missing return?)'
     )
   return None
-
-
-def _where(error: BaseException, path: str) -> str:
-  """The line of `path` where `error` was raised (the deepest frame in that file)."""
-  if isinstance(error, SyntaxError) and error.filename and error.lineno:
-    return f'{error.filename}, line {error.lineno}'
-  line = None
-  for frame, lineno in traceback.walk_tb(error.__traceback__):
-    if os.path.abspath(frame.f_code.co_filename) == path:
-      line = f'{path}, line {lineno}, in {frame.f_code.co_name}'
-  if line is None:
-    return path
-  deepest = traceback.extract_tb(error.__traceback__)[-1]
-  if os.path.abspath(deepest.filename) != path:  # raised by code the config file called
-    line += f' (raised in {deepest.filename}, line {deepest.lineno})'
-  return line
 
 
 def _resolve_config_names(argv: list[str], name: str) -> list[str]:

@@ -325,3 +325,24 @@ def test_read_metrics_keeps_the_last_line_of_each_step(tmp_path):
   (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(line) + '\n' for line in lines))
   assert metrics.read_metrics(str(tmp_path), last_step=2) == [lines[0], lines[3], lines[2]]
   assert metrics.read_metrics(str(tmp_path / 'nothing')) == []
+
+
+@pytest.mark.parametrize(
+  'body, where',
+  [
+    (
+      'def get_config():\n  return default.get_config()\n'
+      "def get_runs():\n  raise ValueError('no sizes')\n",
+      'get_runs() in',
+    ),
+    ("def get_config():\n  return {}['model']\ndef get_runs():\n  return []\n", 'get_config() in'),
+  ],
+)
+def test_a_sweep_file_whose_code_raises_is_one_line_naming_its_line(tmp_path, body, where):
+  path = tmp_path / 'bad_sweep.py'
+  path.write_text('from gptjax.configs import default\n' + body)
+  with pytest.raises(UserError) as raised:
+    sweep.load_sweep(str(path))
+  message = str(raised.value)
+  assert message.startswith(f'{where} the sweep file {path} raised')
+  assert f'{path}, line ' in message and '\n' not in message

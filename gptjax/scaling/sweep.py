@@ -39,7 +39,7 @@ import ml_collections
 
 from gptjax import configuration
 from gptjax.data import cache
-from gptjax.errors import UserError
+from gptjax.errors import UserError, where_raised
 from gptjax.models import accounting, registry
 from gptjax.scaling import observations
 from gptjax.training import metrics as metrics_lib
@@ -68,18 +68,28 @@ def load_sweep(path: str) -> tuple[ml_collections.ConfigDict, list[tuple[str, di
   can be directory names, overrides of fields the base config has."""
   if not (path.endswith('.py') and os.path.isfile(path)):
     raise UserError(f'no sweep file at {path} (a .py file that defines get_config and get_runs)')
+  path = os.path.abspath(path)
   spec = importlib.util.spec_from_file_location(f'sweep_{os.path.basename(path)[:-3]}', path)
   module = importlib.util.module_from_spec(spec)
+  step = 'running'
   try:
     spec.loader.exec_module(module)
+    if not all(callable(getattr(module, f, None)) for f in ('get_config', 'get_runs')):
+      raise UserError(
+        f'{path} does not define a sweep: it needs get_config() (the base config) '
+        'and get_runs() (a list of (name, overrides))'
+      )
+    step = 'get_config() in'
+    base = module.get_config()
+    step = 'get_runs() in'
+    runs = module.get_runs()
+  except UserError:
+    raise
   except Exception as e:  # pylint: disable=broad-except  # the sweep file's own code failed
-    raise UserError(f'{path}: {type(e).__name__}: {e}') from None
-  if not all(callable(getattr(module, f, None)) for f in ('get_config', 'get_runs')):
+    message = e.msg if isinstance(e, SyntaxError) else e
     raise UserError(
-      f'{path} does not define a sweep: it needs get_config() (the base config) '
-      'and get_runs() (a list of (name, overrides))'
-    )
-  base, runs = module.get_config(), module.get_runs()
+      f'{step} the sweep file {path} raised {type(e).__name__}: {message} ({where_raised(e, path)})'
+    ) from None
   if not isinstance(base, ml_collections.ConfigDict):
     raise UserError(f'{path}: get_config() returned {type(base).__name__}, not a ConfigDict')
   if not (
