@@ -56,8 +56,9 @@ def with_seeds(runs: list[Run], seeds: int) -> list[Run]:
 
 
 def porian_warmup_steps(n_params: int, tokens_per_step: int) -> int:
-  """Warmup over N tokens, N the model's parameters (Porian et al. 2024, section 3.3), at least
-  one step."""
+  """Warmup over N tokens, N the model's parameters, at least one step: Porian et al.'s (2024)
+  replacement for Kaplan et al.'s fixed 3,000 steps as we recall it (the copies of the paper
+  searchable here did not show the section: check it before relying on the exact rule)."""
   return max(1, round(n_params / tokens_per_step))
 
 
