@@ -262,9 +262,9 @@ def _train(members: list[_Member], start: float, show_progress: bool, stop_at: i
       ]
       if not (logging_now or evaluating or saving):
         continue
-      pause = time.perf_counter()
       retire = _check_pending(members, active, steps_done, jax.device_get(pending))
       pending.clear()
+      pause = time.perf_counter()  # the steps read back are done: the rest is not throughput
       elapsed = pause - loop_start - paused
       for position, i in enumerate(active):
         member = members[i]
