@@ -20,6 +20,7 @@ import statistics
 import sys
 
 from gptjax.scaling import tuning
+from gptjax.scaling.observations import read_rows
 
 sys.path.insert(0, os.path.dirname(__file__))
 import mup_lr_transfer  # noqa: E402  (the setup is that experiment's)
@@ -44,8 +45,7 @@ def get_runs():
 
 
 def summarize(root: str) -> dict:
-  rows = [json.loads(line) for line in open(os.path.join(root, 'results.jsonl'))]
-  rows = list({row['name']: row for row in rows}.values())
+  rows = read_rows(root)  # the latest row of each run
   summary = {}
   for width in WIDTHS:
     for dtype in ('float32', 'bfloat16'):

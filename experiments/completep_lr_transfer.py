@@ -13,12 +13,14 @@ weight decay, no clipping, one seed per point), width 64 with 4 heads, learning 
 for k = 3 .. 8, each depth's rates trained as one stack.
 """
 
-import json
 import os
 import sys
 
-from gptjax.configs import default
 from gptjax.scaling import transfer, tuning
+from gptjax.scaling.observations import read_rows
+
+sys.path.insert(0, os.path.dirname(__file__))
+import mup_lr_transfer  # noqa: E402  (the setup is that experiment's)
 
 DEPTHS = (2, 4, 8, 16)
 BASE_DEPTH = 2
@@ -28,25 +30,8 @@ PANELS = ('none', 'completep')
 
 
 def get_config():
-  config = default.get_config()
-  config.model.update(n_layers=2, n_heads=4, d_model=64, d_ff=256, n_ctx=64)
-  config.model.base_n_layers = BASE_DEPTH
-  config.tokenizer.kind = 'byte'
-  config.data.max_documents = 1000
-  config.train.update(
-    seq_len=64,
-    global_batch_size=16,
-    steps=STEPS,
-    warmup_steps=20,
-    weight_decay=0.0,
-    grad_clip=0.0,
-    log_every=25,
-    eval_every=STEPS,
-    eval_batches=16,
-    checkpoint_every=100,
-    keep_checkpoints=2,
-  )
-  config.sample.max_new_tokens = 0
+  config = mup_lr_transfer.get_config()  # its setup, at one width
+  config.model.update(d_model=64, d_ff=256, base_d_model=0, base_n_layers=BASE_DEPTH)
   return config
 
 
@@ -60,8 +45,9 @@ def get_runs():
 
 
 def analyse(root: str, out: str) -> dict:
-  rows = [json.loads(line) for line in open(os.path.join(root, 'results.jsonl'))]
-  summary = transfer.summarize(rows, 'model.depth_scaling', PANELS, 'model.n_layers', DEPTHS)
+  summary = transfer.summarize(
+    read_rows(root), 'model.depth_scaling', PANELS, 'model.n_layers', DEPTHS
+  )
   transfer.plot(
     summary,
     {'none': 'no depth scaling', 'completep': f'CompleteP (base depth {BASE_DEPTH})'},

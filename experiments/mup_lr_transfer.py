@@ -19,12 +19,12 @@ The summary also fits the optimum against N (tuning.fit_hyperparameter_law): the
 workflow a scaling study runs at every size.
 """
 
-import json
 import os
 import sys
 
 from gptjax.configs import default
 from gptjax.scaling import transfer, tuning
+from gptjax.scaling.observations import read_rows
 
 WIDTHS = (32, 64, 128, 256, 512)
 BASE_WIDTH = 32
@@ -68,8 +68,9 @@ def get_runs():
 
 
 def analyse(root: str, out: str) -> dict:
-  rows = [json.loads(line) for line in open(os.path.join(root, 'results.jsonl'))]
-  summary = transfer.summarize(rows, 'model.parametrization', PANELS, 'model.d_model', WIDTHS)
+  summary = transfer.summarize(
+    read_rows(root), 'model.parametrization', PANELS, 'model.d_model', WIDTHS
+  )
   transfer.plot(
     summary,
     {'sp': 'standard parametrization', 'mup': f'muP (base width {BASE_WIDTH})'},
