@@ -15,7 +15,7 @@ import typing
 import jax
 import ml_collections
 
-from gptjax.data import pairs, windows
+from gptjax.data import pairs, sources, windows
 from gptjax.errors import UserError
 from gptjax.fields import COUNT, FRACTION, NATURAL, NON_NEGATIVE, Field, check_field, resumable
 from gptjax.models import registry
@@ -136,13 +136,7 @@ def upgrade(saved: dict) -> dict:
 def read_config(path: str) -> ml_collections.ConfigDict:
   """The run config saved at `path` (a workdir's config.json), upgraded to today's fields; a
   UserError naming the file when it is not a JSON object."""
-  try:
-    with open(path, encoding='utf-8') as f:
-      saved = json.load(f)
-  except ValueError as e:  # not JSON, or not UTF-8 at all
-    saved, problem = None, ' '.join(str(e).split())[:200]
-  else:
-    problem = None if isinstance(saved, dict) else f'a JSON {type(saved).__name__}, not an object'
+  saved, problem = sources.json_object(path)
   if problem is not None:
     raise UserError(
       f'{path} is not a readable run config ({problem}); put the original back, or delete it '

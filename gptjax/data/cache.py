@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import ml_collections
 
-from gptjax.data import tokenizers
+from gptjax.data import sources, tokenizers
 from gptjax.data.atomic import atomic_path, write_atomic
 from gptjax.errors import UserError
 
@@ -99,17 +99,10 @@ def read_meta(layout: Layout, config: ml_collections.ConfigDict, workdir: str) -
   path = os.path.join(data_dir, layout.meta_file)
   if not os.path.exists(path):
     return None
-  try:
-    with open(path, encoding='utf-8') as f:
-      meta = json.load(f)
-  except ValueError as e:  # not JSON, or not UTF-8 at all
-    meta, problem = None, ' '.join(str(e).split())[:200]
-  else:
-    if not isinstance(meta, dict):
-      problem = f'a JSON {type(meta).__name__}, not an object'
-    else:
-      missing = [k for k in ('source', 'source_id', *layout.keys) if k not in meta]
-      problem = f'it lacks {", ".join(missing)}' if missing else None
+  meta, problem = sources.json_object(path)
+  if meta is not None:
+    missing = [k for k in ('source', 'source_id', *layout.keys) if k not in meta]
+    problem = f'it lacks {", ".join(missing)}' if missing else None
   if problem is not None:
     raise UserError(
       f'{path} is not a readable {layout.what} record ({problem}); delete it and the next '

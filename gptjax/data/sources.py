@@ -138,6 +138,19 @@ def tfds_documents(
     yield f'{name}/{split}/{i}', as_text(record[text_key])
 
 
+def json_object(path: str) -> tuple[dict | None, str | None]:
+  """(the JSON object in the file at `path`, None), or (None, why it is not one): not UTF-8, not
+  JSON, or JSON of another type. Each caller names the file and says what to do."""
+  try:
+    with open(path, 'rb') as f:
+      value = json.loads(f.read().decode('utf-8'))
+  except (ValueError, UnicodeDecodeError) as e:  # not JSON, or not text at all
+    return None, ' '.join(str(e).split())[:200]
+  if not isinstance(value, dict):
+    return None, f'a JSON {type(value).__name__}, not an object'
+  return value, None
+
+
 def jsonl_objects(lines: Iterable[str], path: str) -> Iterator[tuple[str, dict]]:
   """(where, object) for each non-blank line of a JSONL file, where = 'path:line'; a line that is
   not a JSON object is a UserError naming it."""

@@ -10,7 +10,6 @@ key and value columns of c_attn are in the order model.py splits them.
 """
 
 import dataclasses
-import json
 import os
 import re
 
@@ -21,7 +20,7 @@ import numpy as np
 import safetensors.numpy
 
 from gptjax.configs import gpt2_small
-from gptjax.data import cache
+from gptjax.data import cache, sources
 from gptjax.data import tokenizers as tokenizer_lib
 from gptjax.errors import UserError
 from gptjax.models import accounting
@@ -101,15 +100,9 @@ def load_gpt2(path: str) -> tuple[GPT, dict]:
 
 def _read_json(path: str, what: str) -> dict:
   """A JSON object file of a Hugging Face directory; a UserError naming it when it is not one."""
-  try:
-    with open(path, 'rb') as f:
-      value = json.loads(f.read().decode('utf-8'))
-  except (ValueError, UnicodeDecodeError) as e:  # not JSON, or not text at all
-    problem = ' '.join(str(e).split())[:200]
-  else:
-    if isinstance(value, dict):
-      return value
-    problem = f'a JSON {type(value).__name__}, not an object'
+  value, problem = sources.json_object(path)
+  if value is not None:
+    return value
   raise UserError(f'{path} is not a readable {what} ({problem}); put the original file back')
 
 
