@@ -1,5 +1,5 @@
 """Run a sweep: python -m gptjax.sweep run SWEEP.py [--root ROOT] [--list] [--convention 6ND]
-[--max_stack 16]
+[--max_stack 16] [--only REGEX]
 
 Trains every run of the sweep file that has no row in ROOT/results.jsonl yet, each in
 ROOT/<name> (ROOT defaults to runs/<sweep name>), runs of one model shape as stacks of up to
@@ -26,6 +26,9 @@ _MAX_STACK = flags.DEFINE_integer(
   'Most runs of one shape trained together as one stacked program; 1 trains one run at a time.',
   lower_bound=1,
 )
+_ONLY = flags.DEFINE_string(
+  'only', '', 'Train only the runs whose names match this regular expression (re.search).'
+)
 _CONVENTION = flags.DEFINE_enum(
   'convention',
   '6ND',
@@ -46,7 +49,9 @@ def main(argv: list[str]) -> None:
   if _LIST.value:
     print('\n'.join(sweep.list_commands(sweep_path, root)))
     return
-  rows = sweep.run_sweep(sweep_path, root, _CONVENTION.value, max_stack=_MAX_STACK.value)
+  rows = sweep.run_sweep(
+    sweep_path, root, _CONVENTION.value, max_stack=_MAX_STACK.value, only=_ONLY.value
+  )
   print(f'{len(rows)} runs finished; results in {os.path.join(root, "results.jsonl")}')
 
 

@@ -65,7 +65,7 @@ def test_train_batches_are_a_pure_function_of_seed_and_step_shared_between_proce
   np.testing.assert_array_equal(np.concatenate(parts), whole)
 
 
-def test_eval_batches_are_the_first_validation_rows_wrapping_around():
+def test_eval_batches_wrap_around_a_short_validation_split():
   pair_data = _pair_data(n_val=7)
   batches = list(pair_data.eval_batches(n_batches=2, global_batch=4))
   rows = (np.concatenate(batches)[:, 0] - 1000) // 3

@@ -132,6 +132,17 @@ def test_runner_shares_tokens_records_rows_and_skips_finished_runs(micro_sweep, 
   assert len(_results(root)) == 2
 
 
+def test_only_trains_the_runs_whose_names_match(micro_sweep, tmp_path):
+  root = str(tmp_path / 'runs')
+  rows = sweep.run_sweep(micro_sweep, root, show_progress=False, only='^nar')
+  assert [row['name'] for row in rows] == ['narrow'] and not os.path.exists(f'{root}/base')
+  assert rows[0]['N_compute'] == rows[0]['C'] / (6 * rows[0]['D']) == rows[0]['N']  # under 6ND
+  with pytest.raises(UserError, match='matches no run'):
+    sweep.run_sweep(micro_sweep, root, show_progress=False, only='wide')
+  with pytest.raises(UserError, match='not a regular expression'):
+    sweep.run_sweep(micro_sweep, root, show_progress=False, only='(')
+
+
 def _check_rows(rows: list[dict], sweep_path: str, vocab_size: int) -> None:
   """N and D as the configs give them, a finite eval loss, and the workdir's training tokens."""
   base_config, runs = sweep.load_sweep(sweep_path)

@@ -35,6 +35,26 @@ def test_loss_falls_well_below_its_start(tiny_config, corpus_glob, tmp_path):
   assert set(_logged(str(tmp_path), 'eval_loss')) == {30, 60, 80}
 
 
+def test_the_last_evaluation_reads_final_eval_batches_and_gives_a_standard_error(
+  tiny_config, corpus_glob, tmp_path
+):
+  config = _text_config(tiny_config, corpus_glob, steps=20, eval_every=10)
+  config.train.update(eval_batches=1, final_eval_batches=6)
+  metrics = trainer.train_and_evaluate(config, str(tmp_path), show_progress=False)
+  assert set(_logged(str(tmp_path), 'eval_loss')) == {10, 20}
+  assert set(_logged(str(tmp_path), 'eval_loss_se')) == {20}  # one batch has no spread
+  run = trainer.Run(config, str(tmp_path))  # the trained state, restored
+  try:
+    per_batch = [
+      float(run.eval_step(run.state.params, batch)['loss'])
+      for batch in run.data.eval_batches(6, config.train.global_batch_size)
+    ]
+  finally:
+    run.close()
+  assert metrics['eval_loss'] == pytest.approx(np.mean(per_batch), rel=1e-6)
+  assert metrics['eval_loss_se'] == pytest.approx(np.std(per_batch, ddof=1) / np.sqrt(6), rel=1e-5)
+
+
 def test_resuming_from_a_checkpoint_continues_the_same_loss_curve(
   tiny_config, corpus_glob, tmp_path
 ):

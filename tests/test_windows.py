@@ -38,13 +38,22 @@ def test_each_process_gets_its_own_rows_of_the_global_batch():
     np.testing.assert_array_equal(np.concatenate([evals[0][b], evals[1][b]]), full)
 
 
-def test_eval_windows_are_fixed_and_tile_the_validation_split():
-  tokens = np.arange(100, dtype=np.uint16)
+def test_eval_windows_are_fixed_and_spread_over_the_validation_split():
+  tokens = np.arange(1001, dtype=np.uint16)  # 100 windows of 10 tokens
   batches = list(windows.eval_batches(tokens, n_batches=2, global_batch=4, seq_len=10))
-  starts = np.concatenate(batches)[:, 0]
-  np.testing.assert_array_equal(starts, [0, 10, 20, 30, 40, 50, 60, 70])
+  starts = [list(batch[:, 0]) for batch in batches]
+  # 8 windows evenly over the split, each batch a run of neighbouring ones
+  assert starts == [[0, 120, 250, 370], [500, 620, 750, 870]]
+  again = [list(b[:, 0]) for b in windows.eval_batches(tokens, 2, 4, 10)]
+  assert again == starts
+  whole = np.concatenate(list(windows.eval_batches(tokens, 0, 8, 10)))[:, 0]
+  # 12 whole batches of 8: 96 of the 100 windows, skipping 4 spread over the split
+  np.testing.assert_array_equal(whole, np.arange(96) * 100 // 96 * 10)
+  assert len(set(whole)) == 96 and whole[-1] == 980
   small = np.concatenate(list(windows.eval_batches(np.arange(25), 1, 4, 10)))[:, 0]
   np.testing.assert_array_equal(small, [0, 10, 0, 10])  # wraps around a short split
+  tiny = np.concatenate(list(windows.eval_batches(np.arange(25), 0, 4, 10)))[:, 0]
+  np.testing.assert_array_equal(tiny, [0, 10, 0, 10])  # smaller than one batch: one, wrapped
 
 
 def _data_config(tiny_config, corpus_glob):

@@ -83,7 +83,10 @@ def get_config() -> ml_collections.ConfigDict:
   train.sharding = 'replicate'  # parameters and optimizer state: 'replicate' or 'fsdp'
   train.log_every = 25  # steps between train metrics
   train.eval_every = 150  # steps between evaluations (and at the end)
-  train.eval_batches = 8  # global batches of validation windows per evaluation
+  # Global batches of validation windows per evaluation, spread evenly over the validation split
+  # (0: the whole split); the results report their standard error, from the batch means.
+  train.eval_batches = 8
+  train.final_eval_batches = -1  # the evaluation after the last step: -1 as eval_batches, 0 whole
   train.checkpoint_every = 150  # steps between checkpoints (and at the end)
   train.keep_checkpoints = 3  # most recent checkpoints kept
   train.nonfinite = 'stop'  # on a NaN/inf loss or gradient: 'stop', or 'skip' the step (counted)

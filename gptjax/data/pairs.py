@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
-from gptjax.data import cache, docstrings, sources
+from gptjax.data import cache, docstrings, sources, windows
 from gptjax.data import tokenizers as tokenizer_lib
 from gptjax.errors import UserError
 
@@ -154,10 +154,9 @@ class PairData:
   def eval_batches(
     self, n_batches: int, global_batch: int, process_index: int = 0, process_count: int = 1
   ) -> Iterator[np.ndarray]:
-    """The same validation rows every time: the first n_batches * global_batch rows (wrapping
-    around a shorter validation split), this process's share of each batch."""
-    for b in range(n_batches):
-      rows = np.arange(b * global_batch, (b + 1) * global_batch) % len(self.val)
+    """The same validation rows every time (windows.evaluation_items's), this process's share of
+    each batch."""
+    for rows in windows.evaluation_items(len(self.val), n_batches, global_batch):
       yield _share(self.val, rows, process_index, process_count)
 
   @functools.cached_property

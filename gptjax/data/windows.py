@@ -214,14 +214,29 @@ def eval_batches(
   process_index: int = 0,
   process_count: int = 1,
 ) -> Iterator[np.ndarray]:
-  """The same validation windows every time: consecutive seq_len-token windows from the start of
-  the validation split (wrapping around when it is shorter than n_batches * global_batch)."""
-  n_windows = (len(tokens) - 1) // seq_len
+  """The same validation windows every time: the seq_len-token windows that tile the split, the
+  ones evaluation_items picks."""
   rows = global_batch // process_count
-  for b in range(n_batches):
-    window = np.arange(b * global_batch, (b + 1) * global_batch) % n_windows
+  for window in evaluation_items((len(tokens) - 1) // seq_len, n_batches, global_batch):
     local = window[process_index * rows : (process_index + 1) * rows]
     yield _windows(tokens, local * seq_len, seq_len)
+
+
+def evaluation_items(n_items: int, n_batches: int, global_batch: int) -> list[np.ndarray]:
+  """Which of a validation split's n_items (windows, or an encoder-decoder's rows) each of
+  n_batches evaluation batches holds: n_batches * global_batch items spread evenly over the split,
+  each batch a run of neighbours (so that batch means vary as regions of the split do, and their
+  spread gives an honest standard error). n_batches = 0: every whole batch the split fills, which
+  is all of it but fewer than global_batch items. A split with fewer items than asked for is read
+  whole and wraps around."""
+  if n_batches == 0:
+    n_batches = max(1, n_items // global_batch)
+  wanted = n_batches * global_batch
+  if wanted >= n_items:
+    items = np.arange(wanted) % n_items
+  else:
+    items = np.arange(wanted) * n_items // wanted
+  return [items[b * global_batch : (b + 1) * global_batch] for b in range(n_batches)]
 
 
 def _windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> np.ndarray:

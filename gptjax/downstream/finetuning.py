@@ -524,7 +524,7 @@ def _train(
   loop = trainer.Loop(
     train_step=train_step,
     batch=batch,
-    evaluate=lambda state: {
+    evaluate=lambda state, final: {
       'epoch': int(state.step) // steps_per_epoch,
       'validation_accuracy': accuracy(state.params, 'validation'),
     },

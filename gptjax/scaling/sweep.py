@@ -169,9 +169,11 @@ def run_sweep(
   convention: str = '6ND',
   show_progress: bool = True,
   max_stack: int = 16,
+  only: str = '',
 ) -> list[dict]:
   """Trains every run of the sweep that has no row yet (resuming interrupted ones) and returns
-  the rows of all runs, in the sweep's order. Runs that differ only in the fields of
+  the rows of all runs, in the sweep's order; only: a regular expression, the runs whose names it
+  matches (re.search) and no others. Runs that differ only in the fields of
   gptjax.training.stacked.PER_RUN (seed, learning-rate schedule, AdamW's betas, eps and decay,
   cadence) train as stacks of up to max_stack runs (1: one by one)."""
   if convention not in accounting.COMPUTE_CONVENTIONS:
@@ -180,6 +182,14 @@ def run_sweep(
       f'{", ".join(accounting.COMPUTE_CONVENTIONS)}'
     )
   base, runs = load_sweep(sweep_path)
+  if only:
+    try:
+      pattern = re.compile(only)
+    except re.error as e:
+      raise UserError(f'--only {only!r} is not a regular expression ({e})') from None
+    runs = [(name, overrides) for name, overrides in runs if pattern.search(name)]
+    if not runs:
+      raise UserError(f'--only {only!r} matches no run of {sweep_path}')
   configs = [(name, run_config(base, overrides, name)) for name, overrides in runs]
   for name, config in configs:
     try:
@@ -283,6 +293,7 @@ def result_row(
   model = configuration.model_config(config, tokenizer.vocab_size)
   params = accounting.count_params(model)
   tokens = config.train.steps * config.train.global_batch_size * config.train.seq_len
+  compute = accounting.training_compute(model, tokens, config.train.seq_len, convention)
   unique_tokens = data.train_tokens
   logged = metrics_lib.read_metrics(workdir, config.train.steps)
   if 'diverged' in metrics:  # retired by a non-finite step: no final loss
@@ -298,11 +309,13 @@ def result_row(
     'N_total': params.total,
     'D': tokens,
     'unique_tokens': unique_tokens,
-    'C': accounting.training_compute(model, tokens, config.train.seq_len, convention),
+    'C': compute,
     'C_convention': convention,
+    'N_compute': compute / (6 * tokens),  # the parameters C counts: C = 6 N_compute D
     'steps': config.train.steps,
     'train_loss': train_losses[-1] if train_losses else None,
     'eval_loss': metrics['eval_loss'],
+    'eval_loss_se': metrics.get('eval_loss_se'),  # of the final evaluation's sample
     'best_eval_loss': min(eval_losses, default=None),
     'tokens_per_s': throughputs[len(throughputs) // 2] if throughputs else None,  # the median
     'wall_s': wall_s,

@@ -192,23 +192,24 @@ def _train(members: list[_Member], start: float, show_progress: bool, stop_at: i
   unstack = jax.jit(
     lambda stack: [jax.tree.map(lambda x: x[p], stack) for p in range(len(stack.step))]
   )
-  eval_rows = list(
-    first.data.eval_batches(train.eval_batches, train.global_batch_size, 0, 1)
-  )  # the same validation batches for every run
+  eval_rows = {}  # final -> the validation batches, the same for every run
 
-  def evaluate(state, active: list[int]) -> list[dict[str, float]]:
+  def evaluate(state, active: list[int], final: bool) -> list[dict[str, float]]:
+    if final not in eval_rows:
+      n_batches = trainer.evaluation_batches(train, final)
+      eval_rows[final] = list(first.data.eval_batches(n_batches, train.global_batch_size, 0, 1))
     keys = jnp.stack([jax.random.PRNGKey(members[i].config.seed) for i in _lanes(active)])
-    outputs = jax.device_get([stacked_eval(state.params, rows, keys) for rows in eval_rows])
+    outputs = jax.device_get([stacked_eval(state.params, rows, keys) for rows in eval_rows[final]])
     results = []
     for position, i in enumerate(active):
-      means = {name: float(np.mean([o[name][position] for o in outputs])) for name in outputs[0]}
+      means = trainer.batch_means([{name: o[name][position] for name in o} for o in outputs])
       results.append(trainer.eval_summary(members[i].architecture, members[i].data, means))
     return results
 
   active = [i for i, member in enumerate(members) if steps_done[i] < member.train.steps]
   for i, member in enumerate(members):
     if i not in active:  # trained already (an earlier call, or gptjax.main)
-      member.metrics = evaluate(_stack([states[i]] * 2), [i])[0]
+      member.metrics = evaluate(_stack([states[i]] * 2), [i], final=True)[0]
   state = _stack([states[i] for i in _lanes(active)]) if active else None
   del states
   preemption = trainer.Preemption(max(m.train.preemption_grace_s for m in members))
@@ -283,11 +284,12 @@ def _train(members: list[_Member], start: float, show_progress: bool, stop_at: i
         member.writer.write(steps_done[i], row)
         member.metrics.update(row)
         member.values, member.skipped = collections.defaultdict(list), 0
-      if evaluating:
+      for final in {steps_done[i] == members[i].train.steps for i in evaluating}:
         with trainer.timed(seconds, 'eval'):
-          results = evaluate(state, active)  # one evaluation of the stack serves them all
+          results = evaluate(state, active, final)  # one evaluation of the stack serves them all
         for position, i in enumerate(active):
-          if i in evaluating and position not in retire:
+          last = steps_done[i] == members[i].train.steps
+          if i in evaluating and last == final and position not in retire:
             members[i].writer.write(steps_done[i], results[position])
             members[i].metrics.update(results[position])
             if show_progress:
@@ -328,7 +330,8 @@ def _train(members: list[_Member], start: float, show_progress: bool, stop_at: i
   results = []
   for i, member in enumerate(members):
     if 'eval_loss' not in member.metrics and not member.diverged:  # stopped early
-      member.metrics.update(evaluate(_stack([_restore(member, abstract, shardings)] * 2), [i])[0])
+      restored = _stack([_restore(member, abstract, shardings)] * 2)
+      member.metrics.update(evaluate(restored, [i], steps_done[i] == member.train.steps)[0])
     results.append(
       {
         **member.metrics,

@@ -113,21 +113,22 @@ class Run:
     )
     return sharding.global_batch(rows, self.mesh, train.global_batch_size)
 
-  def evaluate(self, params=None) -> dict[str, float]:
-    """Validation metrics (eval_summary's) of `params` (default: the state's)."""
+  def evaluate(self, params=None, final: bool = False) -> dict[str, float]:
+    """Validation metrics (eval_summary's) of `params` (default: the state's), over
+    train.eval_batches batches, or train.final_eval_batches for the evaluation after the last
+    step."""
     train = self.config.train
     params = self.state.params if params is None else params
     batches = [
       self.eval_step(params, sharding.global_batch(rows, self.mesh, train.global_batch_size))
       for rows in self.data.eval_batches(
-        train.eval_batches, train.global_batch_size, jax.process_index(), jax.process_count()
+        evaluation_batches(train, final),
+        train.global_batch_size,
+        jax.process_index(),
+        jax.process_count(),
       )
     ]
-    means = {
-      name: float(np.mean(values))
-      for name, values in jax.tree.map(lambda *v: list(v), *jax.device_get(batches)).items()
-    }
-    return eval_summary(self.architecture, self.data, means)
+    return eval_summary(self.architecture, self.data, batch_means(jax.device_get(batches)))
 
   def sample(self) -> str | None:
     """The architecture's sample (a GPT's continuation of sample.prompt, an encoder-decoder's
@@ -140,12 +141,30 @@ class Run:
     return self.architecture.sample(self.model, params, self.tokenizer, self.data, self.config)
 
 
+def evaluation_batches(train: ml_collections.ConfigDict, final: bool) -> int:
+  """How many validation batches an evaluation reads (0: the whole split)."""
+  return train.final_eval_batches if final and train.final_eval_batches >= 0 else train.eval_batches
+
+
+def batch_means(batches: list[dict]) -> dict[str, float]:
+  """Each metric's mean over evaluation batches, and loss_se: the standard error of the mean loss
+  from the spread of the batch means. Each batch is one region of the split
+  (windows.evaluation_items), so the spread covers how regions differ, not only tokens."""
+  means = {name: float(np.mean([b[name] for b in batches])) for name in batches[0]}
+  if len(batches) > 1:
+    losses = [float(b['loss']) for b in batches]
+    means['loss_se'] = float(np.std(losses, ddof=1) / math.sqrt(len(losses)))
+  return means
+
+
 def eval_summary(architecture, data, means: dict[str, float]) -> dict[str, float]:
   """The eval_* metrics of an objective's mean validation metrics: eval_loss (nats per predicted
-  token), eval_ppl, eval_accuracy where the objective has an accuracy, and the architecture's
-  own (a GPT's bits per byte)."""
+  token) and its standard error eval_loss_se (from two batches up), eval_ppl, eval_accuracy where
+  the objective has an accuracy, and the architecture's own (a GPT's bits per byte)."""
   loss = means['loss']
   metrics = {'eval_loss': loss, 'eval_ppl': math.exp(min(loss, 50.0))}
+  if 'loss_se' in means:
+    metrics['eval_loss_se'] = means['loss_se']
   metrics.update(architecture.eval_metrics(means, data))
   if 'accuracy' in means:
     metrics['eval_accuracy'] = means['accuracy']
@@ -237,7 +256,8 @@ class Loop:
 
   train_step: Callable  # compiled (state, batch) -> (state, metrics of step.make_train_step)
   batch: Callable[[int], Any]  # step -> the global batch of that step
-  evaluate: Callable[[TrainState], dict[str, float]]  # state -> metrics, on every process
+  # (state, whether this is the evaluation after the last step) -> metrics, on every process
+  evaluate: Callable[[TrainState, bool], dict[str, float]]
   save: Callable[[TrainState, dict[str, float]], None]  # (state, this step's metrics): a collective
   steps: int  # the step budget: where the schedule ends
   log_every: int
@@ -354,7 +374,7 @@ def train_loop(
     pause_start = time.perf_counter()  # evaluation and checkpoints are not training throughput
     if evaluating:
       with timed(loop.seconds, 'eval'):
-        eval_metrics = loop.evaluate(state)
+        eval_metrics = loop.evaluate(state, done == loop.steps)
       metrics.update(eval_metrics)
       if row and loop.eval_in_train_row:
         writer.write(done, {**row, **eval_metrics})
@@ -386,7 +406,7 @@ def _train_loop(
   loop = Loop(
     train_step=run.train_step,
     batch=run.batch,
-    evaluate=lambda state: run.evaluate(state.params),
+    evaluate=lambda state, final: run.evaluate(state.params, final),
     save=lambda state, metrics: checkpoint.save(run.checkpoints, state),
     steps=train.steps,
     log_every=train.log_every,
@@ -405,7 +425,7 @@ def _train_loop(
   run.state, metrics = train_loop(loop, state, writer, preemption, show_progress, stop_at)
   if 'eval_loss' not in metrics:  # stopped early, or nothing was left to train
     with timed(run.seconds, 'eval'):
-      metrics.update(run.evaluate())
+      metrics.update(run.evaluate(final=int(run.state.step) == train.steps))
   return metrics
 
 
