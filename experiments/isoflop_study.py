@@ -1,0 +1,206 @@
+"""Chinchilla's isoFLOP study (Hoffmann et al. 2022, Approaches 2 and 3) on a tuned frontier, and
+its ladder check: 5 compute budgets from 2.5e11 to 4e12 FLOPs (16x), 6 model sizes per budget,
+3 learning rates per (size, budget).
+
+  python -m gptjax.sweep run experiments/isoflop_study.py --root runs/isoflop_study \\
+      --convention 6ND+attn+embed --only '^C(2.5e11|5.0e11|1.0e12|2.0e12)_'   # all but 4e12
+  python experiments/isoflop_study.py predict runs/isoflop_study   # commit this before ...
+  python -m gptjax.sweep run experiments/isoflop_study.py --root runs/isoflop_study \\
+      --convention 6ND+attn+embed                      # ... the largest budget's runs
+
+Hypothesis: with every (N, D) at its tuned learning rate and C counting the head, the isoFLOP
+minima lie inside each budget's sizes and N_opt grows as C^a with a near Chinchilla's 0.5; a law
+fitted on the budgets up to 1e12 predicts the 4e12 runs' losses within 1%.
+
+Conventions.
+- C counts every matmul of a training step (6ND+attn+embed: the blocks' 6N, the attention
+  scores, and the embedding and head matmuls, 12 * vocab * d_model per token), as Porian et al.
+  (2024) showed one must at this scale: at d_model 32 the head is 40% of the step.
+- N is the parameters that C counts, N_compute = C / (6D) (results rows give it), so C = 6ND holds
+  exactly and Approach 2's exponents of N and D add to 1.
+- The tokenizer is bytes (262 ids): a 4,096-token BPE would make the embedding most of every
+  model here (12 * 4096 * 32 FLOPs a token against 6N = 150k at d_model 32).
+- D is tokens trained on, one epoch or less of the ~31M-byte standard library.
+
+Models: GPT-2 pre-LN, 2 blocks, widths 12-128 in steps of about sqrt(2), d_ff = 4 d_model,
+n_heads = max(2, d_model / 16), 64-token windows, 12 windows (768 tokens) a step.
+
+Hyperparameter policy (issue 16's tools): each (size, budget) tries lr = base(d) x {0.5, 1, 2},
+base(d) = 1e-2 * 32 / d_model (the standard parametrization's optimum falls about as 1 / width:
+experiments/results/mup_lr_transfer); the report takes the best of each (N, D) (the tuned frontier)
+and flags a best LR at the edge of its 3. Warmup over N tokens (tuning.porian_warmup_steps), then a
+cosine to 0.1 x lr at the run's own last step (the warmup capped at a fifth of the run: the largest
+models of a budget see as few as 3 tokens per parameter). AdamW beta2 = 0.99: at 768 tokens a step,
+0.95 is too short a memory (Porian et al. found small batches need beta2 of 0.99-0.999); the token
+half-life rule (tuning.beta2_for_batch) would give 0.99992, longer than the shortest runs. Weight
+decay 0.1, gradient clipping at 1, float32 (bfloat16 gains nothing at these widths).
+
+Evaluation: once, after the last step, on 128 batches (98k tokens, a sixth of the validation
+split) spread evenly over it; rows carry the standard error of that mean (eval_loss_se).
+Runs of one shape train as one stack whatever their budget (gptjax/training/stacked.py).
+"""
+
+import json
+import math
+import os
+import sys
+
+from gptjax import configuration
+from gptjax.configs import default
+from gptjax.models import accounting
+from gptjax.scaling import ladder, tuning
+from gptjax.scaling.observations import read_rows
+
+CONVENTION = '6ND+attn+embed'
+BUDGETS = (2.5e11, 5e11, 1e12, 2e12, 4e12)
+LADDER_BUDGET = 4e12  # predicted from the budgets up to LADDER_BUDGET / 4 before it is trained
+WIDTHS = (12, 16, 24, 32, 48, 64, 96, 128)
+# Each budget's 6 widths, placed so that the pilot's optima (d_model 32 at 1e12, 48 at 4e12) and
+# Chinchilla's N ~ C^0.5 from them fall inside.
+BUDGET_WIDTHS = {
+  2.5e11: (12, 16, 24, 32, 48, 64),
+  5e11: (12, 16, 24, 32, 48, 64),
+  1e12: (16, 24, 32, 48, 64, 96),
+  2e12: (16, 24, 32, 48, 64, 96),
+  4e12: (24, 32, 48, 64, 96, 128),
+}
+LR_FACTORS = {'lrx0.5': 0.5, 'lrx1': 1.0, 'lrx2': 2.0}
+BATCH, SEQ_LEN = 12, 64
+
+
+def get_config():
+  config = default.get_config()
+  config.model.update(n_layers=2, n_ctx=SEQ_LEN)
+  config.tokenizer.kind = 'byte'
+  config.train.update(
+    seq_len=SEQ_LEN,
+    global_batch_size=BATCH,
+    b2=0.99,
+    eval_batches=128,
+    final_eval_batches=128,
+    keep_checkpoints=1,
+  )
+  config.sample.max_new_tokens = 0
+  return config
+
+
+def shape(width: int) -> dict:
+  return {
+    'model.d_model': width,
+    'model.d_ff': 4 * width,
+    'model.n_heads': max(2, width // 16),
+  }
+
+
+def compute_per_token(width: int) -> float:
+  config = get_config()
+  config.model.update({k.split('.')[1]: v for k, v in shape(width).items()})
+  model = configuration.model_config(config, 262)
+  return accounting.training_compute(model, 1, SEQ_LEN, CONVENTION)
+
+
+def budget_name(budget: float) -> str:
+  return f'C{budget:.1e}'.replace('+', '')
+
+
+PREDICTION = os.path.join(
+  os.path.dirname(__file__), 'results', 'isoflop_study', 'ladder_prediction.json'
+)
+SEED_RUN = (
+  'C1.0e12_d32_lrx1'  # repeated under 3 seeds: the noise the ladder errors are read against
+)
+
+
+def size_runs(budget: float, width: int, label: str = '') -> list:
+  """The runs of one (size, budget), one per learning rate."""
+  n_compute = compute_per_token(width) / 6
+  steps = max(1, round(budget / (6 * n_compute) / (BATCH * SEQ_LEN)))
+  every = max(1, math.ceil(steps / 8))
+  base_lr = 1e-2 * 32 / width
+  overrides = {
+    **shape(width),
+    'train.steps': steps,
+    'train.warmup_steps': min(
+      tuning.porian_warmup_steps(round(n_compute), BATCH * SEQ_LEN), steps // 5
+    ),
+    'train.eval_every': steps,
+    'train.checkpoint_every': every,
+    'train.log_every': max(1, min(50, every)),
+  }
+  grid = {'train.lr': {name: factor * base_lr for name, factor in LR_FACTORS.items()}}
+  return tuning.expand([(f'{budget_name(budget)}_{label}d{width}', overrides)], grid)
+
+
+def optimum_width(n_opt: float) -> int:
+  """The width (a multiple of 4 that its heads divide) whose N_compute is nearest n_opt."""
+  widths = [w for w in range(8, 257, 4) if w % shape(w)['model.n_heads'] == 0]
+  return min(widths, key=lambda w: abs(math.log(compute_per_token(w) / 6 / n_opt)))
+
+
+def get_runs():
+  runs = []
+  for budget in BUDGETS:
+    for width in BUDGET_WIDTHS[budget]:
+      runs += size_runs(budget, width)
+  if os.path.exists(PREDICTION):  # the predicted optimum, trained after the prediction
+    with open(PREDICTION) as f:
+      optimum = json.load(f)['optimum']
+    runs += size_runs(LADDER_BUDGET, optimum_width(optimum['N']), 'optimum_')
+  seeded = [run for run in runs if run[0] == SEED_RUN]
+  runs += tuning.with_seeds(seeded, 3)[1:]
+  return runs
+
+
+def _target(name_runs: list) -> dict:
+  """The ladder target of one (size, budget): its N_compute, D and the names of its runs."""
+  (first, overrides), *_ = name_runs
+  tokens = overrides['train.steps'] * BATCH * SEQ_LEN
+  return {
+    'name': first.rsplit('_lr', 1)[0],
+    'N': compute_per_token(overrides['model.d_model']) / 6,
+    'D': tokens,
+    'runs': [name for name, _ in name_runs],
+  }
+
+
+def predict(root: str) -> dict:
+  """Fits the budgets up to LADDER_BUDGET / 4 and writes PREDICTION (never over an old one)."""
+  targets = [_target(size_runs(LADDER_BUDGET, w)) for w in BUDGET_WIDTHS[LADDER_BUDGET]]
+  prediction = ladder.predict(
+    read_rows(root),
+    targets,
+    LADDER_BUDGET,
+    fit_below=LADDER_BUDGET / 4,
+    n_col='N_compute',
+    place_optimum=lambda n_opt: _target(size_runs(LADDER_BUDGET, optimum_width(n_opt), 'optimum_')),
+  )
+  ladder.write_prediction(prediction, PREDICTION)
+  return prediction
+
+
+def check(root: str) -> dict:
+  with open(PREDICTION) as f:
+    prediction = json.load(f)
+  rows = read_rows(root)
+  noise = tuning.seed_noise(rows).get(SEED_RUN)
+  result = ladder.check(prediction, rows, noise)
+  with open(os.path.join(os.path.dirname(PREDICTION), 'ladder_check.json'), 'w') as f:
+    json.dump(result, f, indent=1)
+  return result
+
+
+if __name__ == '__main__':
+  command = sys.argv[1] if len(sys.argv) > 1 else ''
+  if command == 'plan':
+    total = 0.0
+    for name, overrides in get_runs():
+      flops = (
+        compute_per_token(overrides['model.d_model']) * overrides['train.steps'] * BATCH * SEQ_LEN
+      )
+      total += flops
+      print(f'{name:28s} steps {overrides["train.steps"]:>6} C {flops:.3g}')
+    print(f'{len(get_runs())} runs, {total:.3g} FLOPs')
+  elif command in ('predict', 'check') and len(sys.argv) == 3:
+    print(json.dumps((predict if command == 'predict' else check)(sys.argv[2]), indent=1))
+  else:
+    sys.exit(f'usage: {os.path.basename(__file__)} plan | predict ROOT | check ROOT')
