@@ -49,6 +49,17 @@ def test_optimum_at_the_grid_edge_is_flagged_and_diverged_runs_lose():
     tuning.optimum(lrs, [None, float('nan'), None], ['a', 'b', 'c'])
 
 
+def test_runs_of_one_value_under_several_seeds_count_as_their_mean():
+  lrs = [1e-3, 2e-3, 2e-3, 4e-3]
+  # seed 1 at 2e-3 is lucky; the mean of the two (2.85) still beats 1e-3, and the parabola runs
+  # through the three values, not through two points at one value
+  found = tuning.optimum(lrs, [3.0, 2.9, 2.8, 2.95], ['a', 'b', 'b_seed1', 'c'])
+  assert found.best_run == 'b' and found.loss == pytest.approx(2.85) and found.points == 3
+  log_lrs = [math.log(v) for v in (1e-3, 2e-3, 4e-3)]
+  a, b, _ = np.polyfit(log_lrs, [3.0, 2.85, 2.95], 2)
+  assert found.value == pytest.approx(math.exp(-b / (2 * a)), rel=1e-9)
+
+
 def _row(name, n, d, lr, loss, parametrization='sp'):
   config = {'train': {'lr': lr}, 'model': {'d_model': n, 'parametrization': parametrization}}
   return {'name': name, 'N': n, 'D': d, 'eval_loss': loss, 'config': config}

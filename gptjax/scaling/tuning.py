@@ -74,7 +74,7 @@ def beta2_for_batch(
 @dataclasses.dataclass(frozen=True)
 class Optimum:
   value: float  # the interpolated optimum of the hyperparameter
-  loss: float  # the best observed loss
+  loss: float  # the loss at the best value tried (the mean over its seeds)
   best_run: str  # the run with that loss
   at_edge: bool  # the best point is the grid's smallest or largest value: extend the grid
   points: int  # runs with a finite loss
@@ -83,11 +83,14 @@ class Optimum:
 def optimum(values: list[float], losses: list[float | None], names: list[str]) -> Optimum:
   """The hyperparameter value that minimises loss: the vertex of the parabola in log(value)
   through the best run and its two neighbours; at the grid's edge, the best value itself, flagged.
-  Runs without a loss (diverged) count as worse than any with one."""
+  Runs without a loss (diverged) count as worse than any with one; runs of one value under
+  several seeds count as their mean loss, named by the first of them."""
+  by_value: dict[float, list] = {}
+  for v, loss, name in sorted(zip(values, losses, names), key=lambda t: t[2]):
+    if loss is not None and math.isfinite(loss):
+      by_value.setdefault(math.log(v), []).append((loss, name))
   finite = sorted(
-    (math.log(v), loss, name)
-    for v, loss, name in zip(values, losses, names)
-    if loss is not None and math.isfinite(loss)
+    (x, float(np.mean([loss for loss, _ in runs])), runs[0][1]) for x, runs in by_value.items()
   )
   if not finite:
     raise UserError(f'no run of {", ".join(names)} has a finite loss')
