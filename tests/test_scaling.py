@@ -13,7 +13,7 @@ import pytest
 from gptjax.errors import UserError
 from gptjax.models import accounting
 from gptjax.models.config import ModelConfig
-from gptjax.scaling import laws, report, uncertainty
+from gptjax.scaling import formatting, laws, report, selection, uncertainty
 from gptjax.scaling.lbfgs import batched_lbfgs
 from gptjax.scaling.observations import Observations, observations, read_rows
 
@@ -195,11 +195,14 @@ def test_observations_derive_d_from_c_and_reject_bad_values():
     laws.fit(obs, 'chinchilla')
 
 
-def _synthetic_sweep(root):
-  """A results.jsonl and metrics.jsonl files as python -m gptjax.sweep leaves them, from TRUE."""
+def _synthetic_sweep(root, extra_rows=()):
+  """A results.jsonl and metrics.jsonl files as python -m gptjax.sweep leaves them, from TRUE;
+  extra_rows (results rows without metrics files) first."""
   n, d, c = _isoflop_runs(budgets=(1e18, 1e19, 1e20), sizes_per_budget=5)
   os.makedirs(root)
   with open(os.path.join(root, 'results.jsonl'), 'w') as results:
+    for row in extra_rows:
+      results.write(json.dumps(row) + '\n')
     for i, (n_i, d_i, c_i) in enumerate(zip(n, d, c)):
       name = f'run{i}'
       steps = 100
@@ -252,6 +255,216 @@ def test_report_writes_plots_and_markdown(tmp_path):
     '![compute-optimal N and D](compute_optimal.png)',
   ):
     assert text in markdown, text
+
+
+def _sweep_row(name: str, n: float, d: float, **fields) -> dict:
+  loss = float(TRUE.predict(n, d))
+  row = {
+    'name': name,
+    'N': n,
+    'N_total': n * 1.1,
+    'D': d,
+    'unique_tokens': 1e13,
+    'C': 6 * n * d,
+    'C_convention': '6ND',
+    'steps': 100,
+    'train_loss': loss + 0.01,
+    'eval_loss': loss,
+    'best_eval_loss': loss,
+    'config': {},
+  }
+  return {**row, **fields}
+
+
+def _sweep_with_a_repeat_and_a_divergence(root):
+  """The synthetic sweep, and first two runs at its middle budget (C = 1e19) that no law may use:
+  one that repeated its data 4 times (and lost for it) and one that diverged."""
+  n = float(TRUE.compute_optimal(1e19)[0])
+  d = 1e19 / (6 * n)
+  _synthetic_sweep(
+    root,
+    [
+      _sweep_row('repeat', n, d, unique_tokens=d / 4, eval_loss=float(TRUE.predict(n, d)) + 0.2),
+      _sweep_row('diverged', 2 * n, d / 2, eval_loss=None, diverged='step 40: non-finite loss'),
+    ],
+  )
+
+
+_LEFT_OUT = {'repeat': selection.REPEATED, 'diverged': selection.DIVERGED}
+
+
+def test_fit_holdout_and_report_leave_out_the_same_runs_and_say_why(tmp_path, monkeypatch):
+  """One rule: fit and holdout (selection.select, as python -m gptjax.scaling runs them) and the
+  report (report.supported_laws, write_report) use the same runs, name the ones they leave out
+  with why, and the report's hold-out error is the holdout command's."""
+  monkeypatch.setattr(report, '_save', lambda fig, path: path)  # no PNGs: this is about the text
+  root = str(tmp_path / 'sweep')
+  _sweep_with_a_repeat_and_a_divergence(root)
+  rows = read_rows(root)
+  supported = report.supported_laws(rows)
+  assert set(supported) == {'isoflop', 'chinchilla'}
+  for law in ('isoflop', 'chinchilla'):
+    chosen = selection.select(rows, law)
+    assert dict(chosen.dropped) == _LEFT_OUT and chosen.total == 17
+    assert [rows[i]['name'] for i in supported[law]] == list(chosen.obs.names)
+  chosen = selection.select(rows, 'chinchilla')
+  result = uncertainty.fit_with_intervals(chosen.obs, 'chinchilla', 'eval_loss', selection=chosen)
+  fitted = formatting.format_fit(result)
+  assert '15 of 17 runs' in fitted
+  assert f'left out 1, {selection.REPEATED}: repeat' in fitted
+  assert f'left out 1, {selection.DIVERGED}: diverged' in fitted
+  as_json = formatting.fit_json(result)
+  assert (as_json['runs'], as_json['runs_in_input']) == (15, 17)
+  assert {d['name']: d['why'] for d in as_json['dropped']} == _LEFT_OUT
+  predictions = uncertainty.holdout(chosen.obs, 'chinchilla', 'largest')
+  table = formatting.format_holdout('chinchilla', 'largest', predictions, 15, chosen)
+  assert 'chinchilla: 15 of 17 runs' in table and 'left out 1, diverged' in table
+  held_out = formatting.mean_abs_relative_error(predictions)
+  path = report.write_report(root, str(tmp_path / 'out'), bootstrap_k=0)
+  with open(path) as f:
+    markdown = f.read()
+  fits = markdown[markdown.index('## Fits') :]
+  for law in ('isoflop', 'chinchilla'):
+    section = fits[fits.index(f'{law}: ') :]
+    assert '15 of 17 runs' in section.splitlines()[1]
+    assert f'left out 1, {selection.REPEATED}: repeat' in section
+    assert f'left out 1, {selection.DIVERGED}: diverged' in section
+  assert f'Mean absolute relative error: {held_out:.2%}.' in markdown
+  assert f'mean |relative error| {held_out:.2%}' in table
+
+
+def test_the_demo_sweep_has_one_selection_and_one_holdout_error():
+  """experiments/results/demo_sweep: the 3 runs that repeated their data are out of Approaches 2
+  and 3, and the report gives every law the runs fit and holdout take, in their order (so one
+  hold-out error); Approach 2 has one budget with its minimum inside the sizes, and refuses."""
+  rows = read_rows(os.path.join(REPO, 'experiments', 'results', 'demo_sweep'))
+  chosen = {law: selection.select(rows, law) for law in laws.LAWS}
+  assert {law: len(c.rows) for law, c in chosen.items()} == {
+    'kaplan_n': 4,
+    'kaplan_d': 3,
+    'kaplan_c': 19,
+    'isoflop': 12,
+    'chinchilla': 16,
+  }
+  repeated = {name for name, why in chosen['chinchilla'].dropped if why == selection.REPEATED}
+  assert repeated == {'data_4k', 'data_16k', 'data_64k'}
+  supported = report.supported_laws(rows)
+  for law, index in supported.items():
+    assert [rows[i]['name'] for i in index] == list(chosen[law].obs.names)
+  with pytest.raises(UserError, match='the minimum N_opt=3,632 lies outside the sizes trained'):
+    laws.fit(chosen['isoflop'].obs, 'isoflop')
+
+
+def test_isoflop_skips_and_names_a_budget_whose_minimum_is_extrapolated():
+  n, d, c = _isoflop_runs()
+  # The C = 1e20 budget trained only sizes 2x to 32x above its optimum: its parabola's minimum
+  # lies below the smallest, an extrapolation.
+  shifted = c == 1e20
+  n = np.where(shifted, n * 16, n)
+  d = c / (6 * n)
+  obs = Observations(tuple(map(str, range(len(n)))), TRUE.predict(n, d), n=n, d=d, c=c)
+  fitted = laws.fit_isoflop(obs)
+  assert [b.compute for b in fitted.budgets] == pytest.approx([1e18, 1e19, 1e21])
+  assert all(b.inside for b in fitted.budgets)
+  (skipped,) = fitted.skipped
+  assert skipped.startswith('C=1e+20 (7 runs): the minimum N_opt=')
+  assert 'lies outside the sizes trained' in skipped
+  assert fitted.a == pytest.approx(TRUE.a, abs=0.03)
+  text = formatting.format_fit(uncertainty.FitResult('isoflop', fitted, obs, 'loss'))
+  assert f'skipped budget {skipped}' in text
+  assert formatting.fit_json(uncertainty.FitResult('isoflop', fitted, obs, 'loss'))[
+    'skipped_budgets'
+  ] == [skipped]
+  two = obs.take(np.flatnonzero((c == 1e19) | shifted))
+  with pytest.raises(UserError, match=r'found 1 \(C=1e\+20 \(7 runs\): the minimum'):
+    laws.fit_isoflop(two)
+
+
+def test_the_same_command_gives_the_same_digits_whatever_the_order_of_the_rows(
+  tmp_path, monkeypatch
+):
+  """The bootstrap is seeded and the selection sorts the runs: a fit, its intervals and the report
+  are the same twice, and the same again from the rows in another order."""
+  monkeypatch.setattr(report, '_save', lambda fig, path: path)  # no PNGs: this is about the text
+  root = str(tmp_path / 'sweep')
+  _sweep_with_a_repeat_and_a_divergence(root)
+  rows = read_rows(root)
+
+  def fit_text(rows, law, k):
+    chosen = selection.select(rows, law)
+    result = uncertainty.fit_with_intervals(chosen.obs, law, chosen.loss_col, k, selection=chosen)
+    return formatting.format_fit(result) + '\n' + json.dumps(formatting.fit_json(result))
+
+  def numbers(text):  # all but the runs left out, which are listed in the file's order
+    return [line for line in text.splitlines() if 'left out' not in line and 'dropped' not in line]
+
+  first = fit_text(rows, 'isoflop', 30)
+  assert '95% CI (' in first
+  assert fit_text(rows, 'isoflop', 30) == first
+  assert numbers(fit_text(rows[::-1], 'isoflop', 30)) == numbers(first)
+  first = fit_text(rows, 'chinchilla', 4)  # the order of the sum over runs changes no digit
+  assert numbers(fit_text(rows[::-1], 'chinchilla', 4)) == numbers(first)
+  out = [str(tmp_path / 'first'), str(tmp_path / 'second')]
+  report.write_report(root, out[0], bootstrap_k=3)
+  with open(os.path.join(root, 'results.jsonl'), 'w') as f:
+    f.writelines(json.dumps(row) + '\n' for row in rows[::-1])
+  report.write_report(root, out[1], bootstrap_k=3)
+  fits = []
+  for directory in out:
+    with open(os.path.join(directory, 'report.md')) as f:
+      markdown = f.read()
+    fits.append(markdown[markdown.index('## Fits') :])
+  assert numbers(fits[0]) == numbers(fits[1]) and '95% CI (3 bootstrap fits)' in fits[0]
+
+
+def test_a_fit_that_is_not_identified_says_why_instead_of_its_numbers():
+  n, d, c = _isoflop_runs(budgets=(1e18, 1e19))
+  obs = Observations(tuple(map(str, range(len(n)))), TRUE.predict(n, d), n=n, d=d, c=c)
+  result = uncertainty.fit_with_intervals(obs, 'isoflop', 'loss', 20)
+  identified, why = result.identification
+  assert identified is False and why.startswith('2 usable compute budgets; Approach 2 needs 3')
+  text = formatting.format_fit(result)
+  assert f'not identified: {why}' in text
+  assert 'parameter' not in text and 'N_opt_coefficient' not in text
+  assert formatting.fit_json(result)['identified'] is False
+  # Three sizes across 10%, 5% noise: the exponent's interval is far wider than 1.
+  rng = np.random.default_rng(0)
+  n = np.repeat([1.0e6, 1.05e6, 1.1e6], 2)
+  loss = 3 * (1e6 / n) ** 0.1 * np.exp(rng.normal(0, 0.05, len(n)))
+  obs = Observations(tuple(map(str, range(len(n)))), loss, n=n)
+  result = uncertainty.fit_with_intervals(obs, 'kaplan_n', 'loss', 50)
+  identified, why = result.identification
+  assert identified is False and 'the 95% interval of alpha_N' in why and 'wide' in why
+  as_json = formatting.fit_json(result)
+  assert as_json['identified'] is False and as_json['why'] == why and 'alpha_N' in as_json
+  assert '\n  alpha_N ' not in formatting.format_fit(result)  # no row of the table
+  # Twelve sizes over four decades: identified; without a bootstrap, not checked.
+  n = np.geomspace(1e5, 1e9, 12)
+  loss = (8.8e13 / n) ** 0.076 * np.exp(rng.normal(0, 0.002, len(n)))
+  obs = Observations(tuple(map(str, range(len(n)))), loss, n=n)
+  result = uncertainty.fit_with_intervals(obs, 'kaplan_n', 'loss', 50)
+  assert result.identification == (True, '')
+  assert '\n  alpha_N ' in formatting.format_fit(result)
+  unchecked = uncertainty.fit_with_intervals(obs, 'kaplan_n', 'loss')
+  assert unchecked.identification[0] is None
+  assert formatting.fit_json(unchecked)['identified'] is None
+
+
+def test_rows_without_a_sweeps_columns_keep_every_run_with_a_loss():
+  """A CSV of N, D and loss has no unique_tokens: no series or repeated-data rule applies, and
+  only a run with no loss is left out, by its line's name."""
+  rows = [
+    {'N': str(1e6 * 2**i), 'D': str(1e9 * 3**i), 'loss': str(3.0 - 0.1 * i)} for i in range(6)
+  ]
+  rows[2]['loss'] = ''
+  for law in ('kaplan_n', 'kaplan_c', 'chinchilla'):
+    chosen = selection.select(rows, law, loss_col='loss')
+    assert chosen.dropped == (('row 3', 'no loss (the run did not finish)'),)
+    assert sorted(chosen.obs.names) == ['row 1', 'row 2', 'row 4', 'row 5', 'row 6']
+  with pytest.raises(UserError, match=r'1 in compute budget C=6e\+15, which has 1 model size'):
+    selection.select(rows, 'isoflop', loss_col='loss')  # every run alone in its budget
+  with pytest.raises(UserError, match="no column 'eval_loss'"):
+    selection.select(rows, 'kaplan_n')
 
 
 def _scaling(*args: str) -> subprocess.CompletedProcess:
@@ -331,6 +544,28 @@ def test_bad_input_is_one_error_line(tmp_path, content, args, message):
   assert result.returncode in (1, 2)
   assert result.stderr.startswith('error: ') and result.stderr.count('\n') == 1, result.stderr
   assert message in result.stderr
+
+
+@pytest.mark.slow
+def test_fit_and_holdout_commands_print_the_runs_they_left_out(tmp_path):
+  root = str(tmp_path / 'sweep')
+  _sweep_with_a_repeat_and_a_divergence(root)
+  chosen = selection.select(read_rows(root), 'chinchilla')
+  expected = formatting.mean_abs_relative_error(uncertainty.holdout(chosen.obs, 'chinchilla'))
+  fit = _scaling('fit', root, '--law', 'chinchilla', '--json')
+  assert fit.returncode == 0, fit.stderr
+  fitted = json.loads(fit.stdout)
+  assert (fitted['runs'], fitted['runs_in_input']) == (15, 17)
+  assert {d['name']: d['why'] for d in fitted['dropped']} == _LEFT_OUT
+  held = _scaling('holdout', root)
+  assert held.returncode == 0, held.stderr
+  assert 'chinchilla: 15 of 17 runs' in held.stdout
+  assert f'left out 1, {selection.REPEATED}: repeat' in held.stdout
+  assert f'left out 1, {selection.DIVERGED}: diverged' in held.stdout
+  assert f'mean |relative error| {expected:.2%}' in held.stdout
+  held = json.loads(_scaling('holdout', root, '--json').stdout)
+  assert held['mean_abs_relative_error'] == expected
+  assert {d['name'] for d in held['dropped']} == set(_LEFT_OUT) and held['fitted_runs'] == 10
 
 
 @pytest.mark.slow

@@ -14,6 +14,12 @@ that tried several values of a hyperparameter per (N, D), prints each one's opti
 optimum against N or C (gptjax/scaling/tuning.py). --tuned makes fit, report and holdout use the
 tuned frontier, the best run of every (N, D). A flag that does not apply to the command given
 (--law to report, say) is refused.
+
+fit, holdout and report choose a law's runs by one rule (gptjax/scaling/selection.py: no diverged
+or unfinished runs; no runs that repeated their data for isoflop and chinchilla; the model-size
+and data-size series for kaplan_n and kaplan_d) and print the runs they left out and why; the
+bootstrap is seeded (--seed), so the same command gives the same digits; a fit whose intervals do
+not pin it down prints 'not identified' and why instead of its numbers.
 """
 
 import dataclasses
@@ -22,8 +28,9 @@ import json
 from absl import flags
 
 from gptjax import cli
-from gptjax.scaling import formatting, laws, tuning, uncertainty
-from gptjax.scaling.observations import observations, read_rows
+from gptjax.errors import UserError
+from gptjax.scaling import formatting, laws, selection, tuning, uncertainty
+from gptjax.scaling.observations import read_rows
 
 _LAW = flags.DEFINE_enum(
   'law',
@@ -34,12 +41,20 @@ _LAW = flags.DEFINE_enum(
 )
 _N_COL = flags.DEFINE_string('n_col', None, 'Column of parameters N (default N: non-embedding).')
 _D_COL = flags.DEFINE_string(
-  'd_col', None, 'Column of training tokens D (default D; C / (6N) if absent).'
+  'd_col',
+  None,
+  'Column of training tokens D (default D, C / (6N) if absent; unique_tokens for kaplan_d on '
+  "a sweep's rows).",
 )
 _C_COL = flags.DEFINE_string(
   'c_col', None, 'Column of training FLOPs C (default C; 6ND if absent).'
 )
-_LOSS_COL = flags.DEFINE_string('loss_col', None, 'Column of the loss (default eval_loss).')
+_LOSS_COL = flags.DEFINE_string(
+  'loss_col',
+  None,
+  "Column of the loss (default eval_loss; best_eval_loss for kaplan_n and kaplan_d on a sweep's "
+  'rows, as report fits them).',
+)
 _IRREDUCIBLE = flags.DEFINE_bool('irreducible', False, 'kaplan laws: fit L = E + (x_c/x)^alpha.')
 _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
 _BOOTSTRAP = flags.DEFINE_integer(
@@ -128,30 +143,41 @@ def main(argv: list[str]) -> None:
         status=2,
       )
   named = {f'--{k}': flags.FLAGS[k].value for k in _COLUMNS if flags.FLAGS[k].value is not None}
-  loss_col = _LOSS_COL.value or 'eval_loss'
   rows = read_rows(path)
   if _TUNED.value:
-    rows = tuning.tuned_frontier(rows, _TUNE_FIELD.value, loss_col)[0]
-  obs = observations(
+    rows = tuning.tuned_frontier(rows, _TUNE_FIELD.value, _LOSS_COL.value or 'eval_loss')[0]
+  chosen = selection.select(
     rows,
+    law,
+    _LOSS_COL.value,
     _N_COL.value or 'N',
-    _D_COL.value or 'D',
+    _D_COL.value,
     _C_COL.value or 'C',
-    loss_col,
     source=path,
     named=named,
   )
+  obs = chosen.obs
+  try:
+    if command == 'fit':
+      result = uncertainty.fit_with_intervals(
+        obs,
+        law,
+        chosen.loss_col,
+        _BOOTSTRAP.value or 0,
+        _SEED.value,
+        _IRREDUCIBLE.value,
+        selection=chosen,
+      )
+    else:
+      predictions = uncertainty.holdout(obs, law, _HOLD_OUT.value, _IRREDUCIBLE.value)
+  except UserError as e:
+    raise UserError(f'{chosen.summary()}: {e}') from None
   if command == 'fit':
-    result = uncertainty.fit_with_intervals(
-      obs, law, loss_col, _BOOTSTRAP.value or 0, _SEED.value, _IRREDUCIBLE.value
-    )
     print(json.dumps(formatting.fit_json(result)) if _JSON.value else formatting.format_fit(result))
-    return
-  predictions = uncertainty.holdout(obs, law, _HOLD_OUT.value, _IRREDUCIBLE.value)
-  if _JSON.value:
-    print(json.dumps(formatting.holdout_json(law, _HOLD_OUT.value, predictions)))
+  elif _JSON.value:
+    print(json.dumps(formatting.holdout_json(law, _HOLD_OUT.value, predictions, chosen)))
   else:
-    print(formatting.format_holdout(law, _HOLD_OUT.value, predictions, len(obs)))
+    print(formatting.format_holdout(law, _HOLD_OUT.value, predictions, len(obs), chosen))
 
 
 def _tune(path: str) -> None:

@@ -3,8 +3,8 @@
   kaplan_n, kaplan_d, kaplan_c  L(x) = (x_c / x)^alpha_x  [+ E with irreducible], least squares in
                                 log space (Kaplan et al. 2020, eqs. 1.1-1.3).
   isoflop     Chinchilla Approach 2 (Hoffmann et al. 2022): per compute budget a parabola of L
-              in log N (and one in log D); its minimum is N_opt(C); then N_opt = k_N C^a and
-              D_opt = k_D C^b.
+              in log N (and one in log D); its minimum is N_opt(C), used only where it lies
+              inside the sizes trained; then N_opt = k_N C^a and D_opt = k_D C^b.
   chinchilla  Chinchilla Approach 3 as Besiroglu et al. (2024) corrected it:
               L(N, D) = E + A / N^alpha + B / D^beta with
               log L_hat = LSE(a - alpha log N, b - beta log D, e), the SUM over runs of the Huber
@@ -115,9 +115,10 @@ def fit_power_law(x: np.ndarray, loss: np.ndarray, irreducible: bool = False) ->
 
 def pareto_frontier(compute: np.ndarray, loss: np.ndarray) -> np.ndarray:
   """Indices of the points no cheaper point beats, by increasing compute: Kaplan et al.'s
-  L(C_min), the envelope of training curves."""
+  L(C_min), the envelope of training curves. Of points at the same compute only the lowest loss
+  can be on it, whatever their order."""
   frontier, best = [], math.inf
-  for i in np.argsort(compute, kind='stable'):
+  for i in np.lexsort((loss, compute)):
     if loss[i] < best:
       frontier.append(i)
       best = loss[i]
@@ -136,7 +137,7 @@ class IsoflopBudget:
   n_opt: float
   d_opt: float  # from the parabola of L in log D
   loss_opt: float
-  inside: bool  # whether N_opt lies within the sizes trained
+  inside: bool  # whether N_opt lies within the sizes trained: always, fit_isoflop skips the others
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +149,7 @@ class IsoflopFit:
   n_coefficient: float
   b: float
   d_coefficient: float
-  skipped: tuple[str, ...]  # budgets left out, with why
+  skipped: tuple[str, ...]  # budgets left out, with why ('C=3e+10 (4 runs): ...')
 
   def n_opt(self, c):
     return self.n_coefficient * np.asarray(c) ** self.a
@@ -182,36 +183,47 @@ def _parabola_minimum(log_x: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, 
 
 
 def fit_isoflop(obs: Observations) -> IsoflopFit:
-  """Approach 2: a parabola per budget with at least 3 distinct sizes, then N_opt and D_opt as
-  power laws of C (a straight line in log-log through the budgets' minima)."""
+  """Approach 2: a parabola per budget with at least 3 distinct sizes and its minimum inside the
+  sizes trained, then N_opt and D_opt as power laws of C (a straight line in log-log through the
+  budgets' minima). A budget whose parabola opens downward, or whose minimum lies outside
+  [min N, max N] of its runs (an extrapolation, not a measurement), is skipped and named."""
   require(obs, 'isoflop')
   budgets, skipped = [], []
   for index in group_by_compute(obs.c):
     compute = float(np.exp(np.log(obs.c[index]).mean()))
+    where = f'C={compute:.3g} ({len(index)} runs)'
     if len(set(obs.n[index])) < 3:
-      skipped.append(f'C={compute:.3g}: {len(set(obs.n[index]))} model size(s), a parabola needs 3')
+      skipped.append(f'{where}: {len(set(obs.n[index]))} model size(s), a parabola needs 3')
       continue
     in_n = _parabola_minimum(np.log(obs.n[index]), obs.loss[index])
     in_d = _parabola_minimum(np.log(obs.d[index]), obs.loss[index])
     if in_n is None or in_d is None:
-      skipped.append(f'C={compute:.3g}: the loss has no minimum (the parabola opens downward)')
+      skipped.append(f'{where}: the loss has no minimum (the parabola opens downward)')
       continue
     (parabola, log_n_opt), (_, log_d_opt) = in_n, in_d
+    n_opt, low, high = _exp(log_n_opt), obs.n[index].min(), obs.n[index].max()
+    if not low <= n_opt <= high:
+      size = lambda n: f'{n:,.0f}' if n < 1e7 else f'{n:.4g}'
+      skipped.append(
+        f'{where}: the minimum N_opt={size(n_opt)} lies outside the sizes trained '
+        f'({size(low)} to {size(high)}), an extrapolation'
+      )
+      continue
     budgets.append(
       IsoflopBudget(
         compute=compute,
         index=index,
         parabola=parabola,
-        n_opt=_exp(log_n_opt),
+        n_opt=n_opt,
         d_opt=_exp(log_d_opt),
         loss_opt=float(np.polyval(parabola, log_n_opt)),
-        inside=bool(obs.n[index].min() <= _exp(log_n_opt) <= obs.n[index].max()),
+        inside=True,
       )
     )
   if len(budgets) < 2:
     raise UserError(
-      f'isoflop needs 2 compute budgets with 3 or more model sizes each; found '
-      f'{len(budgets)} ({"; ".join(skipped) or "no budgets"})'
+      f'isoflop needs 2 compute budgets with 3 or more model sizes and the minimum inside them; '
+      f'found {len(budgets)} ({"; ".join(skipped) or "no budgets"})'
     )
   log_c = np.log([b.compute for b in budgets])
   a, log_kn = np.polyfit(log_c, np.log([b.n_opt for b in budgets]), 1)

@@ -92,9 +92,12 @@ def observations(
   loss_col: str = 'eval_loss',
   source: str = 'the input',
   named: dict[str, str] | None = None,
+  names: tuple[str, ...] | None = None,
 ) -> Observations:
   """The runs' N, D, C and loss from `rows`. A missing D is C / (6N); a missing C is 6ND; a
-  column in `named` ({flag: column}, the ones a user asked for by name) must be there."""
+  column in `named` ({flag: column}, the ones a user asked for by name) must be there. A run is
+  named by its `name`, else by `names` (the caller's, for rows picked from a longer file), else
+  as 'row i'."""
   if not rows:
     raise UserError(f'{source} has no runs')
   columns = {k for row in rows for k in row}
@@ -103,7 +106,9 @@ def observations(
       raise UserError(
         f'{source} has no column {col!r} ({flag}); its columns: {", ".join(sorted(columns))}'
       )
-  names = tuple(str(row.get('name', f'row {i + 1}')) for i, row in enumerate(rows))
+  if names is None:
+    names = tuple(f'row {i + 1}' for i in range(len(rows)))
+  names = tuple(str(row.get('name', name)) for row, name in zip(rows, names, strict=True))
 
   def column(col: str, flag: str) -> np.ndarray | None:
     present = [col in row and row[col] not in ('', None) for row in rows]

@@ -1,4 +1,4 @@
-"""The report of a sweep (python -m gptjax.scaling report ROOT): PNG plots and report.md.
+"""The report of a sweep (python -m gptjax.scaling report ROOT): PNG plots, report.md and card.md.
 
 Reads ROOT/results.jsonl and every run's ROOT/<name>/metrics.jsonl and fits each law the runs
 support, so one report serves every sweep in experiments/:
@@ -25,41 +25,21 @@ from matplotlib.figure import Figure  # drawn by the Agg renderer; no pyplot, no
 
 from gptjax.errors import UserError
 from gptjax.models import accounting
-from gptjax.scaling import formatting, laws, tuning, uncertainty
-from gptjax.scaling.observations import Observations, observations, read_rows
+from gptjax.scaling import card, formatting, laws, selection, tuning, uncertainty
+from gptjax.scaling.observations import Observations, read_rows
 from gptjax.training.metrics import read_metrics
 
 _FIGSIZE = (7, 4.8)  # inches, at 120 dpi
 
 
 def supported_laws(rows: list[dict]) -> dict[str, list[int]]:
-  """{law: indices of the rows it is fitted to} for each law the rows support."""
-  supported = {}
-  largest = lambda groups: max(groups, key=len, default=[])
-  by_tokens, by_model = {}, {}
-  for i, row in enumerate(rows):
-    by_tokens.setdefault((row['D'], row['unique_tokens']), []).append(i)
-    by_model.setdefault((row['N'], row['D']), []).append(i)
-  sizes = largest([g for g in by_tokens.values() if len({rows[i]['N'] for i in g}) >= 3])
-  if sizes:
-    supported['kaplan_n'] = sizes
-  data = largest([g for g in by_model.values() if len({rows[i]['unique_tokens'] for i in g}) >= 3])
-  if data:
-    supported['kaplan_d'] = data
-  single_pass = [i for i, row in enumerate(rows) if row['D'] <= row['unique_tokens']]
-  # A model-size series has one D, so its C spans budgets it was not planned for.
-  on_budgets = [i for i in single_pass if i not in sizes]
-  compute = np.array([rows[i]['C'] for i in on_budgets], float)
-  budgets = laws.group_by_compute(compute) if on_budgets else []
-  if sum(len({rows[on_budgets[j]]['N'] for j in g}) >= 3 for g in budgets) >= 2:
-    supported['isoflop'] = on_budgets
-  if (
-    len(single_pass) >= 6
-    and len({rows[i]['N'] for i in single_pass}) >= 3
-    and len({rows[i]['D'] for i in single_pass}) >= 3
-  ):
-    supported['chinchilla'] = single_pass
-  return supported
+  """{law: indices of the rows it is fitted to} for each law the rows support, in the order it
+  takes them: the rule of gptjax/scaling/selection.py, which fit and holdout follow too."""
+  index = {id(row): i for i, row in enumerate(rows)}
+  return {
+    law: [index[id(row)] for row in chosen.rows]
+    for law, chosen in selection.supported(rows).items()
+  }
 
 
 def eval_curves(root: str, rows: list[dict]) -> dict[str, np.ndarray]:
@@ -82,11 +62,14 @@ def eval_curves(root: str, rows: list[dict]) -> dict[str, np.ndarray]:
 def write_report(
   root: str, out: str, bootstrap_k: int = 100, seed: int = 0, tuned_field: str = ''
 ) -> str:
-  """Fits, plots and report.md of the sweep in `root`, written to `out`; returns report.md.
+  """Fits, plots, report.md and the scaling card card.md (gptjax/scaling/card.py, with
+  ROOT/hypothesis.md if the sweep has one) of the sweep in `root`, written to `out`; returns
+  report.md.
   With tuned_field (a config field the sweep tried several values of, such as train.lr), the
   laws are fitted to the tuned frontier, the best run of every (N, D)
   (gptjax/scaling/tuning.py). Runs retired by a non-finite step (no eval_loss) are left out."""
-  every_row = [row for row in read_rows(root) if row.get('eval_loss') is not None]
+  all_rows = read_rows(root)
+  every_row = [row for row in all_rows if row.get('eval_loss') is not None]
   if not every_row:
     raise UserError(f'{root}/results.jsonl has no run with an eval_loss')
   noise = tuning.seed_noise(every_row)
@@ -118,28 +101,29 @@ def write_report(
   if len(conventions) > 1:
     raise UserError(f'{root}/results.jsonl mixes compute conventions: {sorted(conventions)}')
   convention = conventions.pop()
-  supported = supported_laws(rows)
+  # Each law's runs by the rule of selection.py, as fit and holdout choose them; given the runs
+  # without an eval_loss too, it names them among those it leaves out.
+  unfinished = [row for row in all_rows if row.get('eval_loss') is None]
+  supported = selection.supported(rows + unfinished, f'{root}/results.jsonl')
   curves = eval_curves(root, rows)
-  sections, fitted_laws = [], []
+  sections, fitted_laws, fits = [], [], []
 
-  def observed(law: str, d_col: str = 'D', loss_col: str = 'eval_loss') -> Observations:
-    return observations(
-      [rows[i] for i in supported[law]],
-      d_col=d_col,
-      loss_col=loss_col,
-      source=f'{root}/results.jsonl',
-    )
+  def observed(law: str) -> Observations:
+    return supported[law].obs
 
   def fitted_section(law: str, obs: Observations, loss_col: str, title: str, figure: str):
-    result = uncertainty.fit_with_intervals(obs, law, loss_col, bootstrap_k, seed)
+    result = uncertainty.fit_with_intervals(
+      obs, law, loss_col, bootstrap_k, seed, selection=supported.get(law)
+    )
     sections.append(_fit_markdown(title, result, figure))
     fitted_laws.append(law)
+    fits.append(result)
     return result.fitted
 
   if curves:
     _plot_training_curves(root, rows, out)
   if 'kaplan_n' in supported:
-    obs = observed('kaplan_n', loss_col='best_eval_loss')
+    obs = observed('kaplan_n')
     fitted = fitted_section('kaplan_n', obs, 'best_eval_loss', 'L(N): model size', 'loss_vs_n.png')
     _plot_power_law(
       obs.n,
@@ -150,7 +134,7 @@ def write_report(
       os.path.join(out, 'loss_vs_n.png'),
     )
   if 'kaplan_d' in supported:
-    obs = observed('kaplan_d', d_col='unique_tokens', loss_col='best_eval_loss')
+    obs = observed('kaplan_d')
     fitted = fitted_section('kaplan_d', obs, 'best_eval_loss', 'L(D): data size', 'loss_vs_d.png')
     _plot_power_law(
       obs.d, obs.loss, fitted, 'D (unique training tokens)', 'D', os.path.join(out, 'loss_vs_d.png')
@@ -179,18 +163,22 @@ def write_report(
     _plot_frontier(
       rows, curves, points[frontier], fitted, convention, os.path.join(out, 'loss_vs_c.png')
     )
-  isoflop = chinchilla = None
+  isoflop = chinchilla = holdout = None
   if 'isoflop' in supported:
     obs = observed('isoflop')
-    isoflop = fitted_section(
-      'isoflop', obs, 'eval_loss', 'IsoFLOP profiles: Chinchilla Approach 2', 'isoflop.png'
-    )
+    title = 'IsoFLOP profiles: Chinchilla Approach 2'
+    try:
+      isoflop = fitted_section('isoflop', obs, 'eval_loss', title, 'isoflop.png')
+    except UserError as e:  # e.g. fewer than 2 budgets with their minimum inside the sizes
+      runs = '\n'.join(formatting.format_selection(supported['isoflop'], '- '))
+      sections.append(f'### {title}\n\nNot fitted: {e}\n\n{runs}\n')
   if 'chinchilla' in supported:
     obs = observed('chinchilla')
     chinchilla = fitted_section(
       'chinchilla', obs, 'eval_loss', 'L(N, D): Chinchilla Approach 3', 'isoflop.png'
     )
-    sections.append(_holdout_markdown(obs))
+    holdout = _holdout(obs)
+    sections.append(_holdout_markdown(holdout))
   if isoflop is not None:
     _plot_isoflop(observed('isoflop'), isoflop, chinchilla, os.path.join(out, 'isoflop.png'))
     _plot_compute_optimal(isoflop, chinchilla, convention, os.path.join(out, 'compute_optimal.png'))
@@ -205,10 +193,32 @@ def write_report(
       f'standard deviation of {noise["median"]:.4f} nats ({len(noise) - 1} runs); a prediction '
       'error below it says nothing.\n'
     )
+  study, results = card.study_paths(root, out)  # printed: no machine path
   path = os.path.join(out, 'report.md')
   with open(path, 'w') as f:
-    f.write(_markdown(root, rows, convention, fitted_laws, sections, bootstrap_k, bool(curves)))
+    f.write(
+      _markdown(study, results, rows, convention, fitted_laws, sections, bootstrap_k, bool(curves))
+    )
     f.write(tuning_section)
+  hypothesis = ''
+  if os.path.isfile(os.path.join(root, 'hypothesis.md')):
+    with open(os.path.join(root, 'hypothesis.md')) as f:
+      hypothesis = f.read()
+  with open(os.path.join(out, 'card.md'), 'w') as f:
+    f.write(
+      card.scaling_card(
+        rows,
+        fits,
+        bootstrap_k,
+        noise,
+        study=study,
+        results_path=results,
+        hypothesis=hypothesis,
+        all_rows=every_row,
+        tuned_field=tuned_field,
+        holdout=holdout,
+      )
+    )
   return path
 
 
@@ -236,7 +246,8 @@ def _tuning_markdown(field: str, found) -> str:
 
 
 def _markdown(
-  root: str,
+  study: str,
+  results: str,
   rows: list[dict],
   convention: str,
   fitted_laws: list[str],
@@ -245,10 +256,9 @@ def _markdown(
   have_curves: bool,
 ) -> str:
   lines = [
-    f'# Scaling-law report: {root}',
+    f'# Scaling-law report: {study}',
     '',
-    f'{len(rows)} runs from `{root}/results.jsonl`; laws fitted: '
-    f'{", ".join(fitted_laws) or "none"}.',
+    f'{len(rows)} runs from `{results}`; laws fitted: {", ".join(fitted_laws) or "none"}.',
     '',
     '## Conventions',
     '',
@@ -288,7 +298,7 @@ def _markdown(
     )
   if have_curves:
     lines += ['', '![training curves](training_curves.png)']
-  lines += ['', '## Fits', '']
+  lines += ['', 'The checklist of the study: [card.md](card.md).', '', '## Fits', '']
   return '\n'.join(lines + sections) + '\n'
 
 
@@ -308,12 +318,18 @@ def _fit_markdown(title: str, result: uncertainty.FitResult, figure: str) -> str
   return '\n'.join(lines)
 
 
-def _holdout_markdown(obs: Observations) -> str:
-  lines = ['#### Hold-out test', '']
+def _holdout(obs: Observations) -> list[dict] | str:
+  """Approach 3's predictions of the largest budget from the others, or why there are none."""
   try:
-    predictions = uncertainty.holdout(obs, 'chinchilla', 'largest')
+    return uncertainty.holdout(obs, 'chinchilla', 'largest')
   except UserError as e:
-    return '\n'.join(lines + [f'Not possible: {e}', ''])
+    return str(e)
+
+
+def _holdout_markdown(predictions: list[dict] | str) -> str:
+  lines = ['#### Hold-out test', '']
+  if isinstance(predictions, str):
+    return '\n'.join(lines + [f'Not possible: {predictions}', ''])
   lines += [
     f'Approach 3 fitted to all runs but the largest compute budget ({len(predictions)} '
     'runs), predicting those:',
@@ -374,30 +390,56 @@ def _tex(value: float) -> str:
 
 
 def _plot_training_curves(root: str, rows: list[dict], out: str) -> str:
-  colour, mappable = _size_colours([row['N'] for row in rows])
-  fig = Figure(figsize=_FIGSIZE)
-  ax = fig.subplots()
-  for row in sorted(rows, key=lambda r: r['N']):
-    logged = read_metrics(os.path.join(root, row['name']), row['steps'])
-    tokens_per_step = row['D'] / row['steps']
-    train = [
-      (r['step'] * tokens_per_step, r['train_loss'])
-      for r in logged
-      if math.isfinite(r.get('train_loss', math.nan))
-    ]
-    evals = [(r['step'] * tokens_per_step, r['eval_loss']) for r in logged if 'eval_loss' in r]
-    if train:
-      ax.plot(*zip(*train), color=colour(row['N']), lw=1, alpha=0.8)
-    if evals:
-      ax.plot(*zip(*evals), 'o', color=colour(row['N']), ms=3)
-  ax.set(
-    xscale='log',
-    xlabel='tokens trained on',
-    ylabel='loss (nats/token)',
-    title='Training curves (lines: train loss, dots: eval loss)',
-  )
-  ax.grid(True, which='both', alpha=0.3)
-  fig.colorbar(mappable, ax=ax, label='N (non-embedding parameters)')
+  """One panel per model size N (or, past 12 sizes, per run of consecutive sizes), on shared log
+  axes; in each, every run in its own colour (and line style past 10), named in the panel's legend
+  with its D: thin lines the train loss, dots joined by a line the eval loss."""
+  sizes = sorted({row['N'] for row in rows})
+  count = lambda n: f'{n:,}' if n < 1e6 else f'{n:.3g}'
+  per_panel = math.ceil(len(sizes) / 12)
+  panels = [sizes[i : i + per_panel] for i in range(0, len(sizes), per_panel)]
+  columns = min(len(panels), 3 if len(panels) <= 9 else 4)
+  grid_rows = math.ceil(len(panels) / columns)
+  fig = Figure(figsize=(4.3 * columns + 0.4, 3.3 * grid_rows + 0.7))
+  axes = fig.subplots(grid_rows, columns, sharex=True, sharey=True, squeeze=False).ravel()
+  for ax, panel in zip(axes, panels):
+    runs = sorted(
+      (row for row in rows if row['N'] in panel),
+      key=lambda r: (r['N'], r['D'], r['unique_tokens'], r['name']),
+    )
+    for i, row in enumerate(runs):
+      colour, style = f'C{i % 10}', ('-', '--', ':', '-.')[i // 10 % 4]
+      logged = read_metrics(os.path.join(root, row['name']), row['steps'])
+      tokens_per_step = row['D'] / row['steps']
+      train = [
+        (r['step'] * tokens_per_step, r['train_loss'])
+        for r in logged
+        if math.isfinite(r.get('train_loss', math.nan))
+      ]
+      evals = [(r['step'] * tokens_per_step, r['eval_loss']) for r in logged if 'eval_loss' in r]
+      epochs = row['D'] / row['unique_tokens']
+      label = f'{row["name"]}: ' + (f'N = {count(row["N"])}, ' if len(panel) > 1 else '')
+      label += f'D = {row["D"]:.3g}'
+      if epochs > 1:
+        label += f', {epochs:.3g} epochs'
+      if train:
+        ax.plot(*zip(*train), ls=style, color=colour, lw=0.8, alpha=0.5)
+      if evals:
+        ax.plot(*zip(*evals), 'o', ls=style, color=colour, lw=1.5, ms=3, label=label)
+      elif train:
+        ax.plot([], [], ls=style, color=colour, label=label)
+    title = f'N = {count(panel[0])}' + (f' to {count(panel[-1])}' if len(panel) > 1 else '')
+    ax.set(xscale='log', yscale='log', title=title)
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend(fontsize=7, ncols=2 if len(runs) > 8 else 1, loc='upper right')
+  for ax in axes[len(panels) :]:
+    ax.remove()
+  for i, ax in enumerate(axes[: len(panels)]):
+    if i + columns >= len(panels):  # the lowest panel of its column
+      ax.xaxis.set_tick_params(labelbottom=True)
+      ax.set_xlabel('tokens trained on')
+    if i % columns == 0:
+      ax.set_ylabel('loss (nats/token)')
+  fig.suptitle('Training curves by model size N (thin lines: train loss; dots: eval loss)')
   return _save(fig, os.path.join(out, 'training_curves.png'))
 
 
@@ -465,28 +507,39 @@ def _plot_frontier(
 def _plot_isoflop(
   obs: Observations, isoflop: laws.IsoflopFit, chinchilla: laws.ChinchillaLaw | None, path: str
 ) -> str:
-  fig = Figure(figsize=_FIGSIZE)
+  fig = Figure(figsize=(8.4, 4.8))
   ax = fig.subplots()
   for i, budget in enumerate(isoflop.budgets):
     n = obs.n[budget.index]
     # The curves span the sizes trained and a factor 2 beyond: a minimum further out is an
     # extrapolation the report flags, and drawing it would squash the data into a corner.
     grid = np.geomspace(n.min() / 2, n.max() * 2, 100)
-    ax.plot(n, obs.loss[budget.index], 'o', color=f'C{i}', label=f'C = {budget.compute:.2g}')
+    label = f'runs at C = {budget.compute:.2g}'
+    ax.plot(n, obs.loss[budget.index], 'o', color=f'C{i}', label=label)
     ax.plot(grid, np.polyval(budget.parabola, np.log(grid)), '-', color=f'C{i}', lw=1)
     if budget.inside:
       ax.plot(budget.n_opt, budget.loss_opt, '*', color=f'C{i}', ms=14, mec='black')
     if chinchilla is not None:
-      ax.plot(grid, chinchilla.predict(grid, budget.compute / (6 * grid)), ':', color=f'C{i}', lw=1)
+      approach_3 = chinchilla.predict(grid, budget.compute / (6 * grid))
+      ax.plot(grid, approach_3, ':', color=f'C{i}', lw=1.5)
+      n_opt = chinchilla.compute_optimal(budget.compute)[0]
+      if grid[0] <= n_opt <= grid[-1]:
+        loss_opt = chinchilla.predict(n_opt, budget.compute / (6 * n_opt))
+        ax.plot(n_opt, loss_opt, 'D', mfc='none', mec=f'C{i}', mew=1.5, ms=8)
+  # The line styles and markers, once for every budget, in grey.
+  ax.plot([], [], '-', color='0.4', lw=1, label='Approach 2: parabola in log N')
+  ax.plot([], [], '*', color='0.4', ms=12, mec='black', label='Approach 2: its minimum')
+  if chinchilla is not None:
+    ax.plot([], [], ':', color='0.4', lw=1.5, label='Approach 3: L(N, C / 6N)')
+    ax.plot([], [], 'D', mfc='none', mec='0.4', mew=1.5, ms=8, label='Approach 3: its minimum')
   ax.set(
     xscale='log',
     xlabel='N (non-embedding parameters)',
     ylabel='final eval loss (nats/token)',
-    title='IsoFLOP profiles: parabolas in log N, interior minima (stars)'
-    + (', Approach 3 (dotted)' if chinchilla is not None else ''),
+    title='IsoFLOP profiles: loss against N at fixed compute',
   )
   ax.grid(True, which='both', alpha=0.3)
-  ax.legend()
+  ax.legend(loc='upper left', bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize=9)
   return _save(fig, path)
 
 

@@ -1,8 +1,9 @@
 """How far to trust a fit: bootstrap confidence intervals and a hold-out test.
 
 bootstrap refits a law to runs resampled with replacement and reports percentile intervals of its
-numbers; holdout fits it to all runs but those with the most compute and predicts them, which is
-what a scaling law is for.
+numbers (from a seeded generator: the same runs and seed give the same digits); identification says
+whether those intervals pin the law down at all; holdout fits it to all runs but those with the
+most compute and predicts them, which is what a scaling law is for.
 """
 
 import dataclasses
@@ -34,6 +35,16 @@ BOOTSTRAP_GRID = {
   'beta': [0.5, 1.5],
 }
 CI_LEVEL = 0.95
+# A fit is not identified (formatting.py prints why instead of its numbers) when the CI_LEVEL
+# interval of an exponent is wider than EXPONENT_WIDTH, or that of a coefficient spans more than
+# COEFFICIENT_DECADES orders of magnitude (or reaches 0); when more than FAILED_FRACTION of the
+# bootstrap resamples could not be fitted; or when Approach 2 has fewer than ISOFLOP_BUDGETS
+# usable budgets (a line through two budgets' minima fits them exactly, whatever its error).
+EXPONENT_WIDTH = 1.0
+COEFFICIENT_DECADES = 3.0
+FAILED_FRACTION = 0.5
+ISOFLOP_BUDGETS = 3
+EXPONENTS = ('alpha', 'beta', 'a', 'b', 'alpha_N', 'alpha_D', 'alpha_C')  # of laws.summary's keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +58,49 @@ class FitResult:
   intervals: dict[str, list[float]] = dataclasses.field(default_factory=dict)
   resamples: int = 0  # bootstrap resamples asked for
   failed: int = 0  # of them, those that could not be fitted
+  selection: Any = None  # the selection.Selection obs came from, if any: what was left out, why
+
+  @property
+  def identification(self) -> tuple[bool | None, str]:
+    """(identified, why not): see identification."""
+    return identification(self.law, self.fitted, self.intervals, self.resamples, self.failed)
+
+
+def identification(
+  law: str, fitted, intervals: dict[str, list[float]], resamples: int, failed: int
+) -> tuple[bool | None, str]:
+  """(False, the reasons) if the fit is not identified by the rules stated above EXPONENT_WIDTH;
+  (None, why) if there were no bootstrap resamples to judge it by and nothing else fails it;
+  (True, '') otherwise."""
+  reasons = []
+  if law == 'isoflop' and len(fitted.budgets) < ISOFLOP_BUDGETS:
+    reasons.append(
+      f'{len(fitted.budgets)} usable compute budgets; Approach 2 needs {ISOFLOP_BUDGETS} '
+      'for its line through their minima to be tested (budgets whose minimum lies outside the '
+      'sizes trained are skipped)'
+    )
+  if resamples and failed > FAILED_FRACTION * resamples:
+    reasons.append(f'{failed} of {resamples} bootstrap resamples could not be fitted')
+  for key, (low, high) in intervals.items():
+    if key in EXPONENTS:
+      if high - low > EXPONENT_WIDTH:
+        reasons.append(
+          f'the {CI_LEVEL:.0%} interval of {key} [{low:.3g}, {high:.3g}] is {high - low:.3g} '
+          f'wide (an exponent is identified within {EXPONENT_WIDTH:g})'
+        )
+    elif low <= 0:
+      reasons.append(f'the {CI_LEVEL:.0%} interval of {key} [{low:.3g}, {high:.3g}] reaches 0')
+    elif math.log10(high / low) > COEFFICIENT_DECADES:
+      reasons.append(
+        f'the {CI_LEVEL:.0%} interval of {key} [{low:.3g}, {high:.3g}] spans '
+        f'{math.log10(high / low):.3g} orders of magnitude (a coefficient is identified within '
+        f'{COEFFICIENT_DECADES:g})'
+      )
+  if reasons:
+    return False, '; '.join(reasons)
+  if not resamples:
+    return None, 'not checked: no bootstrap resamples (give --bootstrap K)'
+  return True, ''
 
 
 def fit_with_intervals(
@@ -56,13 +110,16 @@ def fit_with_intervals(
   resamples: int = 0,
   seed: int = 0,
   irreducible: bool = False,
+  selection=None,
 ) -> FitResult:
-  """The law fitted to obs and, with resamples, its bootstrap intervals."""
+  """The law fitted to obs and, with resamples, its bootstrap intervals (seeded: the same obs,
+  resamples and seed give the same intervals). selection: the selection.Selection obs came
+  from, for the output to say which runs were left out."""
   fitted = fit(obs, law, irreducible)
   intervals, failed = (
     bootstrap(obs, law, fitted, resamples, seed, irreducible) if resamples else ({}, 0)
   )
-  return FitResult(law, fitted, obs, loss_col, intervals, resamples, failed)
+  return FitResult(law, fitted, obs, loss_col, intervals, resamples, failed, selection)
 
 
 def bootstrap(
