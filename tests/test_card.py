@@ -5,6 +5,9 @@ import json
 import math
 import os
 
+import pytest
+
+from gptjax.errors import UserError
 from gptjax.scaling import card, report, tuning, uncertainty
 from gptjax.scaling.observations import observations
 
@@ -218,3 +221,28 @@ def test_the_report_writes_the_card_without_machine_paths(tmp_path):
   assert card.study_paths(root, root) == ('lr_sweep', 'results.jsonl')
   assert card.study_paths(root, os.path.join(root, 'report')) == ('lr_sweep', '../results.jsonl')
   assert card.study_paths(root, str(tmp_path)) == ('lr_sweep', 'lr_sweep/results.jsonl')
+
+
+def test_the_report_fits_the_n_column_it_is_given_and_carries_the_ladder_check(tmp_path):
+  root = str(tmp_path / 'study')
+  rows = _rows()
+  for row in rows:
+    row['N_compute'] = 2 * row['N']  # as if C counted the head
+  _write_sweep(root, rows)
+  check = {
+    'predicted_at': '2026-12-01T15:00:00+00:00',
+    'runs': [{'name': 'n4000', 'predicted': 2.0, 'actual': 2.02, 'relative_error': -0.0099}],
+    'mean_abs_relative_error': 0.0099,
+  }
+  with open(os.path.join(root, 'ladder_check.json'), 'w') as f:
+    json.dump(check, f)
+  report.write_report(root, root, bootstrap_k=0, tuned_field='train.lr', n_col='N_compute')
+  with open(os.path.join(root, 'card.md')) as f:
+    markdown = f.read()
+  assert 'The fits take N = N_compute.' in markdown
+  assert '2026-12-01T15:00:00+00:00' in markdown and 'n4000' in markdown
+  with open(os.path.join(root, 'report.md')) as f:
+    text = f.read()
+  assert 'parameters C counts' in text and f'{2 * SIZES[-1]:,}' in text
+  with pytest.raises(UserError, match='n_col'):
+    report.write_report(root, root, bootstrap_k=0, n_col='params')

@@ -88,7 +88,7 @@ _COLUMNS = ('n_col', 'd_col', 'c_col', 'loss_col')
 # The flags each command reads; given to another command, a flag is refused.
 _COMMANDS = {
   'fit': ('input', {'law', *_COLUMNS, 'irreducible', 'json', 'bootstrap', 'seed', 'tuned'}),
-  'report': ('root', {'out', 'bootstrap', 'seed', 'tuned', 'tune_field'}),
+  'report': ('root', {'out', 'bootstrap', 'seed', 'tuned', 'tune_field', 'n_col'}),
   'holdout': ('input', {'law', *_COLUMNS, 'irreducible', 'json', 'hold_out', 'tuned'}),
   'tune': ('root', {'tune_field', 'against', 'where', 'loss_col', 'json', 'seed'}),
 }
@@ -125,7 +125,9 @@ def main(argv: list[str]) -> None:
 
     bootstrap_k = 100 if _BOOTSTRAP.value is None else _BOOTSTRAP.value
     tuned_field = _TUNE_FIELD.value if _TUNED.value else ''
-    written = report.write_report(path, _OUT.value or path, bootstrap_k, _SEED.value, tuned_field)
+    written = report.write_report(
+      path, _OUT.value or path, bootstrap_k, _SEED.value, tuned_field, _N_COL.value or 'N'
+    )
     print(f'wrote {written}')
     return
   if command == 'tune':

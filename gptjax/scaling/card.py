@@ -131,9 +131,11 @@ def _definitions(rows: list[dict], convention: str) -> str:
     '## 3. Definitions of N, D and C',
     '',
     f'- **N**: non-embedding parameters (Kaplan et al.: no token or position embeddings), '
-    f'{_span([r["N"] for r in rows])} over {_plural(len({r["N"] for r in rows}), "size")}; '
+    f'{_span([r.get("N_nonembedding", r["N"]) for r in rows])} over '
+    f'{_plural(len({r["N"] for r in rows}), "size")}; '
     f'with the embeddings (N_total) {_span([r["N_total"] for r in rows])}.',
     f'- **N_compute**, the parameters C counts (C = 6 N_compute D): {_span(n_compute)}.'
+    + (' **The fits take N = N_compute.**' if 'N_nonembedding' in rows[0] else '')
     if len(n_compute) == len(rows) and rows
     else '- **N_compute**, the parameters C counts: not recorded in these rows (written by '
     'sweeps since it was added); under 6ND it is N.',

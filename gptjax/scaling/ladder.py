@@ -104,6 +104,7 @@ def check(prediction: dict, rows: list[dict], noise: float | None = None) -> dic
   each error in units of the seed noise (a loss standard deviation) where one is given."""
   losses = {row['name']: row['eval_loss'] for row in rows if row.get('eval_loss') is not None}
   results, missing = [], []
+  optimum_name = next((t['name'] for t in prediction['targets'] if t.get('optimum')), None)
   for target in prediction['targets']:
     trained = {name: losses[name] for name in target['runs'] if name in losses}
     if len(trained) < len(target['runs']):
@@ -125,8 +126,18 @@ def check(prediction: dict, rows: list[dict], noise: float | None = None) -> dic
     )
   if not results:
     raise UserError('none of the predicted runs has a result yet: train them, then check')
+  optimum = next((r for r in results if r['name'] == optimum_name), None)
   return {
     'predicted_at': prediction['predicted_at'],
+    'law': 'chinchilla (Approach 3), fitted to the tuned frontier',
+    'fit_budgets': prediction['isoflop']['budgets'],
+    'optimum': {
+      'C': prediction['budget'],
+      'N_opt': prediction['optimum']['N'],
+      'D_opt': prediction['optimum']['D'],
+      'predicted loss': prediction['optimum']['loss'],
+      **({'trained loss': optimum['actual'], 'run': optimum['best_run']} if optimum else {}),
+    },
     'checked_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
     'runs': results,
     'incomplete': missing,  # targets with runs still untrained

@@ -23,6 +23,7 @@ import numpy as np
 from matplotlib import cm, colors, ticker
 from matplotlib.figure import Figure  # drawn by the Agg renderer; no pyplot, no display
 
+from gptjax.data import sources
 from gptjax.errors import UserError
 from gptjax.models import accounting
 from gptjax.scaling import card, formatting, laws, selection, tuning, uncertainty
@@ -59,16 +60,38 @@ def eval_curves(root: str, rows: list[dict]) -> dict[str, np.ndarray]:
   return curves
 
 
+# What a sweep row's parameter columns count; write_report fits the one it is given as N.
+N_COLUMNS = {
+  'N': 'non-embedding parameters',
+  'N_compute': 'parameters C counts, C / 6D',
+  'N_total': 'all parameters',
+}
+
+
 def write_report(
-  root: str, out: str, bootstrap_k: int = 100, seed: int = 0, tuned_field: str = ''
+  root: str,
+  out: str,
+  bootstrap_k: int = 100,
+  seed: int = 0,
+  tuned_field: str = '',
+  n_col: str = 'N',
 ) -> str:
   """Fits, plots, report.md and the scaling card card.md (gptjax/scaling/card.py, with
   ROOT/hypothesis.md if the sweep has one) of the sweep in `root`, written to `out`; returns
   report.md.
   With tuned_field (a config field the sweep tried several values of, such as train.lr), the
   laws are fitted to the tuned frontier, the best run of every (N, D)
-  (gptjax/scaling/tuning.py). Runs retired by a non-finite step (no eval_loss) are left out."""
+  (gptjax/scaling/tuning.py). Runs retired by a non-finite step (no eval_loss) are left out.
+  n_col: the column the laws take as N (N_COLUMNS). A ladder check (gptjax/scaling/ladder.py)
+  saved as OUT/ladder_check.json goes on the card."""
+  if n_col not in N_COLUMNS:
+    raise UserError(f'--n_col={n_col!r}: report takes one of {", ".join(N_COLUMNS)}')
   all_rows = read_rows(root)
+  if n_col != 'N':
+    if any(n_col not in row for row in all_rows):
+      raise UserError(f'{root}/results.jsonl: a row has no {n_col} (written by newer sweeps)')
+    all_rows = [{**row, 'N': row[n_col], 'N_nonembedding': row['N']} for row in all_rows]
+  n_label = f'N ({N_COLUMNS[n_col]})'
   every_row = [row for row in all_rows if row.get('eval_loss') is not None]
   if not every_row:
     raise UserError(f'{root}/results.jsonl has no run with an eval_loss')
@@ -129,7 +152,7 @@ def write_report(
       obs.n,
       obs.loss,
       fitted,
-      'N (non-embedding parameters)',
+      n_label,
       'N',
       os.path.join(out, 'loss_vs_n.png'),
     )
@@ -161,7 +184,13 @@ def write_report(
       sections.append(f'### L(C): the compute frontier of the training curves\n\nNot fitted: {e}\n')
       fitted = None
     _plot_frontier(
-      rows, curves, points[frontier], fitted, convention, os.path.join(out, 'loss_vs_c.png')
+      rows,
+      curves,
+      points[frontier],
+      fitted,
+      convention,
+      os.path.join(out, 'loss_vs_c.png'),
+      n_label,
     )
   isoflop = chinchilla = holdout = None
   if 'isoflop' in supported:
@@ -180,7 +209,9 @@ def write_report(
     holdout = _holdout(obs)
     sections.append(_holdout_markdown(holdout))
   if isoflop is not None:
-    _plot_isoflop(observed('isoflop'), isoflop, chinchilla, os.path.join(out, 'isoflop.png'))
+    _plot_isoflop(
+      observed('isoflop'), isoflop, chinchilla, os.path.join(out, 'isoflop.png'), n_label
+    )
     _plot_compute_optimal(isoflop, chinchilla, convention, os.path.join(out, 'compute_optimal.png'))
     sections.append(
       '### The compute-optimal frontier\n\n![compute-optimal N and D](compute_optimal.png)\n'
@@ -197,7 +228,9 @@ def write_report(
   path = os.path.join(out, 'report.md')
   with open(path, 'w') as f:
     f.write(
-      _markdown(study, results, rows, convention, fitted_laws, sections, bootstrap_k, bool(curves))
+      _markdown(
+        study, results, rows, convention, fitted_laws, sections, bootstrap_k, bool(curves), n_col
+      )
     )
     f.write(tuning_section)
   hypothesis = ''
@@ -217,9 +250,21 @@ def write_report(
         all_rows=every_row,
         tuned_field=tuned_field,
         holdout=holdout,
+        ladder=_ladder_check(out),
       )
     )
   return path
+
+
+def _ladder_check(out: str) -> dict | None:
+  """The ladder check (ladder.check's dict) saved as OUT/ladder_check.json, if there is one."""
+  path = os.path.join(out, 'ladder_check.json')
+  if not os.path.exists(path):
+    return None
+  check, problem = sources.json_object(path)
+  if problem:
+    raise UserError(f'{path} is not a ladder check ({problem}); remake it or remove it')
+  return check
 
 
 def _tuning_markdown(field: str, found) -> str:
@@ -254,6 +299,7 @@ def _markdown(
   sections: list[str],
   bootstrap_k: int,
   have_curves: bool,
+  n_col: str = 'N',
 ) -> str:
   lines = [
     f'# Scaling-law report: {study}',
@@ -263,7 +309,9 @@ def _markdown(
     '## Conventions',
     '',
     '- **N**: non-embedding parameters (Kaplan et al.: no token or position embeddings); '
-    '`N_total` in the table counts them too.',
+    '`N_total` in the table counts them too.'
+    if n_col == 'N'
+    else f'- **N**: the {N_COLUMNS[n_col]} (column `{n_col}`), not the non-embedding count.',
     '- **D**: tokens trained on, steps x batch x sequence length. `unique tokens` is how '
     'many distinct training tokens they were drawn from (`data.max_train_tokens`); a run '
     'with D > unique tokens repeated data and is left out of the isoFLOP and Approach 3 '
@@ -473,6 +521,7 @@ def _plot_frontier(
   fitted: laws.PowerLaw | None,
   convention: str,
   path: str,
+  n_label: str = 'N (non-embedding parameters)',
 ) -> str:
   colour, mappable = _size_colours([row['N'] for row in rows])
   fig = Figure(figsize=_FIGSIZE)
@@ -500,12 +549,16 @@ def _plot_frontier(
   )
   ax.grid(True, which='both', alpha=0.3)
   ax.legend()
-  fig.colorbar(mappable, ax=ax, label='N (non-embedding parameters)')
+  fig.colorbar(mappable, ax=ax, label=n_label)
   return _save(fig, path)
 
 
 def _plot_isoflop(
-  obs: Observations, isoflop: laws.IsoflopFit, chinchilla: laws.ChinchillaLaw | None, path: str
+  obs: Observations,
+  isoflop: laws.IsoflopFit,
+  chinchilla: laws.ChinchillaLaw | None,
+  path: str,
+  n_label: str = 'N (non-embedding parameters)',
 ) -> str:
   fig = Figure(figsize=(8.4, 4.8))
   ax = fig.subplots()
@@ -534,7 +587,7 @@ def _plot_isoflop(
     ax.plot([], [], 'D', mfc='none', mec='0.4', mew=1.5, ms=8, label='Approach 3: its minimum')
   ax.set(
     xscale='log',
-    xlabel='N (non-embedding parameters)',
+    xlabel=n_label,
     ylabel='final eval loss (nats/token)',
     title='IsoFLOP profiles: loss against N at fixed compute',
   )
