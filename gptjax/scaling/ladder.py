@@ -20,8 +20,7 @@ import subprocess
 import numpy as np
 
 from gptjax.errors import UserError
-from gptjax.scaling import laws, tuning
-from gptjax.scaling.observations import observations
+from gptjax.scaling import laws, selection, tuning
 
 
 def predict(
@@ -44,17 +43,19 @@ def predict(
     raise UserError(
       f'{", ".join(seen)} trained already: a prediction must be made before its runs exist'
     )
-  fit_rows = [
-    row
-    for row in rows
-    if row.get('eval_loss') is not None
-    and row['C'] <= fit_below * laws.BUDGET_SPREAD
-    and row['D'] <= row['unique_tokens']
-  ]
-  frontier, found = tuning.tuned_frontier(fit_rows, tune_field)
-  obs = observations(frontier, n_col=n_col, source='the runs below the ladder budget')
-  law = laws.fit(obs, 'chinchilla')
-  isoflop = laws.fit(obs, 'isoflop')
+  below = [row for row in rows if row['C'] <= fit_below * laws.BUDGET_SPREAD]
+  frontier, found = tuning.tuned_frontier(
+    [row for row in below if row.get('eval_loss') is not None], tune_field
+  )
+  source = 'the runs below the ladder budget'
+  chosen = selection.select(frontier, 'chinchilla', n_col=n_col, source=source)
+  law = laws.fit(chosen.obs, 'chinchilla')
+  try:
+    isoflop = laws.fit(
+      selection.select(frontier, 'isoflop', n_col=n_col, source=source).obs, 'isoflop'
+    )
+  except UserError as e:  # Approach 2 is a cross-check: Approach 3 predicts
+    isoflop, isoflop_problem = None, str(e)
   n_opt, d_opt = law.compute_optimal(budget)
   if place_optimum is not None:
     targets = [*targets, {**place_optimum(float(n_opt)), 'optimum': True}]
@@ -68,7 +69,11 @@ def predict(
     'budget': budget,
     'fit_below': fit_below,
     'n_col': n_col,
-    'fit_runs': sorted(obs.names),
+    'fit_runs': sorted(chosen.obs.names),
+    'fit_budgets': [
+      float(np.exp(np.log(chosen.obs.c[g]).mean())) for g in laws.group_by_compute(chosen.obs.c)
+    ],
+    'left_out': chosen.as_json(),
     'lr_at_grid_edge': sorted(o.best_run for _, o in found if o.at_edge),
     'chinchilla': {k: float(getattr(law, k)) for k in ('E', 'A', 'B', 'alpha', 'beta', 'a', 'b')},
     'isoflop': {
@@ -76,12 +81,14 @@ def predict(
       'b': float(isoflop.b),
       'budgets': [float(b.compute) for b in isoflop.budgets],
       'skipped': list(isoflop.skipped),
-    },
+    }
+    if isoflop
+    else {'not_fitted': isoflop_problem},
     'optimum': {
       'N': float(n_opt),
       'D': float(d_opt),
       'loss': float(law.predict(n_opt, d_opt)),
-      'N_approach2': float(isoflop.n_opt(budget)),
+      **({'N_approach2': float(isoflop.n_opt(budget))} if isoflop else {}),
     },
     'targets': [
       {**t, 'predicted': float(p)} for t, p in zip(targets, np.asarray(predicted, float))
@@ -130,7 +137,7 @@ def check(prediction: dict, rows: list[dict], noise: float | None = None) -> dic
   return {
     'predicted_at': prediction['predicted_at'],
     'law': 'chinchilla (Approach 3), fitted to the tuned frontier',
-    'fit_budgets': prediction['isoflop']['budgets'],
+    'fit_budgets': prediction['fit_budgets'],
     'optimum': {
       'C': prediction['budget'],
       'N_opt': prediction['optimum']['N'],
