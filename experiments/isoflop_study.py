@@ -113,22 +113,27 @@ SEED_RUN = (
 
 def size_runs(budget: float, width: int, label: str = '') -> list:
   """The runs of one (size, budget), one per learning rate."""
-  n_compute = compute_per_token(width) / 6
-  steps = max(1, round(budget / (6 * n_compute) / (BATCH * SEQ_LEN)))
+  steps = max(1, round(budget / compute_per_token(width) / (BATCH * SEQ_LEN)))
+  return size_runs_for_steps(f'{budget_name(budget)}_{label}d{width}', width, steps)
+
+
+def size_runs_for_steps(name: str, width: int, steps: int, evaluations: int = 1) -> list:
+  """Runs of `steps` steps at one width, one per learning rate of the grid, evaluated
+  `evaluations` times and checkpointed 8 times."""
   every = max(1, math.ceil(steps / 8))
   base_lr = 1e-2 * 32 / width
   overrides = {
     **shape(width),
     'train.steps': steps,
     'train.warmup_steps': min(
-      tuning.porian_warmup_steps(round(n_compute), BATCH * SEQ_LEN), steps // 5
+      tuning.porian_warmup_steps(round(compute_per_token(width) / 6), BATCH * SEQ_LEN), steps // 5
     ),
-    'train.eval_every': steps,
+    'train.eval_every': max(1, math.ceil(steps / evaluations)),
     'train.checkpoint_every': every,
     'train.log_every': max(1, min(50, every)),
   }
   grid = {'train.lr': {name: factor * base_lr for name, factor in LR_FACTORS.items()}}
-  return tuning.expand([(f'{budget_name(budget)}_{label}d{width}', overrides)], grid)
+  return tuning.expand([(name, overrides)], grid)
 
 
 def optimum_width(n_opt: float) -> int:

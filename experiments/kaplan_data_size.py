@@ -1,31 +1,42 @@
-"""Kaplan et al.'s L(D): one model (2 layers, d_model 64, 100K non-embedding parameters) trained on
-only the first D tokens of the standard library, D from 125K to 4M (32x).
+"""Kaplan et al.'s (2020) L(D): one model (2 blocks, d_model 48, 55K non-embedding parameters)
+trained on only the first D tokens of the standard library, D from 125K to 8M (64x), with early
+stopping.
 
-  python -m gptjax.sweep run experiments/kaplan_data_size.py --root runs/kaplan_data_size
-  python -m gptjax.scaling report runs/kaplan_data_size
+  python -m gptjax.sweep run experiments/kaplan_data_size.py --root runs/kaplan_data_size \\
+      --convention 6ND+attn+embed
+  python -m gptjax.scaling report runs/kaplan_data_size --tuned
 
-Every run takes the same 1,000 steps of 32 x 128 tokens (one pass over the largest D, 32 over the
-smallest) and evaluates every 50 steps: as Kaplan et al. did, L(D) is the early-stopped loss, the
-best evaluation (best_eval_loss), and the fit uses unique_tokens as D. About 1-1.5 hours on 2 CPU
-cores.
+Hypothesis: the early-stopped loss falls as a power law of the data, L = (D_c / D)^alpha_D (Kaplan
+et al.: alpha_D = 0.095).
+
+Setup: experiments/isoflop_study.py's, every run 10,000 steps of 768 tokens (7.7M tokens: 61
+passes over the smallest D, under one over the largest) at the study's 3 learning rates; an
+evaluation every 250 steps on 16 batches spread over the validation split; L(D) is the best of
+them (best_eval_loss), and the fit uses unique_tokens as D.
 """
 
-from gptjax.configs import default
-from gptjax.scaling.sweep import schedule
+import os
+import sys
 
-STEPS = 1000
-UNIQUE_TOKENS = (125_000, 250_000, 500_000, 1_000_000, 2_000_000, 4_000_000)
+sys.path.insert(0, os.path.dirname(__file__))
+import isoflop_study  # noqa: E402  (the setup is that study's)
+
+STEPS = 10_000
+WIDTH = 48
+UNIQUE_TOKENS = (125_000, 250_000, 500_000, 1_000_000, 2_000_000, 4_000_000, 8_000_000)
 
 
 def get_config():
-  config = default.get_config()
-  config.model.update(n_layers=2, d_model=64, n_heads=4, d_ff=256)
-  config.sample.max_new_tokens = 0
+  config = isoflop_study.get_config()
+  config.train.update(eval_batches=16, final_eval_batches=128)
   return config
 
 
 def get_runs():
-  return [
-    (f'D{tokens // 1000}k', {'data.max_train_tokens': tokens, **schedule(STEPS, evaluations=20)})
-    for tokens in UNIQUE_TOKENS
-  ]
+  runs = []
+  for tokens in UNIQUE_TOKENS:
+    for name, overrides in isoflop_study.size_runs_for_steps(
+      f'D{tokens // 1000}k', WIDTH, STEPS, evaluations=40
+    ):
+      runs.append((name, {**overrides, 'data.max_train_tokens': tokens}))
+  return runs

@@ -1,42 +1,42 @@
-"""Kaplan et al.'s L(N): 7 model sizes from 12K to 450K non-embedding parameters (37x), each
-trained on the same 4.1M tokens of the standard library (1,000 steps of 32 x 128).
+"""Kaplan et al.'s (2020) L(N) and L(C_min): 7 model sizes from 3.8K to 221K non-embedding
+parameters (58x), each trained on the same 9.2M tokens (0.3 epochs of the standard library), with
+early stopping.
 
-  python -m gptjax.sweep run experiments/kaplan_model_size.py --root runs/kaplan_model_size
-  python -m gptjax.scaling report runs/kaplan_model_size
+  python -m gptjax.sweep run experiments/kaplan_model_size.py --root runs/kaplan_model_size \\
+      --convention 6ND+attn+embed
+  python -m gptjax.scaling report runs/kaplan_model_size --tuned
 
-Kaplan et al. fit L(N) to models that data does not limit. Here the largest model sees about 9
-tokens per parameter, so expect its point to sit above a pure power law; the report also fits L(C)
-to the envelope of the training curves. About 1-1.5 hours on 2 CPU cores.
+Hypothesis: the early-stopped loss falls as a power law of N, L = (N_c / N)^alpha_N (Kaplan et al.
+found alpha_N = 0.076 on WebText2 with BPE), and the lower envelope of all training curves as a
+power law of compute, alpha_C (0.050).
+
+Setup: experiments/isoflop_study.py's (byte tokenizer, 2 blocks, widths 12-128, 768-token steps,
+beta2 0.99, warmup over N tokens, cosine to 0.1), every size trained 12,000 steps at the 3 learning
+rates of that study's grid (lr = 1e-2 * 32 / d_model x {0.5, 1, 2}) as one stack; --tuned keeps the
+best of each size. Kaplan et al. fit L(N) to models that data does not limit: here the largest
+model sees 42 tokens per parameter (the smallest 2,400), so expect it above the power law.
+Evaluations every 600 steps on 16 batches spread over the validation split give the training
+curves (best_eval_loss is the early-stopped loss) and 128 batches the final one.
 """
 
-from gptjax.configs import default
-from gptjax.models.accounting import propose_shape
-from gptjax.scaling.sweep import schedule
+import os
+import sys
 
-STEPS = 1000
-TARGET_N = (12e3, 27e3, 50e3, 100e3, 155e3, 230e3, 450e3)
+sys.path.insert(0, os.path.dirname(__file__))
+import isoflop_study  # noqa: E402  (the setup is that study's)
+
+STEPS = 12_000
+WIDTHS = (12, 16, 24, 32, 48, 64, 96)
 
 
 def get_config():
-  config = default.get_config()
-  config.sample.max_new_tokens = 0
+  config = isoflop_study.get_config()
+  config.train.update(eval_batches=16, final_eval_batches=128)
   return config
 
 
 def get_runs():
   runs = []
-  for target in TARGET_N:
-    shape = propose_shape(target)
-    runs.append(
-      (
-        f'L{shape.n_layers}_d{shape.d_model}',
-        {
-          'model.n_layers': shape.n_layers,
-          'model.d_model': shape.d_model,
-          'model.n_heads': shape.n_heads,
-          'model.d_ff': shape.d_ff,
-          **schedule(STEPS),
-        },
-      )
-    )
+  for width in WIDTHS:
+    runs += isoflop_study.size_runs_for_steps(f'd{width}', width, STEPS, evaluations=20)
   return runs
