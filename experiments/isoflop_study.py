@@ -2,11 +2,15 @@
 its ladder check: 5 compute budgets from 2.5e11 to 4e12 FLOPs (16x), 6 model sizes per budget,
 3 learning rates per (size, budget).
 
-  python -m gptjax.sweep run experiments/isoflop_study.py --root runs/isoflop_study \\
-      --convention 6ND+attn+embed --only '^C(2.5e11|5.0e11|1.0e12|2.0e12)_'   # all but 4e12
-  python experiments/isoflop_study.py predict runs/isoflop_study   # commit this before ...
-  python -m gptjax.sweep run experiments/isoflop_study.py --root runs/isoflop_study \\
-      --convention 6ND+attn+embed                      # ... the largest budget's runs
+  S="python -m gptjax.sweep run experiments/isoflop_study.py --root runs/isoflop_study \
+     --convention 6ND+attn+embed"
+  $S --only '^C(2.5e11|5.0e11|1.0e12|2.0e12)_'           # every budget but the largest
+  python experiments/isoflop_study.py extend runs/isoflop_study  # grid edges: add the next LR
+  $S --only '^C(2.5e11|5.0e11|1.0e12|2.0e12)_'           # ... and train those (repeat)
+  python experiments/isoflop_study.py predict runs/isoflop_study # commit this before ...
+  $S                                                     # ... the largest budget's runs
+  python experiments/isoflop_study.py check runs/isoflop_study   # ladder_check.json
+  python experiments/isoflop_study.py report runs/isoflop_study  # report, card, plots
 
 Hypothesis: with every (N, D) at its tuned learning rate and C counting the head, the isoFLOP
 minima lie inside each budget's sizes and N_opt grows as C^a with a near Chinchilla's 0.5; a law
@@ -43,6 +47,7 @@ Runs of one shape train as one stack whatever their budget (gptjax/training/stac
 import json
 import math
 import os
+import shutil
 import sys
 
 from gptjax import configuration
@@ -106,9 +111,9 @@ def budget_name(budget: float) -> str:
 PREDICTION = os.path.join(
   os.path.dirname(__file__), 'results', 'isoflop_study', 'ladder_prediction.json'
 )
-SEED_RUN = (
-  'C1.0e12_d32_lrx1'  # repeated under 3 seeds: the noise the ladder errors are read against
-)
+EXTENSIONS = os.path.join(os.path.dirname(PREDICTION), 'lr_extensions.json')
+# Repeated under 3 seeds: the noise the ladder's errors are read against.
+SEED_RUN = 'C1.0e12_d32_lrx1'
 
 
 def size_runs(budget: float, width: int, label: str = '') -> list:
@@ -118,8 +123,9 @@ def size_runs(budget: float, width: int, label: str = '') -> list:
 
 
 def size_runs_for_steps(name: str, width: int, steps: int, evaluations: int = 1) -> list:
-  """Runs of `steps` steps at one width, one per learning rate of the grid, evaluated
-  `evaluations` times and checkpointed 8 times."""
+  """Runs of `steps` steps at one width, one per learning rate of the grid (and of its
+  extension, where the best rate was at the grid's edge), evaluated `evaluations` times and
+  checkpointed 8 times."""
   every = max(1, math.ceil(steps / 8))
   base_lr = 1e-2 * 32 / width
   overrides = {
@@ -132,8 +138,41 @@ def size_runs_for_steps(name: str, width: int, steps: int, evaluations: int = 1)
     'train.checkpoint_every': every,
     'train.log_every': max(1, min(50, every)),
   }
-  grid = {'train.lr': {name: factor * base_lr for name, factor in LR_FACTORS.items()}}
+  factors = {**LR_FACTORS, **{f'lrx{f:g}': f for f in lr_extensions().get(name, [])}}
+  grid = {
+    'train.lr': {
+      label: factor * base_lr for label, factor in sorted(factors.items(), key=lambda kv: kv[1])
+    }
+  }
   return tuning.expand([(name, overrides)], grid)
+
+
+def lr_extensions() -> dict[str, list[float]]:
+  """{(size, budget) name: the LR factors added beyond the grid}, as `extend` wrote them."""
+  if not os.path.exists(EXTENSIONS):
+    return {}
+  with open(EXTENSIONS) as f:
+    return json.load(f)
+
+
+def extend(root: str) -> dict[str, list[float]]:
+  """Adds, for every (size, budget) whose best learning rate is at its grid's edge, the next
+  factor of 2 beyond it, to EXTENSIONS (the next sweep run trains them). Run again after those
+  runs: an edge that moved extends again."""
+  extensions = lr_extensions()
+  _, found = tuning.tuned_frontier(read_rows(root))
+  for curve, best in found:
+    if not best.at_edge:
+      continue
+    key = best.best_run.rsplit('_lr', 1)[0]
+    factors = sorted([*LR_FACTORS.values(), *extensions.get(key, [])])
+    factor = float(best.best_run.rsplit('_lrx', 1)[1])
+    new = factor * 2 if factor == factors[-1] else factor / 2
+    extensions[key] = sorted({*extensions.get(key, []), new})
+  os.makedirs(os.path.dirname(EXTENSIONS), exist_ok=True)
+  with open(EXTENSIONS, 'w') as f:
+    json.dump(extensions, f, indent=1, sort_keys=True)
+  return extensions
 
 
 def optimum_width(n_opt: float) -> int:
@@ -183,6 +222,24 @@ def predict(root: str) -> dict:
   return prediction
 
 
+def hypothesis(doc: str) -> str:
+  """The 'Hypothesis:' paragraph of a sweep file's docstring."""
+  start = doc.index('Hypothesis:')
+  return ' '.join(doc[start : doc.index('\n\n', start)].split()) + '\n'
+
+
+def write_results(root: str, out: str, doc: str = __doc__) -> str:
+  """The report and card of the runs in `root` (laws on the tuned frontier, N = N_compute),
+  written with a copy of results.jsonl to `out`, the committed results directory."""
+  from gptjax.scaling import report  # matplotlib: imported only here
+
+  with open(os.path.join(root, 'hypothesis.md'), 'w') as f:
+    f.write(hypothesis(doc))
+  os.makedirs(out, exist_ok=True)
+  shutil.copy(os.path.join(root, 'results.jsonl'), os.path.join(out, 'results.jsonl'))
+  return report.write_report(root, out, 200, 0, 'train.lr', 'N_compute')
+
+
 def check(root: str) -> dict:
   with open(PREDICTION) as f:
     prediction = json.load(f)
@@ -207,5 +264,12 @@ if __name__ == '__main__':
     print(f'{len(get_runs())} runs, {total:.3g} FLOPs')
   elif command in ('predict', 'check') and len(sys.argv) == 3:
     print(json.dumps((predict if command == 'predict' else check)(sys.argv[2]), indent=1))
+  elif command == 'extend' and len(sys.argv) == 3:
+    print(json.dumps(extend(sys.argv[2]), indent=1))
+  elif command == 'report' and len(sys.argv) == 3:
+    print(write_results(sys.argv[2], os.path.dirname(PREDICTION)))
   else:
-    sys.exit(f'usage: {os.path.basename(__file__)} plan | predict ROOT | check ROOT')
+    sys.exit(
+      f'usage: {os.path.basename(__file__)} plan | extend ROOT | predict ROOT | check ROOT | '
+      'report ROOT'
+    )

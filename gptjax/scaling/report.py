@@ -338,7 +338,7 @@ def _markdown(
   fmt = lambda v, spec: '' if v is None else format(v, spec)
   for row in sorted(rows, key=lambda r: (r['C'], r['N'])):
     lines.append(
-      f'| {row["name"]} | {row["N"]:,} | {row["N_total"]:,} | {row["D"]:,} | '
+      f'| {row["name"]} | {row["N"]:,.0f} | {row["N_total"]:,} | {row["D"]:,} | '
       f'{row["unique_tokens"]:,} | {row["C"]:.3g} | {row["steps"]} | '
       f'{fmt(row.get("train_loss"), ".4f")} | {row["eval_loss"]:.4f} | '
       f'{row["best_eval_loss"]:.4f} | {fmt(row.get("tokens_per_s"), ",.0f")} | '
