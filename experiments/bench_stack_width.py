@@ -12,14 +12,13 @@ activations of R runs may no longer fit the caches).
 import json
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 import isoflop_study  # noqa: E402
+from bench_vmapped_step import _median_step_s  # noqa: E402
 
 from gptjax import configuration  # noqa: E402
 from gptjax.models import registry  # noqa: E402
@@ -29,18 +28,6 @@ from gptjax.training.state import init_state  # noqa: E402
 
 WIDTHS = (16, 32, 48, 96)
 STACKS = (1, 2, 3, 4, 6)
-
-
-def median_step_s(step, state, *inputs, repeats: int = 30) -> float:
-  state, _ = step(state, *inputs)
-  jax.block_until_ready(state)
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    state, _ = step(state, *inputs)
-    jax.block_until_ready(state)
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
 
 
 def measure(width: int, runs: int) -> dict:
@@ -60,7 +47,7 @@ def measure(width: int, runs: int) -> dict:
   batches = jax.random.randint(jax.random.PRNGKey(0), shape, 0, 262)
   states = [init_state(model, optimizer, seed) for seed in range(runs)]
   stack = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
-  seconds = median_step_s(step, stack, batches, jnp.full((runs,), 1e-3))
+  seconds = _median_step_s(step, stack, batches, jnp.full((runs,), 1e-3), repeats=30)
   return {
     'd_model': width,
     'runs': runs,
