@@ -36,8 +36,8 @@ BOOTSTRAP_GRID = {
 }
 CI_LEVEL = 0.95
 # A fit is not identified (formatting.py prints why instead of its numbers) when the CI_LEVEL
-# interval of an exponent is wider than EXPONENT_WIDTH, or that of a coefficient spans more than
-# COEFFICIENT_DECADES orders of magnitude (or reaches 0); when more than FAILED_FRACTION of the
+# interval of an exponent is wider than EXPONENT_WIDTH, or that of the irreducible loss E spans
+# more than COEFFICIENT_DECADES orders of magnitude (or reaches 0); when more than FAILED_FRACTION of the
 # bootstrap resamples could not be fitted; or when Approach 2 has fewer than ISOFLOP_BUDGETS
 # usable budgets (a line through two budgets' minima fits them exactly, whatever its error).
 EXPONENT_WIDTH = 1.0
@@ -45,6 +45,9 @@ COEFFICIENT_DECADES = 3.0
 FAILED_FRACTION = 0.5
 ISOFLOP_BUDGETS = 3
 EXPONENTS = ('alpha', 'beta', 'a', 'b', 'alpha_N', 'alpha_D', 'alpha_C')  # of laws.summary's keys
+# The other coefficients (A, B, G, x_c, the N_opt coefficient) follow from an exponent: a small
+# change of alpha moves A by decades, so their intervals are wide whenever the data span little;
+# they are judged through the exponents.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +91,8 @@ def identification(
           f'the {CI_LEVEL:.0%} interval of {key} [{low:.3g}, {high:.3g}] is {high - low:.3g} '
           f'wide (an exponent is identified within {EXPONENT_WIDTH:g})'
         )
+    elif key != 'E':
+      continue
     elif low <= 0:
       reasons.append(f'the {CI_LEVEL:.0%} interval of {key} [{low:.3g}, {high:.3g}] reaches 0')
     elif math.log10(high / low) > COEFFICIENT_DECADES:
