@@ -7,7 +7,7 @@ Kaplan's 0.73 from Chinchilla's 0.5.
       --convention 6ND+attn+embed
   python experiments/porian_ablation.py runs/isoflop_study runs/porian_ablation   # table, plot
 
-Arms:
+Arms, each over the budgets the ladder's law is fitted to (2.5e11 to 2e12 FLOPs, 8x):
 - tuned: the study itself: C counts the head (6ND+attn+embed), N = N_compute, the best of 3
   learning rates per (N, D), warmup over N tokens.
 - (i) no head FLOPs: the same runs, C counted as 6N D + attention (no embedding or head matmuls)
@@ -37,10 +37,16 @@ def get_config():
   return isoflop_study.get_config()
 
 
+def _in_ablation(name: str) -> bool:
+  """The budgets the ladder's law is fitted to (up to isoflop_study.FIT_BELOW)."""
+  budgets = [b for b in isoflop_study.BUDGETS if b <= isoflop_study.FIT_BELOW]
+  return any(f'{isoflop_study.budget_name(b)}_' in name for b in budgets)
+
+
 def get_runs():
   runs = []
   for name, overrides in isoflop_study.get_runs():
-    if not name.endswith('_lrx1') or 'optimum' in name:  # one run per (size, budget)
+    if not name.endswith('_lrx1') or 'optimum' in name or not _in_ablation(name):
       continue
     key = name.rsplit('_lr', 1)[0]
     runs.append((f'untuned_{key}', {**overrides, 'train.lr': UNTUNED_LR}))
@@ -56,7 +62,7 @@ def arms(study_rows: list[dict], ablation_rows: list[dict]) -> dict[str, list[di
   done = lambda rows: [
     r for r in rows if r.get('eval_loss') is not None and '_seed' not in r['name']
   ]
-  main = [r for r in done(study_rows) if 'optimum' not in r['name']]
+  main = [r for r in done(study_rows) if 'optimum' not in r['name'] and _in_ablation(r['name'])]
   arm = lambda rows, prefix: [{**r, 'N': r['N_compute']} for r in rows if prefix in r['name']]
   return {
     'tuned': arm(tuning.tuned_frontier(main)[0], ''),
