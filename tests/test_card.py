@@ -244,5 +244,8 @@ def test_the_report_fits_the_n_column_it_is_given_and_carries_the_ladder_check(t
   with open(os.path.join(root, 'report.md')) as f:
     text = f.read()
   assert 'parameters C counts' in text and f'{2 * SIZES[-1]:,}' in text
+  assert '### Ladder check' in text and '0.99%' in text
+  with open(os.path.join(root, 'ladder.png'), 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   with pytest.raises(UserError, match='n_col'):
     report.write_report(root, root, bootstrap_k=0, n_col='params')

@@ -193,6 +193,7 @@ def write_report(
       n_label,
     )
   isoflop = chinchilla = holdout = None
+  ladder = _ladder_check(out)
   if 'isoflop' in supported:
     obs = observed('isoflop')
     title = 'IsoFLOP profiles: Chinchilla Approach 2'
@@ -212,9 +213,19 @@ def write_report(
     _plot_isoflop(
       observed('isoflop'), isoflop, chinchilla, os.path.join(out, 'isoflop.png'), n_label
     )
-    _plot_compute_optimal(isoflop, chinchilla, convention, os.path.join(out, 'compute_optimal.png'))
+    _plot_compute_optimal(
+      isoflop, chinchilla, convention, os.path.join(out, 'compute_optimal.png'), ladder
+    )
     sections.append(
       '### The compute-optimal frontier\n\n![compute-optimal N and D](compute_optimal.png)\n'
+    )
+  if ladder and ladder.get('runs'):
+    _plot_ladder(ladder, os.path.join(out, 'ladder.png'))
+    sections.append(
+      '### Ladder check\n\nPredicted before training against trained, the best run of each '
+      f'predicted (N, D); mean absolute relative error '
+      f'{100 * ladder["mean_abs_relative_error"]:.2f}% (the card has each run).\n\n'
+      '![predicted against trained](ladder.png)\n'
     )
   if not fitted_laws:
     sections.append('No law could be fitted: the runs vary neither N nor D in a way a law needs.\n')
@@ -250,7 +261,7 @@ def write_report(
         all_rows=every_row,
         tuned_field=tuned_field,
         holdout=holdout,
-        ladder=_ladder_check(out),
+        ladder=ladder,
       )
     )
   return path
@@ -597,10 +608,15 @@ def _plot_isoflop(
 
 
 def _plot_compute_optimal(
-  isoflop: laws.IsoflopFit, chinchilla: laws.ChinchillaLaw | None, convention: str, path: str
+  isoflop: laws.IsoflopFit,
+  chinchilla: laws.ChinchillaLaw | None,
+  convention: str,
+  path: str,
+  ladder: dict | None = None,
 ) -> str:
   compute = np.array([b.compute for b in isoflop.budgets])
   grid = np.geomspace(compute.min() / 2, compute.max() * 4, 100)
+  predicted = (ladder or {}).get('optimum', {})
   fig = Figure(figsize=(11, 4.5))
   axes = fig.subplots(1, 2)
   for ax, name, optimum, line, exponent, index in (
@@ -617,6 +633,16 @@ def _plot_compute_optimal(
         color='C3',
         label=f'Approach 3: $\\propto C^{{{(chinchilla.a, chinchilla.b)[index]:.2f}}}$',
       )
+    if f'{name}_opt' in predicted:
+      ax.plot(
+        predicted['C'],
+        predicted[f'{name}_opt'],
+        '*',
+        mfc='none',
+        mec='black',
+        ms=14,
+        label='ladder: predicted before training',
+      )
     ax.set(
       xscale='log',
       yscale='log',
@@ -626,4 +652,36 @@ def _plot_compute_optimal(
     )
     ax.grid(True, which='both', alpha=0.3)
     ax.legend()
+  return _save(fig, path)
+
+
+def _plot_ladder(ladder: dict, path: str) -> str:
+  """Predicted against trained loss of the ladder's runs, with the 1% band the issue asks for."""
+  runs = ladder['runs']
+  predicted = np.array([r['predicted'] for r in runs])
+  actual = np.array([r['actual'] for r in runs])
+  fig = Figure(figsize=(5.5, 5))
+  ax = fig.subplots()
+  low, high = min(predicted.min(), actual.min()) * 0.98, max(predicted.max(), actual.max()) * 1.02
+  line = np.array([low, high])
+  ax.plot(line, line, '-', color='0.3', lw=1, label='predicted = trained')
+  ax.fill_between(line, line * 0.99, line * 1.01, color='0.85', label='within 1%')
+  ax.plot(actual, predicted, 'o', color='C0', label='the runs (best LR of each size)')
+  for r in runs:
+    ax.annotate(
+      r['name'].split('_')[-1],
+      (r['actual'], r['predicted']),
+      fontsize=7,
+      xytext=(3, 3),
+      textcoords='offset points',
+    )
+  ax.set(
+    xlabel='trained: final eval loss (nats/token)',
+    ylabel='predicted (nats/token)',
+    title='Ladder check',
+    xlim=(low, high),
+    ylim=(low, high),
+  )
+  ax.grid(True, alpha=0.3)
+  ax.legend(fontsize=8)
   return _save(fig, path)
