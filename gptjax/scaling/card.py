@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 
+from gptjax.data import tokenizers
 from gptjax.models import accounting
 from gptjax.scaling import laws, tuning, uncertainty
 from gptjax.scaling.lbfgs import batched_lbfgs
@@ -177,7 +178,7 @@ def _hyperparameters(rows: list[dict], all_rows: list[dict], tuned_field: str) -
       for b, s in batches
     )
     lines.append(
-      f'| {n:,} | {len(group)} | {values(group, "train.lr")} | '
+      f'| {n:,.0f} | {len(group)} | {values(group, "train.lr")} | '
       f'{values(used, "train.lr") if used else "none fitted"} | '
       f'{values(group, "train.warmup_steps")} | {batch} | {values(group, "train.b2")} |'
     )
@@ -250,7 +251,7 @@ def _data(rows: list[dict]) -> str:
     f'- **Source**: {source}' + (f' ({tfds})' if tfds != 'not recorded' else '') + '; '
     f'validation fraction {_values([value(r, "data.val_fraction") for r in rows])}.',
     f'- **Tokenizer**: {_values([value(r, "tokenizer.kind") for r in rows])}, vocabulary '
-    f'{_values([value(r, "tokenizer.vocab_size") for r in rows])}.',
+    f'{_values([_vocabulary(r) for r in rows])}.',
     f'- **Unique training tokens**: {_span([r["unique_tokens"] for r in rows])}.',
     f'- **Epochs** (D / unique tokens): at most {epochs[most]:.3g} ({most}).'
     if most
@@ -454,3 +455,11 @@ def _values(values: list) -> str:
   if not present:
     return 'not recorded'
   return text + (f' (not recorded for {missing} runs)' if missing else '')
+
+
+def _vocabulary(row: dict):
+  """The vocabulary a run's tokenizer had: the byte tokenizer's whatever tokenizer.vocab_size
+  says."""
+  if tuning.config_value(row, 'tokenizer.kind') == 'byte':
+    return tokenizers.ByteTokenizer.vocab_size
+  return tuning.config_value(row, 'tokenizer.vocab_size')
