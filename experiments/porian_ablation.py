@@ -90,6 +90,9 @@ def kaplan_counted_exponent(tuned: list[dict], resamples: int, seed: int = 0) ->
     for g in groups:
       n, d = np.array([r['N'] for r in g], float), np.array([r['D'] for r in g], float)
       loss = np.array([r['eval_loss'] for r in g])
+      if len(set(n)) < 3:  # a resample that drew fewer than 3 sizes: no parabola
+        dropped.append(g[0]['name'].split('_')[0])
+        continue
       in_n, in_d = laws._parabola_minimum(np.log(n), loss), laws._parabola_minimum(np.log(d), loss)
       if in_n is None or in_d is None or not n.min() <= np.exp(in_n[1]) <= n.max():
         dropped.append(g[0]['name'].split('_')[0])
