@@ -1,5 +1,8 @@
-"""Chinchilla's isoFLOP profiles (Hoffmann et al. 2022, Approach 2) and the data for Approach 3:
-4 compute budgets from 1e11 to 8e11 FLOPs (C = 6ND) x 5 model sizes each, D = C / (6N).
+"""The first isoFLOP study run here, kept as the untuned example: 4 compute budgets from 1e11 to
+8e11 FLOPs (C = 6ND) x 5 model sizes each, D = C / (6N), one learning rate for every size. The
+smallest model won at every budget, so it gave no law (experiments/results/chinchilla_isoflop/).
+experiments/isoflop_study.py replaces it, and experiments/porian_ablation.py's arm (ii) re-runs
+its one-learning-rate choice on that study's setup.
 
   python -m gptjax.sweep run experiments/chinchilla_isoflop.py --root runs/chinchilla_isoflop
   python -m gptjax.scaling report runs/chinchilla_isoflop
