@@ -179,6 +179,8 @@ def extend(root: str) -> dict[str, list[float]]:
     key = best.best_run.rsplit('_lr', 1)[0]
     factors = sorted([*LR_FACTORS.values(), *extensions.get(key, [])])
     factor = float(best.best_run.rsplit('_lrx', 1)[1])
+    if len(curve) < len(factors) or factor not in (factors[0], factors[-1]):
+      continue  # some of its runs are still training
     new = factor * 2 if factor == factors[-1] else factor / 2
     extensions[key] = sorted({*extensions.get(key, []), new})
   os.makedirs(os.path.dirname(EXTENSIONS), exist_ok=True)
