@@ -37,9 +37,10 @@ BOOTSTRAP_GRID = {
 CI_LEVEL = 0.95
 # A fit is not identified (formatting.py prints why instead of its numbers) when the CI_LEVEL
 # interval of an exponent is wider than EXPONENT_WIDTH, or that of the irreducible loss E spans
-# more than COEFFICIENT_DECADES orders of magnitude (or reaches 0); when more than FAILED_FRACTION of the
-# bootstrap resamples could not be fitted; or when Approach 2 has fewer than ISOFLOP_BUDGETS
-# usable budgets (a line through two budgets' minima fits them exactly, whatever its error).
+# more than COEFFICIENT_DECADES orders of magnitude (or reaches 0); when more than
+# FAILED_FRACTION of the bootstrap resamples could not be fitted; or when Approach 2 has fewer
+# than ISOFLOP_BUDGETS usable budgets (a line through two budgets' minima fits them exactly,
+# whatever its error).
 EXPONENT_WIDTH = 1.0
 COEFFICIENT_DECADES = 3.0
 FAILED_FRACTION = 0.5
