@@ -38,11 +38,13 @@ def predict(
   rate tried; its loss is theirs at the best rate. place_optimum(N_opt) -> a target: the runs that
   will test the predicted compute-optimal size, added to the targets (marked 'optimum')."""
   trained = {row['name'] for row in rows}
-  seen = sorted(name for t in targets for name in t['runs'] if name in trained)
-  if seen:
-    raise UserError(
-      f'{", ".join(seen)} trained already: a prediction must be made before its runs exist'
-    )
+
+  def refuse_trained(targets: list[dict], what: str) -> None:
+    seen = sorted(name for t in targets for name in t['runs'] if name in trained)
+    if seen:
+      raise UserError(f'{", ".join(seen)} trained already: {what}')
+
+  refuse_trained(targets, 'a prediction must be made before its runs exist')
   below = [row for row in rows if row['C'] <= fit_below * laws.BUDGET_SPREAD]
   frontier, found = tuning.tuned_frontier(
     [row for row in below if row.get('eval_loss') is not None], tune_field
@@ -59,9 +61,7 @@ def predict(
   n_opt, d_opt = law.compute_optimal(budget)
   if place_optimum is not None:
     targets = [*targets, {**place_optimum(float(n_opt)), 'optimum': True}]
-    seen = sorted(name for name in targets[-1]['runs'] if name in trained)
-    if seen:
-      raise UserError(f'{", ".join(seen)} trained already: the optimum must be predicted first')
+    refuse_trained(targets[-1:], 'the optimum must be predicted first')
   predicted = law.predict(np.array([t['N'] for t in targets]), np.array([t['D'] for t in targets]))
   return {
     'predicted_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
