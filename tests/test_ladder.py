@@ -131,3 +131,55 @@ def test_the_predicted_optimum_is_placed_and_predicted_with_the_rest():
   trained = [{**rows[0], 'name': 'optimum_lrx1'}]
   with pytest.raises(UserError, match='optimum must be predicted first'):
     ladder.predict(rows + trained, _targets(3.2e16), 3.2e16, 8e15, place_optimum=place)
+
+
+def test_the_isoflop_valley_predicts_when_chosen_and_both_laws_are_checked():
+  rows = _rows([1e15, 2e15, 4e15, 8e15])
+  prediction = ladder.predict(
+    rows, _targets(3.2e16), budget=3.2e16, fit_below=8e15, law='isoflop_valley'
+  )
+  assert prediction['law'] == 'isoflop_valley'
+  valley = prediction['isoflop']['valley']
+  assert valley['E'] == pytest.approx(TRUE['E'], rel=1e-3)
+  assert valley['kappa'] == pytest.approx(TRUE['alpha'] * TRUE['beta'] / 2, rel=0.1)
+  for target in prediction['targets']:
+    assert target['predicted'] == target['predicted_by_law']['isoflop_valley']
+    assert set(target['predicted_by_law']) == set(ladder.LAWS)
+    assert target['predicted'] == pytest.approx(_loss(target['N'], target['D']), rel=1e-3)
+  # the optimum is Approach 2's N_opt at the budget, and its loss the fitted minimum there
+  assert prediction['optimum'] == prediction['optimum_by_law']['isoflop_valley']
+  true_n_opt = (TRUE['alpha'] * TRUE['A'] / (TRUE['beta'] * TRUE['B'])) ** (
+    1 / (TRUE['alpha'] + TRUE['beta'])
+  ) * (3.2e16 / 6) ** (TRUE['beta'] / (TRUE['alpha'] + TRUE['beta']))
+  assert prediction['optimum']['N'] == pytest.approx(true_n_opt, rel=0.05)
+  result = ladder.check(prediction, rows + _rows([3.2e16]))
+  assert result['law'].startswith('isoflop_valley')
+  assert set(result['mean_abs_relative_error_by_law']) == set(ladder.LAWS)
+  assert (
+    result['mean_abs_relative_error'] == result['mean_abs_relative_error_by_law']['isoflop_valley']
+  )
+  with pytest.raises(UserError, match='choose one of chinchilla, isoflop_valley'):
+    ladder.predict(rows, _targets(3.2e16), 3.2e16, 8e15, law='kaplan')
+
+
+def test_a_prediction_made_before_the_valley_law_still_checks():
+  """Committed predictions hold Approach 3's only, without 'law' or 'predicted_by_law'."""
+  rows = _rows([1e15, 2e15, 4e15, 8e15])
+  prediction = ladder.predict(rows, _targets(3.2e16), budget=3.2e16, fit_below=8e15)
+  del prediction['law']
+  for target in prediction['targets']:
+    del target['predicted_by_law']
+  result = ladder.check(prediction, rows + _rows([3.2e16]))
+  assert result['law'].startswith('chinchilla')
+  assert result['mean_abs_relative_error_by_law'] == {}
+  assert result['mean_abs_relative_error'] < 5e-3
+
+
+def test_an_optimum_that_is_one_of_the_targets_is_marked_not_added():
+  rows = _rows([1e15, 2e15, 4e15, 8e15])
+  targets = _targets(3.2e16)
+  nearest = lambda n_opt: min(targets, key=lambda t: abs(np.log(t['N'] / n_opt)))
+  prediction = ladder.predict(rows, targets, 3.2e16, 8e15, place_optimum=nearest)
+  assert len(prediction['targets']) == len(targets)
+  (marked,) = [t for t in prediction['targets'] if t.get('optimum')]
+  assert marked['name'] == nearest(prediction['optimum']['N'])['name']

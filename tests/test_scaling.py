@@ -136,6 +136,26 @@ def test_isoflop_minima_follow_the_true_compute_optimal_allocation():
     assert budget.n_opt == pytest.approx(TRUE.compute_optimal(budget.compute)[0], rel=0.25)
 
 
+def test_the_isoflop_valley_recovers_the_surface_and_predicts_a_larger_budget():
+  """On Chinchilla's surface the isoFLOP parabola's coefficient over the reducible loss at the
+  minimum is alpha beta / 2 at every budget; the valley fitted to 3 budgets predicts the 4th."""
+  n, d, c = _isoflop_runs(budgets=(1e18, 1e19, 1e20, 1e21), sizes_per_budget=7)
+  names = tuple(map(str, range(len(n))))
+  small = c < 1e21
+  obs = Observations(names, TRUE.predict(n, d), n=n, d=d, c=c).take(np.flatnonzero(small))
+  valley = laws.fit_isoflop_valley(obs)
+  # sizes 8x either side of the optimum: the least-squares parabola is flatter than the curve's
+  # second derivative at its minimum, by about 10% here
+  assert valley.kappa == pytest.approx(TRUE.alpha * TRUE.beta / 2, rel=0.15)
+  assert valley.loss_opt.E == pytest.approx(TRUE.E, rel=0.05)
+  near = ~small & (np.abs(np.log(n / TRUE.compute_optimal(1e21)[0])) < np.log(3))
+  assert near.sum() == 3
+  predicted = valley.predict(n[near], 1e21)
+  assert predicted == pytest.approx(TRUE.predict(n[near], d[near]), rel=2e-3)
+  with pytest.raises(UserError, match='valley needs 3 budgets'):
+    laws.fit_isoflop_valley(obs.take(np.flatnonzero(c[small] < 1e20)))
+
+
 def test_bootstrap_intervals_cover_the_truth_and_holdout_predicts_the_largest_budget():
   n, d, c = _isoflop_runs(sizes_per_budget=5)
   loss = TRUE.predict(n, d) * np.exp(np.random.default_rng(2).normal(0, 0.003, len(n)))

@@ -238,6 +238,44 @@ def fit_isoflop(obs: Observations) -> IsoflopFit:
   )
 
 
+@dataclasses.dataclass(frozen=True)
+class IsoflopValley:
+  """Approach 2 carried to every run of a budget: its isoFLOP curve as the parabola in log N
+    L(N; C) = L_opt(C) + kappa (L_opt(C) - E) (log N - log N_opt(C))^2,
+  N_opt(C) Approach 2's power law, L_opt(C) = E + (C_c / C)^gamma through the budgets' minima, and
+  one kappa for all budgets. Why one: on Chinchilla's surface an isoFLOP curve's second
+  derivative in log N at its minimum is alpha beta times the reducible loss there, at every C, so
+  the parabola's coefficient over the reducible loss is a constant (alpha beta / 2)."""
+
+  isoflop: IsoflopFit
+  loss_opt: PowerLaw  # irreducible: loss_opt.E is E
+  kappa: float
+
+  def predict(self, n, c) -> np.ndarray:
+    """The loss of N parameters trained with compute C."""
+    best = self.loss_opt.predict(c)
+    offset = np.log(np.asarray(n)) - np.log(self.isoflop.n_opt(c))
+    return best + self.kappa * (best - self.loss_opt.E) * offset**2
+
+
+def fit_isoflop_valley(obs: Observations) -> IsoflopValley:
+  """The valley law from fit_isoflop's budgets: 3 or more with their minimum inside, as
+  L_opt(C) has 3 parameters."""
+  isoflop = fit_isoflop(obs)
+  budgets = isoflop.budgets
+  if len(budgets) < 3:
+    raise UserError(
+      f'the isoFLOP valley needs 3 budgets with their minimum inside the sizes; found '
+      f'{len(budgets)} ({"; ".join(isoflop.skipped) or "no others"})'
+    )
+  loss_opt = fit_power_law(
+    np.array([b.compute for b in budgets]), np.array([b.loss_opt for b in budgets]), True
+  )
+  reducible = np.array([b.loss_opt for b in budgets]) - loss_opt.E
+  kappa = float(np.mean([b.parabola[0] for b in budgets] / reducible))
+  return IsoflopValley(isoflop, loss_opt, kappa)
+
+
 # ---------------------------------------------------------------------------------------------
 # Chinchilla Approach 3: L(N, D) = E + A / N^alpha + B / D^beta
 
