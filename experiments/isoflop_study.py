@@ -122,11 +122,12 @@ def shape(width: int) -> dict:
   }
 
 
-def compute_per_token(width: int) -> float:
+def compute_per_token(width: int, convention: str = CONVENTION) -> float:
+  """Training FLOPs per token of the width's model, counted by `convention`."""
   config = get_config()
   config.model.update({k.split('.')[1]: v for k, v in shape(width).items()})
   model = configuration.model_config(config, 262)
-  return accounting.training_compute(model, 1, SEQ_LEN, CONVENTION)
+  return accounting.training_compute(model, 1, SEQ_LEN, convention)
 
 
 def budget_name(budget: float) -> str:

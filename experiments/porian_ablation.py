@@ -77,48 +77,45 @@ def arms(study_rows: list[dict], ablation_rows: list[dict]) -> dict[str, list[di
 
 def kaplan_counted_exponent(tuned: list[dict], resamples: int, seed: int = 0) -> dict:
   """Arm (i): the tuned runs as Kaplan et al. would count them, N the non-embedding parameters and
-  C = 6 N D + attention (no embedding or head matmuls). The runs of one planned budget no longer
-  share a C under that count, so each budget's minimum is found in N and in D (parabolas in log,
-  as Approach 2) and placed at C = 6 N_opt D_opt; a is the slope of log N_opt against log C.
-  Resamples draw runs with replacement within each budget."""
+  C = 6 N D + attention (no embedding or head matmuls). Under that count the runs of one planned
+  budget no longer share a C (the head is a larger share of the smaller models), so each
+  budget's N_opt is the minimum of its parabola in log N (Approach 2's) and its C the Kaplan
+  count at N_opt (log C is a straight line in log N along one budget); a is the slope of log
+  N_opt against log C. Resamples draw runs with replacement within each budget."""
   from gptjax.scaling import laws
 
   budgets = {}
   for r in tuned:
-    budgets.setdefault(r['name'].split('_')[0], []).append(r)
-  groups = [g for g in budgets.values() if len({r['N'] for r in g}) >= 3]
+    width = r['config']['model']['d_model']
+    kaplan_c = isoflop_study.compute_per_token(width, '6ND+attn') * r['D']
+    budgets.setdefault(r['name'].split('_')[0], []).append((r['N'], kaplan_c, r['eval_loss']))
+  groups = [g for g in budgets.values() if len({n for n, _, _ in g}) >= 3]
 
-  def exponent(groups) -> tuple[float, list[str]]:
-    points, dropped = [], []
+  def exponent(groups) -> float:
+    points = []
     for g in groups:
-      n, d = np.array([r['N'] for r in g], float), np.array([r['D'] for r in g], float)
-      loss = np.array([r['eval_loss'] for r in g])
-      if len(set(n)) < 3:  # a resample that drew fewer than 3 sizes: no parabola
-        dropped.append(g[0]['name'].split('_')[0])
+      log_n, log_c = np.log([n for n, _, _ in g]), np.log([c for _, c, _ in g])
+      if len(set(log_n)) < 3:  # a resample that drew fewer than 3 sizes: no parabola
         continue
-      in_n, in_d = laws._parabola_minimum(np.log(n), loss), laws._parabola_minimum(np.log(d), loss)
-      if in_n is None or in_d is None or not n.min() <= np.exp(in_n[1]) <= n.max():
-        dropped.append(g[0]['name'].split('_')[0])
+      minimum = laws.parabola_minimum(log_n, np.array([loss for _, _, loss in g]))
+      if minimum is None or not log_n.min() <= minimum[1] <= log_n.max():
         continue
-      n_opt, d_opt = np.exp(in_n[1]), np.exp(in_d[1])
-      attention_share = 6 * 2 * 64 * g[0]['config']['model']['d_model'] / (6 * g[0]['N'])
-      points.append((6 * n_opt * d_opt * (1 + attention_share), n_opt))
+      points.append((np.polyval(np.polyfit(log_n, log_c, 1), minimum[1]), minimum[1]))
     if len(points) < 2:
-      return float('nan'), dropped
-    c, n_opt = np.array(points).T
-    return float(np.polyfit(np.log(c), np.log(n_opt), 1)[0]), dropped
+      return float('nan')
+    log_c_opt, log_n_opt = np.array(points).T
+    return float(np.polyfit(log_c_opt, log_n_opt, 1)[0])
 
-  a, dropped = exponent(groups)
   rng = np.random.default_rng(seed)
   refits = [
-    exponent([[g[i] for i in rng.integers(0, len(g), len(g))] for g in groups])[0]
+    exponent([[g[i] for i in rng.integers(0, len(g), len(g))] for g in groups])
     for _ in range(resamples)
   ]
   refits = [x for x in refits if np.isfinite(x)]
   interval = (
     [float(np.percentile(refits, 2.5)), float(np.percentile(refits, 97.5))] if refits else None
   )
-  return {'runs': len(tuned), 'a': a, 'a_95': interval, 'skipped_budgets': dropped}
+  return {'runs': len(tuned), 'a': exponent(groups), 'a_95': interval, 'budgets': len(groups)}
 
 
 def analyse(study_root: str, ablation_root: str, out: str, resamples: int = 200) -> dict:

@@ -174,7 +174,7 @@ def group_by_compute(c: np.ndarray) -> list[np.ndarray]:
   return groups
 
 
-def _parabola_minimum(log_x: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, float] | None:
+def parabola_minimum(log_x: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, float] | None:
   """(coefficients, argmin in log x) of the least-squares parabola, or None if it opens downward."""
   coefficients = np.polyfit(log_x, loss, 2)
   if coefficients[0] <= 0:
@@ -195,8 +195,8 @@ def fit_isoflop(obs: Observations) -> IsoflopFit:
     if len(set(obs.n[index])) < 3:
       skipped.append(f'{where}: {len(set(obs.n[index]))} model size(s), a parabola needs 3')
       continue
-    in_n = _parabola_minimum(np.log(obs.n[index]), obs.loss[index])
-    in_d = _parabola_minimum(np.log(obs.d[index]), obs.loss[index])
+    in_n = parabola_minimum(np.log(obs.n[index]), obs.loss[index])
+    in_d = parabola_minimum(np.log(obs.d[index]), obs.loss[index])
     if in_n is None or in_d is None:
       skipped.append(f'{where}: the loss has no minimum (the parabola opens downward)')
       continue
