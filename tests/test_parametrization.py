@@ -7,15 +7,13 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import optax
 import pytest
 
 from gptjax import configuration
 from gptjax.configs import default
 from gptjax.errors import UserError
-from gptjax.models import parametrization, registry
+from gptjax.models import coordinate_check, parametrization, registry
 from gptjax.models.config import ModelConfig
 from gptjax.training.optimizer import make_optimizer
 
@@ -23,14 +21,6 @@ from gptjax.training.optimizer import make_optimizer
 def _config(**fields) -> ModelConfig:
   shape = dict(vocab_size=256, n_ctx=32, n_layers=2, n_heads=4, d_model=64, d_ff=256)
   return ModelConfig(**{**shape, **fields})
-
-
-def _train(lr: float, steps: int) -> ml_collections.ConfigDict:
-  train = default.get_config().train
-  train.update(
-    lr=lr, warmup_steps=0, steps=steps, min_lr_ratio=1.0, weight_decay=0.0, grad_clip=0.0
-  )
-  return train
 
 
 def _paths(tree, keep) -> set[str]:
@@ -86,7 +76,9 @@ def test_hidden_init_variance_falls_with_fan_in_and_the_rest_keeps_init_std():
 def test_adam_step_of_hidden_matrices_is_divided_by_the_width_multiplier():
   model = registry.build(_config(d_model=128, d_ff=512, parametrization='mup', base_d_model=32))
   params = registry.init_params(model, jax.random.PRNGKey(0))
-  optimizer = make_optimizer(_train(1e-2, 10), registry.learning_rate_multipliers(model))
+  optimizer = make_optimizer(
+    coordinate_check.train_config(1e-2, 10), registry.learning_rate_multipliers(model)
+  )
   grads = jax.tree.map(jnp.ones_like, params)  # Adam's first step is lr * sign(g)
   updates, _ = optimizer.update(grads, optimizer.init(params), params)
   np.testing.assert_allclose(updates['h_0']['attn']['c_attn']['kernel'], -1e-2 / 4, rtol=1e-5)
@@ -156,51 +148,15 @@ def test_incomplete_parametrizations_are_refused(overrides, message):
 # Coordinate checks
 
 
-def _activation_rms(cfg: ModelConfig, seeds: int = 3, steps: int = 10, lr: float = 3e-3):
-  """The RMS of every module's output (and of the logits) after `steps` Adam steps on one batch,
-  averaged over `seeds` initialisations trained side by side (vmapped)."""
-  model = registry.build(cfg)
-  optimizer = make_optimizer(_train(lr, steps), registry.learning_rate_multipliers(model))
-  batch = jax.random.randint(jax.random.PRNGKey(99), (16, cfg.n_ctx + 1), 0, cfg.vocab_size)
-  objective = registry.get('gpt').objective(model, None, None)
-
-  def train(key):
-    params = registry.init_params(model, key)
-
-    def step(carry, _):
-      params, opt_state = carry
-      grads = jax.grad(lambda p: objective(p, batch, True, None)[0])(params)
-      updates, opt_state = optimizer.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state), None
-
-    (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), length=steps)
-    _, captured = model.apply(
-      {'params': params}, batch[:, :-1], capture_intermediates=True, mutable=['intermediates']
-    )
-    return jax.tree.map(lambda a: jnp.sqrt(jnp.mean(jnp.square(a))), captured['intermediates'])
-
-  keys = jax.random.split(jax.random.PRNGKey(0), seeds)
-  rms = jax.jit(jax.vmap(train))(keys)
-  return {
-    '/'.join(k.key for k in path[:-2]) or 'logits': float(np.mean(leaf))
-    for path, leaf in jax.tree_util.tree_leaves_with_path(rms)
-  }
-
-
-def _spread(rows: list[dict[str, float]]) -> dict[str, float]:
-  """Per activation, its largest RMS over the models divided by its smallest."""
-  return {name: max(r[name] for r in rows) / min(r[name] for r in rows) for name in rows[0]}
-
-
 WIDTHS = (32, 64, 128, 256)
 
 
 @pytest.mark.slow
 def test_width_coordinate_check_mup_flat_sp_grows():
   def spread(parametrization: str, seeds: int) -> dict[str, float]:
-    return _spread(
+    return coordinate_check.spread(
       [
-        _activation_rms(
+        coordinate_check.activation_rms(
           _config(d_model=w, d_ff=4 * w, parametrization=parametrization, base_d_model=32),
           seeds=seeds,
         )
@@ -221,7 +177,7 @@ def test_depth_coordinate_check_completep_flat_sp_grows():
   def spread(depth_scaling: str) -> dict[str, float]:
     rows = []
     for n_layers in depths:
-      rms = _activation_rms(
+      rms = coordinate_check.activation_rms(
         _config(n_layers=n_layers, depth_scaling=depth_scaling, base_n_layers=2)
       )
       rows.append(
@@ -232,7 +188,7 @@ def test_depth_coordinate_check_completep_flat_sp_grows():
           'logits': rms['logits'],
         }
       )
-    return _spread(rows)
+    return coordinate_check.spread(rows)
 
   completep = spread('completep')
   assert max(completep.values()) <= 2.0, completep
