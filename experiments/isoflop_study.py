@@ -186,12 +186,13 @@ def lr_extensions() -> dict[str, list[float]]:
     return json.load(f)
 
 
-def extend(root: str) -> dict[str, list[float]]:
-  """Adds, for every (size, budget) whose best learning rate is at its grid's edge, the next
-  factor of 2 beyond it, to EXTENSIONS (the next sweep run trains them). Run again after those
-  runs: an edge that moved extends again."""
+def extend(root: str, loss_col: str = 'eval_loss') -> dict[str, list[float]]:
+  """Adds, for every (size, budget) whose best learning rate by loss_col is at its grid's edge,
+  the next factor of 2 beyond it, to EXTENSIONS (the next sweep run trains them). Run again after
+  those runs: an edge that moved extends again. The Kaplan sweeps (their runs are named by size or
+  data size) extend by best_eval_loss."""
   extensions = lr_extensions()
-  _, found = tuning.tuned_frontier(read_rows(root))
+  _, found = tuning.tuned_frontier(read_rows(root), 'train.lr', loss_col)
   for curve, best in found:
     if not best.at_edge:
       continue
@@ -348,12 +349,12 @@ if __name__ == '__main__':
   elif command in ('predict', 'check', 'retrodict') and len(sys.argv) == 3:
     action = {'predict': predict, 'check': check, 'retrodict': retrodict}[command]
     print(json.dumps(action(sys.argv[2]), indent=1))
-  elif command == 'extend' and len(sys.argv) == 3:
-    print(json.dumps(extend(sys.argv[2]), indent=1))
+  elif command == 'extend' and len(sys.argv) in (3, 4):
+    print(json.dumps(extend(*sys.argv[2:]), indent=1))
   elif command == 'report' and len(sys.argv) == 3:
     print(write_results(sys.argv[2], RESULTS))
   else:
     sys.exit(
-      f'usage: {os.path.basename(__file__)} plan | extend ROOT | predict ROOT | check ROOT | '
-      'retrodict ROOT | report ROOT'
+      f'usage: {os.path.basename(__file__)} plan | extend ROOT [LOSS_COL] | predict ROOT | '
+      'check ROOT | retrodict ROOT | report ROOT'
     )

@@ -88,6 +88,33 @@ def test_tuned_frontier_keeps_the_best_run_of_every_n_and_d():
   assert optima[2].at_edge  # its best is the grid's smallest rate
 
 
+def test_tuned_frontier_keeps_each_data_size_of_an_l_of_d_sweep_and_ranks_by_the_loss_asked():
+  """Kaplan's L(D): one model and one D trained, on different numbers of unique tokens."""
+
+  def row(name, unique, lr, final, best):
+    config = {'train': {'lr': lr}, 'data': {'max_train_tokens': unique}}
+    return {
+      'name': name,
+      'N': 1e5,
+      'D': 1e7,
+      'unique_tokens': unique,
+      'eval_loss': final,
+      'best_eval_loss': best,
+      'config': config,
+    }
+
+  rows = [
+    row('small_lo', 1e5, 1e-3, 3.0, 2.9),
+    row('small_hi', 1e5, 2e-3, 3.3, 2.6),  # overfits more, but stopped early it is the best
+    row('large_lo', 1e7, 1e-3, 2.5, 2.5),
+    row('large_hi', 1e7, 2e-3, 2.4, 2.4),
+  ]
+  frontier, _ = tuning.tuned_frontier(rows)
+  assert [r['name'] for r in frontier] == ['small_lo', 'large_hi']
+  early, _ = tuning.tuned_frontier(rows, 'train.lr', 'best_eval_loss')
+  assert [r['name'] for r in early] == ['small_hi', 'large_hi']
+
+
 def test_hyperparameter_law_recovers_a_known_power_law():
   n = np.array([1e5, 3e5, 1e6, 3e6, 1e7])
   rng = np.random.default_rng(0)

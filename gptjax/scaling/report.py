@@ -96,12 +96,6 @@ def write_report(
   if not every_row:
     raise UserError(f'{root}/results.jsonl has no run with an eval_loss')
   noise = tuning.seed_noise(every_row)
-  tuning_section = ''
-  if tuned_field:
-    rows, found = tuning.tuned_frontier(every_row, tuned_field)
-    tuning_section = _tuning_markdown(tuned_field, found)
-  else:
-    rows = every_row
   for column in (
     'name',
     'N',
@@ -119,6 +113,16 @@ def write_report(
         f"{root}/results.jsonl is not a sweep's results (a row has no {column}); "
         'fit other files with python -m gptjax.scaling fit'
       )
+  tuning_section = ''
+  if tuned_field:
+    rows, found = tuning.tuned_frontier(every_row, tuned_field)
+    # Kaplan's laws fit early-stopped losses, so their runs are the best by best_eval_loss
+    early_rows, early_found = tuning.tuned_frontier(every_row, tuned_field, 'best_eval_loss')
+    tuning_section = _tuning_markdown(tuned_field, found, 'eval_loss')
+    if [o.best_run for _, o in early_found] != [o.best_run for _, o in found]:
+      tuning_section += _tuning_markdown(tuned_field, early_found, 'best_eval_loss')
+  else:
+    rows = early_rows = every_row
   os.makedirs(out, exist_ok=True)
   conventions = {row['C_convention'] for row in rows}
   if len(conventions) > 1:
@@ -128,6 +132,11 @@ def write_report(
   # without an eval_loss too, it names them among those it leaves out.
   unfinished = [row for row in all_rows if row.get('eval_loss') is None]
   supported = selection.supported(rows + unfinished, f'{root}/results.jsonl')
+  early = selection.supported(early_rows + unfinished, f'{root}/results.jsonl')
+  for law in ('kaplan_n', 'kaplan_d'):
+    supported.pop(law, None)
+    if law in early:
+      supported[law] = early[law]
   curves = eval_curves(root, rows)
   sections, fitted_laws, fits = [], [], []
 
@@ -278,21 +287,27 @@ def _ladder_check(out: str) -> dict | None:
   return check
 
 
-def _tuning_markdown(field: str, found) -> str:
+def _tuning_markdown(field: str, found, loss_col: str) -> str:
+  laws_of = {
+    'eval_loss': 'the isoFLOP, Approach 3 and L(C) fits',
+    'best_eval_loss': "Kaplan's L(N) and L(D) (early-stopped losses)",
+  }[loss_col]
   lines = [
     '',
-    f'## Tuning: the best {field} of every curve',
+    f'## Tuning: the best {field} of every curve, by {loss_col}',
     '',
-    f'The laws above are fitted to the tuned frontier, the best run of each (N, D) over the '
-    f'{field} values tried. An optimum at the edge of its grid is not bracketed: extend the grid.',
+    f'{laws_of[0].upper()}{laws_of[1:]} use the tuned frontier: the best run by {loss_col} of each '
+    f'(N, D, unique tokens) over the {field} values tried. An optimum at the edge of its grid is '
+    'not bracketed: extend the grid.',
     '',
-    f'| N | D | runs | best {field} | loss | best run | at grid edge |',
-    '| ---: | ---: | ---: | ---: | ---: | --- | --- |',
+    f'| N | D | unique tokens | runs | best {field} | loss | best run | at grid edge |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |',
   ]
   for curve, o in found:
+    unique = curve[0].get('unique_tokens')
     lines.append(
-      f'| {curve[0]["N"]:,} | {curve[0]["D"]:,} | {o.points} | {o.value:.4g} | {o.loss:.4f} | '
-      f'{o.best_run} | {"yes" if o.at_edge else ""} |'
+      f'| {curve[0]["N"]:,} | {curve[0]["D"]:,} | {f"{unique:,}" if unique else ""} | '
+      f'{o.points} | {o.value:.4g} | {o.loss:.4f} | {o.best_run} | {"yes" if o.at_edge else ""} |'
     )
   return '\n'.join(lines) + '\n'
 

@@ -146,9 +146,9 @@ def curves(rows: list[dict], field: str = 'train.lr') -> list[list[dict]]:
 def tuned_frontier(
   rows: list[dict], field: str = 'train.lr', loss_col: str = 'eval_loss'
 ) -> tuple[list[dict], list[tuple[list[dict], Optimum]]]:
-  """The best row of every (N, D) over the values of `field` its runs tried (and whatever else
-  they varied), and each tuning curve with its optimum (and at-grid-edge flag). A curve of one
-  run is an untuned point: at_edge True."""
+  """The best row of every (N, D, unique tokens) over the values of `field` its runs tried (and
+  whatever else they varied), ranked by loss_col, and each tuning curve with its optimum (and
+  at-grid-edge flag). A curve of one run is an untuned point: at_edge True."""
   found = []
   for curve in curves(rows, field):
     found.append(
@@ -164,7 +164,7 @@ def tuned_frontier(
   best: dict[tuple, dict] = {}
   for curve, result in found:
     row = next(r for r in curve if r['name'] == result.best_run)
-    key = (row['N'], row['D'])
+    key = (row['N'], row['D'], row.get('unique_tokens') or 0)  # L(D) varies only the last
     if key not in best or row[loss_col] < best[key][loss_col]:
       best[key] = row
   return [best[key] for key in sorted(best)], found
