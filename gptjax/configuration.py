@@ -69,6 +69,7 @@ FIELDS: dict[str, Field] = {
   'data.val_fraction': Field(float),  # in (0, 1), checked in validate
   'data.max_documents': NATURAL,
   'data.max_train_tokens': Field(int, low=0, resumable=True),  # slices the cache, changes no file
+  'data.train_subset': Field(str, choices=('first', 'spread')),  # slices it too
   **resumable(
     {  # the schedule, the optimizer and the cadence: what a longer run changes
       'train.seq_len': COUNT,

@@ -119,3 +119,20 @@ def test_bad_data_is_a_user_error(tiny_config, tmp_path, setup, message):
     config.data.tfds_data_dir = str(tmp_path / 'empty_tfds_dir')
   with pytest.raises(UserError, match=message):
     windows.load_tokenizer_and_data(config, str(tmp_path / 'w'), seq_len=32)
+
+
+def test_a_spread_subset_takes_evenly_spaced_pieces_of_the_whole_split(
+  tiny_config, corpus_glob, tmp_path
+):
+  config = _data_config(tiny_config, corpus_glob)
+  _, full = windows.load_tokenizer_and_data(config, str(tmp_path), seq_len=32)
+  config.data.update(max_train_tokens=3 * windows.SUBSET_CHUNK + 100, train_subset='spread')
+  _, spread = windows.load_tokenizer_and_data(config, str(tmp_path), seq_len=32)
+  assert len(spread.train) == 3 * windows.SUBSET_CHUNK + 100
+  chunk, n = windows.SUBSET_CHUNK, len(full.train)
+  starts = [0, (n - chunk) // 3, 2 * (n - chunk) // 3, n - chunk]  # 4 pieces, the last cut short
+  expected = np.concatenate([full.train[s : s + chunk] for s in starts])[: len(spread.train)]
+  np.testing.assert_array_equal(spread.train, expected)
+  config.data.max_train_tokens = n + 1  # more than there is: the whole split
+  _, whole = windows.load_tokenizer_and_data(config, str(tmp_path), seq_len=32)
+  np.testing.assert_array_equal(whole.train, full.train)

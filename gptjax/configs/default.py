@@ -63,7 +63,8 @@ def get_config() -> ml_collections.ConfigDict:
   data.target_key = 'target'  # pairs: the JSONL field / TFDS feature of the target (e.g. 'en')
   data.val_fraction = 0.02  # share of documents held out for validation (non-TFDS sources)
   data.max_documents = 0  # use only the first N documents; 0 = all
-  data.max_train_tokens = 0  # train on only the first D tokens (scaling-law data axis); 0 = all
+  data.max_train_tokens = 0  # train on only D tokens (scaling-law data axis); 0 = all
+  data.train_subset = 'first'  # which D: the 'first' tokens, or 4K-token pieces 'spread' over all
 
   config.train = train = ml_collections.ConfigDict()
   train.seq_len = 128  # tokens per training window (encoder_decoder: per target), at most n_ctx

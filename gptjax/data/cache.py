@@ -5,9 +5,10 @@ Two layouts share this module: token windows of documents (gptjax/data/windows.p
 (source, target) pairs (gptjax/data/pairs.py). A Layout says only what differs, its files and how
 they are written; the rest is here, once:
 
-  - the fingerprint of the settings that change a cache: data.* except data.max_train_tokens
-    (which only slices the training tokens), tokenizer.*, and the lengths the layout's rows depend
-    on. It is computed as it always was, so a workdir written by older code keeps loading;
+  - the fingerprint of the settings that change a cache: data.* except data.max_train_tokens and
+    data.train_subset (which only slice the training tokens), tokenizer.*, and the lengths the
+    layout's rows depend on. It is computed as it always was, so a workdir written by older code
+    keeps loading;
   - the meta file, written last, so its presence means the cache is complete. It records the
     fingerprint; a workdir whose cache was built from other settings is refused with one UserError
     naming the source it was built from;
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 # The data settings that do not change a cache: the runs of a data-size sweep share one.
-NOT_FINGERPRINTED = ('max_train_tokens',)
+NOT_FINGERPRINTED = ('max_train_tokens', 'train_subset')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,6 @@ import re
 from collections.abc import Iterable, Iterator
 
 import sentencepiece as spm
-import tokenizers
 
 from gptjax.data.atomic import write_atomic
 from gptjax.errors import UserError
@@ -25,6 +24,17 @@ SPECIALS = ('<pad>', '<s>', '</s>', '<start>', '<delim>', '<extract>')
 # SentencePiece turns spaces into this character (U+2581) and back, so a literal one in the input
 # would decode as a space. We encode it as its three UTF-8 byte tokens instead.
 _SP_SPACE = '\u2581'
+
+
+def _hf_tokenizers():
+  """Hugging Face's tokenizers package, which only GPT-2's tokenizer needs (the [hf] extra)."""
+  try:
+    import tokenizers
+  except ImportError:
+    raise UserError(
+      "tokenizer kind 'gpt2' needs Hugging Face's tokenizers: pip install 'gptjax[hf]'"
+    ) from None
+  return tokenizers
 
 
 class Tokenizer(abc.ABC):
@@ -197,6 +207,7 @@ class GPT2Tokenizer(Tokenizer):
     self.pad_id = self.bos_id = self.eos_id = vocab[self.END_OF_TEXT]
     self.start_id, self.delim_id, self.extract_id = range(vocab_size - self.N_MARKERS, vocab_size)
     self._text_ids = frozenset(vocab.values()) - {self.eos_id}
+    tokenizers = _hf_tokenizers()
     self._bpe = tokenizers.Tokenizer(tokenizers.models.BPE(vocab, merges))
     self._bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     self._bpe.decoder = tokenizers.decoders.ByteLevel()
@@ -204,7 +215,7 @@ class GPT2Tokenizer(Tokenizer):
   @classmethod
   def from_files(cls, vocab_json: str, merges_txt: str, model_vocab_size: int) -> 'GPT2Tokenizer':
     """The tokenizer of a Hugging Face GPT-2 directory, for a model with model_vocab_size tokens."""
-    vocab, merges = tokenizers.models.BPE.read_file(vocab_json, merges_txt)
+    vocab, merges = _hf_tokenizers().models.BPE.read_file(vocab_json, merges_txt)
     if cls.END_OF_TEXT not in vocab:
       raise UserError(f'{vocab_json} has no {cls.END_OF_TEXT} token')
     if max(vocab.values()) >= model_vocab_size:

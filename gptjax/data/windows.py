@@ -99,7 +99,7 @@ def load_tokenizer_and_data(
   val = np.memmap(os.path.join(data_dir, 'val.bin'), dtype=dtype, mode='r')
   _check_ids(val, tokenizer.vocab_size, os.path.join(data_dir, 'val.bin'))  # whole: it is small
   if config.data.max_train_tokens > 0:
-    train = train[: config.data.max_train_tokens]
+    train = train_subset(train, config.data.max_train_tokens, config.data.train_subset)
   for split, tokens in (('training', train), ('validation', val)):
     if len(tokens) < seq_len + 1:
       raise UserError(
@@ -237,6 +237,26 @@ def evaluation_items(n_items: int, n_batches: int, global_batch: int) -> list[np
   else:
     items = np.arange(wanted) * n_items // wanted
   return [items[b * global_batch : (b + 1) * global_batch] for b in range(n_batches)]
+
+
+# A spread subset's pieces: long enough that few windows straddle two, short enough that even the
+# smallest subsets of a scaling study (1e5 tokens) come from many places.
+SUBSET_CHUNK = 4096
+
+
+def train_subset(train: np.ndarray, tokens: int, how: str) -> np.ndarray:
+  """The `tokens` training tokens a data-limited run draws from: the first ones ('first'), or
+  ('spread') SUBSET_CHUNK-token pieces at evenly spaced places over the whole split, so that a
+  small subset samples the corpus as a large one does (the documents are in path order, so the
+  first tokens are a few modules). Either is the whole split if it has no more tokens."""
+  if tokens >= len(train):
+    return train
+  if how == 'first':
+    return train[:tokens]
+  pieces = math.ceil(tokens / SUBSET_CHUNK)
+  starts = np.arange(pieces) * (len(train) - SUBSET_CHUNK) // max(1, pieces - 1)
+  subset = np.concatenate([train[s : s + SUBSET_CHUNK] for s in starts])
+  return subset[:tokens]
 
 
 def _windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> np.ndarray:
