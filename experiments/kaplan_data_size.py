@@ -1,6 +1,5 @@
 """Kaplan et al.'s (2020) L(D): one model (2 blocks, d_model 48, 55K non-embedding parameters)
-trained on only the first D tokens of the standard library, D from 125K to 8M (64x), with early
-stopping.
+trained on only D tokens of the standard library, D from 125K to 8M (64x), with early stopping.
 
   python -m gptjax.sweep run experiments/kaplan_data_size.py --root runs/kaplan_data_size \\
       --convention 6ND+attn+embed
@@ -12,7 +11,11 @@ et al.: alpha_D = 0.095).
 Setup: experiments/isoflop_study.py's, every run 10,000 steps of 768 tokens (7.7M tokens: 61
 passes over the smallest D, under one over the largest) at the study's 3 learning rates; an
 evaluation every 250 steps on 16 batches spread over the validation split; L(D) is the best of
-them (best_eval_loss), and the fit uses unique_tokens as D.
+them (best_eval_loss), and the fit uses unique_tokens as D. The D tokens are 4K-token pieces
+spread evenly over the training split (data.train_subset='spread'), as Kaplan et al. took random
+subsets of WebText2: the split's documents are in path order, so its first D tokens are a few
+modules. The first version of this sweep trained on the first D tokens
+(experiments/results/kaplan_data_size_first/, the same runs with train_subset 'first').
 """
 
 import os
@@ -29,6 +32,7 @@ UNIQUE_TOKENS = (125_000, 250_000, 500_000, 1_000_000, 2_000_000, 4_000_000, 8_0
 def get_config():
   config = isoflop_study.get_config()
   config.train.update(eval_batches=16, final_eval_batches=128)
+  config.data.train_subset = 'spread'
   return config
 
 
