@@ -127,15 +127,15 @@ def test_the_core_install_trains_samples_sweeps_and_fits_without_the_extras(tmp_
   rows = '\n'.join(f'{n},{3 * (1e6 / n) ** 0.1:.6f}' for n in (1e4, 3e4, 1e5, 3e5, 1e6))
   (tmp_path / 'runs.csv').write_text('N,eval_loss\n' + rows + '\n')
 
-  def run(module: str, *args: str) -> str:
+  def run(module: str, *args: str, ok: bool = True) -> str:
     result = subprocess.run(
       [sys.executable, str(script), ','.join(EXTRAS_PACKAGES), module, *args],
       cwd=tmp_path,
       capture_output=True,
       text=True,
     )
-    assert result.returncode == 0, f'{module}: {result.stderr[-2000:]}'
-    return result.stdout
+    assert (result.returncode == 0) == ok, f'{module}: {result.stderr[-2000:]}'
+    return result.stdout if ok else result.stderr
 
   train = (
     '--config.tokenizer.kind=byte',
@@ -150,3 +150,7 @@ def test_the_core_install_trains_samples_sweeps_and_fits_without_the_extras(tmp_
   assert len((tmp_path / 'sweep' / 'results.jsonl').read_text().splitlines()) == 2
   fitted = run('gptjax.scaling', 'fit', 'runs.csv', '--law', 'kaplan_n', '--n_col', 'N')
   assert 'alpha_N' in fitted
+  # what needs an extra says which, in one line
+  refused = run('gptjax.convert', 'to_hf', '--workdir', 'w', '--out', 'hf', ok=False)
+  assert refused.strip().splitlines() == [refused.strip()] and refused.startswith('error:')
+  assert "pip install 'gptjax[hf]'" in refused and not (tmp_path / 'hf').exists()

@@ -1,5 +1,5 @@
 """Hugging Face GPT-2 checkpoints read from local disk, as a gptjax model and parameters, or as a
-gptjax workdir (python -m gptjax.convert hf_gpt2).
+gptjax workdir (python -m gptjax.convert hf_gpt2); gptjax/models/hf_export.py writes the other way.
 
 GPT-2 is gptjax's 'pre' variant with learned positions, tied embeddings, GELU (tanh approximation)
 and LayerNorm eps 1e-5, and model.py uses GPT-2's parameter names, so loading is a renaming:
@@ -84,7 +84,7 @@ def load_gpt2(path: str) -> tuple[GPT, dict]:
   }
 
   def load(key_path, leaf: jax.ShapeDtypeStruct) -> jax.Array:
-    name = _hf_name(tuple(k.key for k in key_path))
+    name = hf_name(tuple(k.key for k in key_path))
     if name not in tensors:
       raise UserError(f'the checkpoint in {path} has no tensor {name}')
     array = tensors[name].T if name == 'lm_head.weight' else tensors[name]
@@ -125,7 +125,7 @@ def _check_shape_fields(hf_config: dict, config_path: str) -> None:
     )
 
 
-def _hf_name(key_path: tuple[str, ...]) -> str:
+def hf_name(key_path: tuple[str, ...]) -> str:
   """('h_3', 'attn', 'c_attn', 'kernel') -> 'h.3.attn.c_attn.weight'; ('wpe',) -> 'wpe.weight'."""
   *modules, leaf = key_path
   if not modules:  # a parameter of the model itself
