@@ -8,7 +8,9 @@ its record's check_config (gptjax/models/). Each problem is reported as one User
 the field.
 """
 
+import importlib
 import json
+import re
 import sys
 import typing
 
@@ -104,6 +106,16 @@ FIELDS: dict[str, Field] = {
       'distributed.process_id': Field(int, low=-1),
     }
   ),
+  **resumable(
+    {  # where metrics go besides the workdir's files: nothing else depends on it
+      'logging.wandb': Field(bool),  # needs the wandb package: checked in validate
+      'logging.wandb_project': Field(str),
+      'logging.wandb_entity': Field(str),
+      'logging.wandb_name': Field(str),
+      'logging.wandb_tags': Field(str),
+      'logging.wandb_group': Field(str),
+    }
+  ),
   **{
     name: field
     for record in registry.ARCHITECTURES.values()
@@ -123,15 +135,25 @@ MOVED = {
 }
 
 
+# Fields added since configs were first saved, with the value that does what runs did before them:
+# a config.json (or a sweep's results row) without one still means the same run.
+ADDED = {'data.train_subset': 'first'}
+
+
 def upgrade(saved: dict) -> dict:
   """A config (as nested dicts, from a config.json) with the fields of MOVED under their new
-  names; a config already in today's form comes back equal."""
+  names and those of ADDED it lacks at their old behaviour; a config already in today's form
+  comes back equal."""
   upgraded = json.loads(json.dumps(saved))
   for old, new in MOVED.items():
     old_section, old_name = old.split('.')
     if old_name in upgraded.get(old_section, {}):
       new_section, new_name = new.split('.')
       upgraded.setdefault(new_section, {})[new_name] = upgraded[old_section].pop(old_name)
+  for field, value in ADDED.items():
+    section, name = field.split('.')
+    if section in upgraded:
+      upgraded[section].setdefault(name, value)
   return upgraded
 
 
@@ -221,6 +243,20 @@ def validate(config: ml_collections.ConfigDict, device_count: int, process_count
       f'the per-device batch {per_device} is not divisible by '
       f'train.grad_accum_steps={train.grad_accum_steps}'
     )
+  if config.logging.wandb:
+    try:
+      wandb = importlib.import_module('wandb')
+    except ImportError as e:
+      raise UserError(
+        f'logging.wandb=True needs the wandb package ({e}): pip install wandb, or leave '
+        'logging.wandb off'
+      ) from None
+    version = getattr(wandb, '__version__', '')
+    if tuple(int(part) for part in re.findall(r'\d+', version)[:3]) < (0, 19, 10):
+      raise UserError(  # the runs of a stack, open together, need wandb.init(reinit='create_new')
+        f'logging.wandb=True needs wandb 0.19.10 or newer, not {version or "an unknown version"}: '
+        'pip install -U wandb'
+      )
 
 
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:

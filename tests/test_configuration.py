@@ -119,7 +119,11 @@ def test_a_config_json_written_before_fields_moved_reads_as_today(tmp_path):
   old['train']['source_len'] = old['encoder_decoder'].pop('source_len')
   old['train']['label_smoothing'] = old['encoder_decoder'].pop('label_smoothing')
   del old['bert'], old['encoder_decoder']
+  del old['data']['train_subset']  # added later: a config without it trained on the first tokens
   assert configuration.upgrade(old) == json.loads(config.to_json())
+  spread = json.loads(config.to_json())
+  spread['data']['train_subset'] = 'spread'
+  assert configuration.upgrade(spread) == spread
   assert configuration.upgrade(json.loads(config.to_json())) == json.loads(config.to_json())
   path = tmp_path / 'config.json'
   path.write_text(json.dumps(old))
