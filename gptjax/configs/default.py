@@ -109,6 +109,17 @@ def get_config() -> ml_collections.ConfigDict:
   sample.temperature = 0.8  # 0 = greedy
   sample.top_k = 40  # sample among the k most likely tokens; 0 = all
 
+  # Where metrics go besides WORKDIR/metrics.jsonl and WORKDIR/tensorboard (always written).
+  config.logging = log = ml_collections.ConfigDict()
+  log.wandb = False  # also log to Weights & Biases (needs `pip install wandb`): one W&B run per
+  # workdir, continued when the run resumes; W&B's own settings come from its environment
+  # (WANDB_MODE=offline, WANDB_API_KEY, WANDB_DIR: its files' place, by default WORKDIR/wandb)
+  log.wandb_project = 'gptjax'
+  log.wandb_entity = ''  # the W&B user or team; '' = your default one
+  log.wandb_name = ''  # the run's display name; '' = the workdir's name
+  log.wandb_tags = ''  # comma-separated, e.g. 'baseline,mup'
+  log.wandb_group = ''  # W&B shows a group's runs together; gptjax.sweep sets its root's name
+
   config.distributed = distributed = ml_collections.ConfigDict()
   distributed.initialize = False  # call jax.distributed.initialize() (multi-host runs)
   # Each of these falls back to the environment (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,

@@ -13,7 +13,9 @@ stacks of up to max_stack runs ordered by length; either way an interrupted run 
 last checkpoint, and a run with a row in ROOT/results.jsonl for the same config is skipped. Each
 finished run appends a row: name, N, N_total, D, C and its convention, losses, throughput, wall
 time (its share of its stack's), stacked (the stack's size), diverged (where a non-finite step
-retired it) and the config.
+retired it) and the config (less logging.*, where metrics went: it changes nothing measured).
+With logging.wandb each run is a W&B run of its own, in the group named after ROOT (unless the
+sweep sets logging.wandb_group).
 
 The runs share one tokenizer and data cache, whatever the architecture: they are made once in
 ROOT/_shared (from the base config, by the architecture's loader) and copied into each new
@@ -145,15 +147,33 @@ def run_config(
 
 
 def list_commands(sweep_path: str, root: str) -> list[str]:
-  """One shell command per run that trains it with python -m gptjax.main."""
-  _, runs = load_sweep(sweep_path)
-  return [
-    shlex.join(
-      ['python', '-m', 'gptjax.main', '--config', sweep_path, '--workdir', os.path.join(root, name)]
-      + [f'--config.{field}={value}' for field, value in overrides.items()]
+  """One shell command per run that trains it with python -m gptjax.main (in the sweep's W&B
+  group, where it logs to W&B, as run_sweep would)."""
+  base, runs = load_sweep(sweep_path)
+  commands = []
+  for name, overrides in runs:
+    log = run_config(base, overrides, name).logging
+    if log.wandb and not log.wandb_group:
+      overrides = {**overrides, 'logging.wandb_group': _group(root)}
+    workdir = os.path.join(root, name)
+    commands.append(
+      shlex.join(
+        ['python', '-m', 'gptjax.main', '--config', sweep_path, '--workdir', workdir]
+        + [f'--config.{field}={value}' for field, value in overrides.items()]
+      )
     )
-    for name, overrides in runs
-  ]
+  return commands
+
+
+def _group(root: str) -> str:
+  """The W&B group of a sweep's runs (unless the sweep names one): the name of its ROOT."""
+  return os.path.basename(os.path.abspath(root))
+
+
+def _grouped(config: ml_collections.ConfigDict, root: str) -> ml_collections.ConfigDict:
+  if not config.logging.wandb_group:
+    config.logging.wandb_group = _group(root)
+  return config
 
 
 def finished_rows(root: str) -> dict[str, dict]:
@@ -190,7 +210,7 @@ def run_sweep(
     runs = [(name, overrides) for name, overrides in runs if pattern.search(name)]
     if not runs:
       raise UserError(f'--only {only!r} matches no run of {sweep_path}')
-  configs = [(name, run_config(base, overrides, name)) for name, overrides in runs]
+  configs = [(name, _grouped(run_config(base, overrides, name), root)) for name, overrides in runs]
   for name, config in configs:
     try:
       configuration.validate(config, jax.device_count(), jax.process_count())
@@ -327,7 +347,11 @@ def result_row(
 
 
 def _as_json(config: ml_collections.ConfigDict) -> dict:
-  return json.loads(config.to_json())
+  """The run's config as its row records it: without logging.*, which changes nothing the row
+  measures (turning W&B on finishes no run again, and tuning curves still group the rows)."""
+  as_json = json.loads(config.to_json())
+  as_json.pop('logging', None)
+  return as_json
 
 
 def _latest_checkpoint(workdir: str) -> int:

@@ -1,39 +1,141 @@
 """Where metrics go: WORKDIR/metrics.jsonl (one JSON object per line), TensorBoard event files in
-WORKDIR/tensorboard, and the console's progress bar."""
+WORKDIR/tensorboard, with config.logging.wandb a Weights & Biases run, and the console's progress
+bar.
+
+The W&B run's id is stored in WORKDIR/wandb_run_id when the run first starts; a resumed run
+continues that W&B run (wandb.init(id=..., resume='allow')), so one workdir is one W&B run however
+often it was stopped. Its config is the run's config; W&B's own settings (WANDB_MODE=offline,
+WANDB_API_KEY, WANDB_DIR) come from the environment, and its files go in WORKDIR/wandb unless
+WANDB_DIR says otherwise.
+"""
 
 import json
 import os
+import re
+import secrets
+import string
 import sys
 
+import ml_collections
 from tensorboardX import SummaryWriter
+
+from gptjax.data.atomic import write_atomic
+from gptjax.errors import UserError
+
+RUN_ID_FILE = 'wandb_run_id'
+_RUN_ID = re.compile(r'[A-Za-z0-9._-]{1,128}')  # no /, \, #, ?, % or : (W&B refuses them)
 
 
 class MetricsWriter:
-  """Writes from process 0 only; other processes get a writer that does nothing."""
+  """Writes each row to every sink of the run (metrics.jsonl, TensorBoard, and W&B where
+  config.logging.wandb), from process 0 only; other processes get a writer that does nothing."""
 
-  def __init__(self, workdir: str, enabled: bool = True):
-    self.enabled = enabled
-    if enabled:
-      path = os.path.join(workdir, 'metrics.jsonl')
-      unfinished = os.path.exists(path) and os.path.getsize(path) and not _ends_a_line(path)
-      self._jsonl = open(path, 'a')
-      if unfinished:  # a run killed mid-write left half a line: end it, so ours stand alone
-        self._jsonl.write('\n')
-      self._tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+  def __init__(
+    self, workdir: str, enabled: bool = True, config: ml_collections.ConfigDict | None = None
+  ):
+    self._sinks = []
+    if not enabled:
+      return
+    try:
+      self._sinks.append(_Jsonl(workdir))
+      self._sinks.append(_TensorBoard(workdir))
+      if config is not None and 'logging' in config and config.logging.wandb:
+        self._sinks.append(_WandB(workdir, config))
+    except BaseException:
+      self.close()
+      raise
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
-    if not self.enabled:
-      return
-    self._jsonl.write(json.dumps({'step': step, **metrics}) + '\n')
-    self._jsonl.flush()
-    for name, value in metrics.items():
-      self._tensorboard.add_scalar(name, value, step)
-    self._tensorboard.flush()
+    for sink in self._sinks:
+      sink.write(step, metrics)
 
   def close(self) -> None:
-    if self.enabled:
-      self._jsonl.close()
-      self._tensorboard.close()
+    sinks, self._sinks = self._sinks, []
+    for sink in sinks:
+      sink.close()
+
+
+class _Jsonl:
+  def __init__(self, workdir: str):
+    path = os.path.join(workdir, 'metrics.jsonl')
+    unfinished = os.path.exists(path) and os.path.getsize(path) and not _ends_a_line(path)
+    self._file = open(path, 'a')
+    if unfinished:  # a run killed mid-write left half a line: end it, so ours stand alone
+      self._file.write('\n')
+
+  def write(self, step: int, metrics: dict[str, float]) -> None:
+    self._file.write(json.dumps({'step': step, **metrics}) + '\n')
+    self._file.flush()
+
+  def close(self) -> None:
+    self._file.close()
+
+
+class _TensorBoard:
+  def __init__(self, workdir: str):
+    self._writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def write(self, step: int, metrics: dict[str, float]) -> None:
+    for name, value in metrics.items():
+      self._writer.add_scalar(name, value, step)
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
+
+
+class _WandB:
+  """The workdir's W&B run, started or resumed. Several can be open in one process (the runs of
+  a stack, gptjax/training/stacked.py), each its own W&B run."""
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict):
+    import wandb  # pylint: disable=import-outside-toplevel  (optional; validate checked it)
+
+    log = config.logging
+    try:
+      self._run = wandb.init(
+        project=log.wandb_project or None,
+        entity=log.wandb_entity or None,
+        name=log.wandb_name or os.path.basename(os.path.abspath(workdir)),
+        group=log.wandb_group or None,
+        tags=[tag.strip() for tag in log.wandb_tags.split(',') if tag.strip()] or None,
+        config=json.loads(config.to_json()),
+        allow_val_change=True,  # a resumed run may change the resumable fields (train.steps)
+        id=wandb_run_id(workdir),
+        resume='allow',
+        dir=os.environ.get('WANDB_DIR') or workdir,  # read now: wandb reads it once a process
+        reinit='create_new',  # a run of its own, beside any other open in this process
+      )
+    except wandb.errors.Error as e:  # not logged in, no network, a bad entity or project
+      raise UserError(
+        f'W&B refused the run of {workdir}: {e} (logging.wandb=True: log in with `wandb login`, '
+        'or log offline with WANDB_MODE=offline and `wandb sync` later)'
+      ) from None
+
+  def write(self, step: int, metrics: dict[str, float]) -> None:
+    self._run.log(dict(metrics), step=step)
+
+  def close(self) -> None:
+    # Closed while an exception propagates (a refused config, a non-finite step, SIGTERM): the
+    # W&B run is marked failed until it resumes.
+    self._run.finish(exit_code=0 if sys.exc_info()[0] is None else 1)
+
+
+def wandb_run_id(workdir: str) -> str:
+  """The W&B run id of the workdir's run, from WORKDIR/wandb_run_id, or a new one stored there."""
+  path = os.path.join(workdir, RUN_ID_FILE)
+  if not os.path.exists(path):
+    run_id = ''.join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+    write_atomic(path, run_id + '\n')
+    return run_id
+  with open(path, encoding='utf-8', errors='replace') as f:
+    run_id = f.read().strip()
+  if not _RUN_ID.fullmatch(run_id):
+    raise UserError(
+      f'{path} does not hold a W&B run id (letters, digits, ., _ or -): put the original back, '
+      'or delete it to log this run to a new W&B run'
+    )
+  return run_id
 
 
 def read_metrics(workdir: str, last_step: int | None = None) -> list[dict]:

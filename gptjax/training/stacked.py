@@ -5,8 +5,9 @@ its FLOPs rather than R times the per-step and per-run overhead of small models 
 
 Per run (the fields of PER_RUN): its seed (initialisation and batch order), learning-rate schedule
 (train.lr, warmup_steps, steps, schedule, min_lr_ratio), AdamW's b1, b2, eps and weight_decay, and
-its cadence (log, eval and checkpoint steps, checkpoints kept). Everything else (model, data,
-batch, sequence length, clipping, sharding) is the group's; group_key says which runs can stack.
+its cadence (log, eval and checkpoint steps, checkpoints kept), and where its metrics go
+(logging.*: each run is a W&B run of its own). Everything else (model, data, batch, sequence
+length, clipping, sharding) is the group's; group_key says which runs can stack.
 
 Each run keeps its own workdir exactly as gptjax.main would leave it: config.json, metrics.jsonl,
 and checkpoints of its own TrainState (the same optimizer-state structure), so a stacked run can
@@ -67,6 +68,7 @@ PER_RUN = frozenset(
       'preemption_grace_s',
     )
   }
+  | {name for name in configuration.FIELDS if name.startswith('logging.')}  # each its own writer
 )
 
 
@@ -95,7 +97,7 @@ class _Member:
       self.tokenizer, self.data = self.architecture.load_data(config, workdir, True)
       workdir_lib.save_config(config, workdir)
       self.checkpoints = checkpoint.manager(workdir, self.train.keep_checkpoints)
-      self.writer = MetricsWriter(workdir)
+      self.writer = MetricsWriter(workdir, config=config)
     except BaseException:
       self.close()
       raise

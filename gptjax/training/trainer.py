@@ -213,7 +213,11 @@ def train_and_evaluate(
   start = time.perf_counter()
   run = Run(config, workdir, start_over)
   run.seconds['setup'] = time.perf_counter() - start - run.seconds['compile']
-  writer = MetricsWriter(workdir, enabled=run.is_chief)
+  try:
+    writer = MetricsWriter(workdir, enabled=run.is_chief, config=config)
+  except BaseException:  # W&B refused the run, say: release the workdir
+    run.close()
+    raise
   preemption = Preemption(config.train.preemption_grace_s)
   try:
     loop_start = time.perf_counter()
