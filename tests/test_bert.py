@@ -181,8 +181,8 @@ def test_loss_and_accuracy_match_a_naive_recomputation():
 
 
 def test_parameter_count_of_bert_base_matches_hugging_face():
-  torch = pytest.importorskip('torch')
-  transformers = pytest.importorskip('transformers')
+  torch = pytest.importorskip('torch', reason='the [hf] extra is not installed')
+  transformers = pytest.importorskip('transformers', reason='the [hf] extra is not installed')
   config = ModelConfig(
     vocab_size=30522,
     n_ctx=512,

@@ -23,8 +23,8 @@ from gptjax.training import checkpoint, state
 from gptjax.training import workdir as workdir_lib
 from gptjax.training.optimizer import make_optimizer
 
-torch = pytest.importorskip('torch')
-transformers = pytest.importorskip('transformers')
+torch = pytest.importorskip('torch', reason='the [hf] extra is not installed')
+transformers = pytest.importorskip('transformers', reason='the [hf] extra is not installed')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXTS = [

@@ -14,8 +14,8 @@ from gptjax.data import tokenizers as tokenizer_lib
 from gptjax.errors import UserError
 from gptjax.models import hf
 
-torch = pytest.importorskip('torch')
-transformers = pytest.importorskip('transformers')
+torch = pytest.importorskip('torch', reason='the [hf] extra is not installed')
+transformers = pytest.importorskip('transformers', reason='the [hf] extra is not installed')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = 400
