@@ -1,5 +1,5 @@
-"""Kaplan et al.'s (2020) L(N) and L(C_min): 7 model sizes from 3.8K to 221K non-embedding
-parameters (58x), each trained on the same 9.2M tokens (0.3 epochs of the standard library), with
+"""Kaplan et al.'s (2020) L(N) and L(C_min): 7 model sizes from 3.8K to 224K non-embedding
+parameters (59x), each trained on the same 9.2M tokens (0.3 epochs of the standard library), with
 early stopping.
 
   python -m gptjax.sweep run experiments/kaplan_model_size.py --root runs/kaplan_model_size \\
@@ -16,7 +16,13 @@ rates of that study's grid (lr = 1e-2 * 32 / d_model x {0.5, 1, 2}) as one stack
 best of each size. Kaplan et al. fit L(N) to models that data does not limit: here the largest
 model sees 42 tokens per parameter (the smallest 2,400), so expect it above the power law.
 Evaluations every 600 steps on 16 batches spread over the validation split give the training
-curves (best_eval_loss is the early-stopped loss) and 128 batches the final one.
+curves (best_eval_loss is the early-stopped loss) and 128 batches the final one. Where a size's
+best rate is at its grid's edge, `python experiments/isoflop_study.py extend ROOT best_eval_loss`
+adds the next one (d_model 12 and 24 needed it).
+
+Measured: 23 runs, about 1.4 hours of wall time on the 2 cores (the runs' shares of their stacks,
+beside other sweeps), 1.0e14 FLOPs. alpha_N = 0.113 [0.092, 0.132], alpha_C = 0.110 [0.107, 0.114]
+(experiments/results/kaplan_model_size/).
 """
 
 import os
