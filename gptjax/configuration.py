@@ -9,7 +9,6 @@ the field.
 """
 
 import importlib
-import json
 import re
 import sys
 import typing
@@ -19,7 +18,16 @@ import ml_collections
 
 from gptjax.data import pairs, sources, windows
 from gptjax.errors import UserError
-from gptjax.fields import COUNT, FRACTION, NATURAL, NON_NEGATIVE, Field, check_field, resumable
+from gptjax.fields import (
+  COUNT,
+  FRACTION,
+  NATURAL,
+  NON_NEGATIVE,
+  Field,
+  check_field,
+  resumable,
+  upgrade,
+)
 from gptjax.models import registry
 from gptjax.models.config import ModelConfig
 
@@ -124,37 +132,6 @@ FIELDS: dict[str, Field] = {
 }
 
 RESUMABLE = frozenset(name for name, field in FIELDS.items() if field.resumable)
-
-# Fields that moved, old name -> new: a config.json written before the move still reads (upgrade).
-MOVED = {
-  'model.type_vocab_size': 'bert.type_vocab_size',
-  'train.mlm_probability': 'bert.mlm_probability',
-  'model.n_encoder_layers': 'encoder_decoder.n_encoder_layers',
-  'train.source_len': 'encoder_decoder.source_len',
-  'train.label_smoothing': 'encoder_decoder.label_smoothing',
-}
-
-
-# Fields added since configs were first saved, with the value that does what runs did before them:
-# a config.json (or a sweep's results row) without one still means the same run.
-ADDED = {'data.train_subset': 'first'}
-
-
-def upgrade(saved: dict) -> dict:
-  """A config (as nested dicts, from a config.json) with the fields of MOVED under their new
-  names and those of ADDED it lacks at their old behaviour; a config already in today's form
-  comes back equal."""
-  upgraded = json.loads(json.dumps(saved))
-  for old, new in MOVED.items():
-    old_section, old_name = old.split('.')
-    if old_name in upgraded.get(old_section, {}):
-      new_section, new_name = new.split('.')
-      upgraded.setdefault(new_section, {})[new_name] = upgraded[old_section].pop(old_name)
-  for field, value in ADDED.items():
-    section, name = field.split('.')
-    if section in upgraded:
-      upgraded[section].setdefault(name, value)
-  return upgraded
 
 
 def read_config(path: str) -> ml_collections.ConfigDict:

@@ -1,6 +1,7 @@
 """Tuning per scale (gptjax/scaling/tuning.py): grids, optima, the tuned frontier, hyperparameter
 laws and seed noise, on numbers whose answers are known."""
 
+import json
 import math
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 
 from gptjax.errors import UserError
 from gptjax.scaling import tuning
+from gptjax.scaling.observations import read_rows
 
 
 def test_expand_takes_the_product_of_the_grid_for_every_run():
@@ -176,3 +178,21 @@ def test_tune_command_prints_each_curves_optimum_and_the_law(tmp_path):
     [*command, '--where', 'model.parametrization=xp'], capture_output=True, text=True
   )
   assert refused.returncode == 1 and refused.stderr.startswith('error: --where')
+
+
+def test_rows_written_before_a_field_was_added_join_the_curves_of_rows_written_after(tmp_path):
+  config = lambda lr, **data: {'train': {'lr': lr}, 'data': {'max_train_tokens': 0, **data}}
+  rows = [
+    {'name': 'old', 'N': 1e5, 'D': 1e7, 'eval_loss': 3.0, 'config': config(1e-3)},
+    {
+      'name': 'new',
+      'N': 1e5,
+      'D': 1e7,
+      'eval_loss': 2.9,
+      'config': config(2e-3, train_subset='first'),
+    },
+  ]
+  (tmp_path / 'results.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  assert [[r['name'] for r in curve] for curve in tuning.curves(read_rows(str(tmp_path)))] == [
+    ['old', 'new']
+  ]

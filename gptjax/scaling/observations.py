@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from gptjax import fields
 from gptjax.data import sources
 from gptjax.errors import UserError
 
@@ -57,6 +58,8 @@ def read_rows(path: str) -> list[dict]:
     raise UserError(f'{path}: every line must be a JSON object')
   by_name = {}
   for i, row in enumerate(rows):
+    if isinstance(row.get('config'), dict):  # a row written before fields moved or were added
+      row['config'] = fields.upgrade(row['config'])
     by_name[row.get('name', i)] = row
   return list(by_name.values())
 
