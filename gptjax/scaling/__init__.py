@@ -7,6 +7,7 @@
   formatting.py    a fit or a hold-out test as a table or as JSON
   report.py        a sweep's plots and report.md
   sweep.py         running a sweep (python -m gptjax.sweep)
+  cluster.py       a sweep's runs as SLURM jobs through submitit (--launcher submitit)
   __main__.py      python -m gptjax.scaling fit|report|holdout
 
 Each module imports only ones listed above it, and report.py (matplotlib) is imported only by the

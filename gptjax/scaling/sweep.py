@@ -24,9 +24,12 @@ on (gptjax/data/cache.py says which), when it makes its own.
 The runs also share XLA's persistent compilation cache, ROOT/_xla_cache.
 The command line is gptjax/sweep.py; its --list prints one python -m gptjax.main command per run
 instead, to fan the runs out elsewhere (each then makes its own tokenizer); running the sweep
-afterwards on the same ROOT finds them finished and only evaluates them and writes the rows.
+afterwards on the same ROOT finds them finished and only evaluates them and writes the rows. Its
+--launcher submitit trains each stack as a job on a SLURM cluster instead, in the same workdirs,
+with the same rows (gptjax/scaling/cluster.py).
 """
 
+import fcntl
 import importlib.util
 import json
 import math
@@ -178,9 +181,12 @@ def _grouped(config: ml_collections.ConfigDict, root: str) -> ml_collections.Con
 
 def finished_rows(root: str) -> dict[str, dict]:
   """The latest row of each run in ROOT/results.jsonl."""
-  if not os.path.exists(os.path.join(root, 'results.jsonl')):
+  path = os.path.join(root, 'results.jsonl')
+  if not os.path.exists(path):
     return {}
-  return {row['name']: row for row in observations.read_rows(root)}
+  with open(path) as f:
+    fcntl.flock(f, fcntl.LOCK_SH)  # no row half-appended by a job (append_row) is read
+    return {row['name']: row for row in observations.read_rows(root)}
 
 
 def run_sweep(
@@ -196,6 +202,21 @@ def run_sweep(
   matches (re.search) and no others. Runs that differ only in the fields of
   gptjax.training.stacked.PER_RUN (seed, learning-rate schedule, AdamW's betas, eps and decay,
   cadence) train as stacks of up to max_stack runs (1: one by one)."""
+  base, configs, rows, to_train = plan(sweep_path, root, convention, only)
+  labels = run_labels(configs)
+  for group in seeded_stacks(base, to_train, root, max_stack):
+    for row in train_group(group, root, convention, show_progress, labels):
+      rows[row['name']] = row
+  return [rows[name] for name, _ in configs]
+
+
+def plan(
+  sweep_path: str, root: str, convention: str = '6ND', only: str = '', device_count: int = 0
+) -> tuple[ml_collections.ConfigDict, list, dict[str, dict], list]:
+  """(base config, [(name, config)] of its runs, the rows of ROOT/results.jsonl by name, the runs
+  without a row for their config) of a sweep, its configs checked for device_count devices in one
+  process (default: this program's), ROOT made and XLA's compilation cache set in it; a line
+  printed for each run skipped."""
   if convention not in accounting.COMPUTE_CONVENTIONS:
     raise UserError(
       f'unknown compute convention {convention!r}; use one of '
@@ -213,66 +234,113 @@ def run_sweep(
   configs = [(name, _grouped(run_config(base, overrides, name), root)) for name, overrides in runs]
   for name, config in configs:
     try:
-      configuration.validate(config, jax.device_count(), jax.process_count())
+      if device_count:  # the devices of a job elsewhere (gptjax.scaling.cluster)
+        configuration.validate(config, device_count)
+      else:
+        configuration.validate(config, jax.device_count(), jax.process_count())
     except UserError as e:
       raise UserError(f'run {name}: {e}') from None
   os.makedirs(root, exist_ok=True)
   _cache_compilations(root)
   rows = finished_rows(root)
-  shared = _SharedData(base, os.path.join(root, SHARED))
-  position = {name: i for i, (name, _) in enumerate(configs)}
+  labels = run_labels(configs)
   to_train = []
   for name, config in configs:
-    # configuration.upgrade: a row written before fields moved still names its run's config.
-    if name in rows and configuration.upgrade(rows[name]['config']) == _as_json(config):
-      print(f'[{position[name] + 1}/{len(configs)}] {name}: finished, skipped')
+    if is_finished(rows.get(name), config):
+      print(f'{labels[name]}: finished, skipped')
     else:
       to_train.append((name, config))
-  for group in _stacks(to_train, max_stack):
+  return base, configs, rows, to_train
+
+
+def run_labels(configs: list[tuple[str, ml_collections.ConfigDict]]) -> dict[str, str]:
+  """How the lines about a run name it: '[position/runs] name'."""
+  return {name: f'[{i + 1}/{len(configs)}] {name}' for i, (name, _) in enumerate(configs)}
+
+
+def is_finished(row: dict | None, config: ml_collections.ConfigDict) -> bool:
+  """Whether `row` (a run's latest row, or None) records a finished run of `config`."""
+  # configuration.upgrade: a row written before fields moved still names its run's config.
+  return row is not None and configuration.upgrade(row['config']) == _as_json(config)
+
+
+def train_group(
+  group: list[tuple[str, ml_collections.ConfigDict]],
+  root: str,
+  convention: str = '6ND',
+  show_progress: bool = True,
+  labels: dict[str, str] | None = None,
+) -> list[dict]:
+  """Trains (or resumes) one stack of runs, or a run alone, each in ROOT/<name>, appends each
+  run's row to ROOT/results.jsonl and returns the rows: what the sweep runner does with each
+  stack, and a job of gptjax.scaling.cluster with its one. labels: how the lines name each run
+  (default its name)."""
+  labels = labels or {}
+  resumed = [_latest_checkpoint(os.path.join(root, name)) for name, _ in group]
+  for (name, config), resumed_from in zip(group, resumed):
+    if resumed_from >= config.train.steps:  # trained elsewhere, e.g. a command of --list
+      state = f'trained to step {resumed_from} already; evaluating'
+    else:
+      state = 'training' + (f' (resuming from step {resumed_from})' if resumed_from else '')
+    stack = f' (stacked with {len(group) - 1} more)' if len(group) > 1 else ''
+    print(f'{labels.get(name, name)}: {state}{stack}', flush=True)
+  start = time.perf_counter()
+  names = ', '.join(name for name, _ in group)
+  try:
+    if len(group) == 1:
+      name, config = group[0]
+      results = [
+        trainer.train_and_evaluate(config, os.path.join(root, name), show_progress=show_progress)
+      ]
+    else:
+      results = stacked.train_stacked(
+        [(config, os.path.join(root, name)) for name, config in group], show_progress=False
+      )
+  except UserError as e:
+    raise UserError(f'run {names}: {e}') from None
+  wall_s = (time.perf_counter() - start) / len(group)  # each run's share of the group's
+  rows = []
+  for (name, config), metrics, resumed_from in zip(group, results, resumed):
+    row = result_row(
+      name, config, os.path.join(root, name), metrics, convention, wall_s, resumed_from
+    )
+    append_row(root, row)
+    rows.append(row)
+    print(outcome_line(labels.get(name, name), row), flush=True)
+  return rows
+
+
+def outcome_line(label: str, row: dict) -> str:
+  """The line that reports a finished run's row."""
+  outcome = (
+    f'diverged ({row["diverged"]})' if 'diverged' in row else f'eval loss {row["eval_loss"]:.4f}'
+  )
+  return (
+    f'{label}: N={row["N"]:,} D={row["D"]:,} C={row["C"]:.3g} {outcome} ({row["wall_s"]:.0f} s)'
+  )
+
+
+def append_row(root: str, row: dict) -> None:
+  """Appends `row` to ROOT/results.jsonl as one write under an exclusive lock of the file: the
+  jobs of a sweep on a cluster append their rows concurrently (flock: NFS supports it; Lustre
+  when mounted with -o flock)."""
+  with open(os.path.join(root, 'results.jsonl'), 'a') as f:
+    fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+    f.write(json.dumps(row) + '\n')
+    f.flush()
+
+
+def seeded_stacks(
+  base: ml_collections.ConfigDict, to_train: list, root: str, max_stack: int
+) -> list[list]:
+  """The runs to train in their stacks (see _stacks), each workdir given the shared tokenizer and
+  data cache (made in ROOT/_shared from the base config on first need) unless it makes its own."""
+  shared = _SharedData(base, os.path.join(root, SHARED))
+  groups = _stacks(to_train, max_stack)
+  for group in groups:
     for name, config in group:
-      workdir = os.path.join(root, name)
-      shared.seed(config, workdir)
-      resumed_from = _latest_checkpoint(workdir)
-      if resumed_from >= config.train.steps:  # trained elsewhere, e.g. a command of --list
-        state = f'trained to step {resumed_from} already; evaluating'
-      else:
-        state = 'training' + (f' (resuming from step {resumed_from})' if resumed_from else '')
-      stack = f' (stacked with {len(group) - 1} more)' if len(group) > 1 else ''
-      print(f'[{position[name] + 1}/{len(configs)}] {name}: {state}{stack}', flush=True)
-    resumed = [_latest_checkpoint(os.path.join(root, name)) for name, _ in group]
-    start = time.perf_counter()
-    names = ', '.join(name for name, _ in group)
-    try:
-      if len(group) == 1:
-        name, config = group[0]
-        results = [
-          trainer.train_and_evaluate(config, os.path.join(root, name), show_progress=show_progress)
-        ]
-      else:
-        results = stacked.train_stacked(
-          [(config, os.path.join(root, name)) for name, config in group], show_progress=False
-        )
-    except UserError as e:
-      raise UserError(f'run {names}: {e}') from None
-    wall_s = (time.perf_counter() - start) / len(group)  # each run's share of the group's
-    for (name, config), metrics, resumed_from in zip(group, results, resumed):
-      row = result_row(
-        name, config, os.path.join(root, name), metrics, convention, wall_s, resumed_from
-      )
-      with open(os.path.join(root, 'results.jsonl'), 'a') as f:
-        f.write(json.dumps(row) + '\n')
-      rows[name] = row
-      outcome = (
-        f'diverged ({row["diverged"]})'
-        if 'diverged' in row
-        else f'eval loss {row["eval_loss"]:.4f}'
-      )
-      print(
-        f'[{position[name] + 1}/{len(configs)}] {name}: N={row["N"]:,} D={row["D"]:,} '
-        f'C={row["C"]:.3g} {outcome} ({row["wall_s"]:.0f} s)',
-        flush=True,
-      )
-  return [rows[name] for name, _ in configs]
+      shared.seed(config, os.path.join(root, name))
+  return groups
 
 
 def _stacks(named_configs: list, max_stack: int) -> list[list]:
