@@ -45,7 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
   model.base_n_layers = 0  # base_n_layers / n_layers, so train.lr transfers across depth
 
   config.tokenizer = tokenizer = ml_collections.ConfigDict()
-  tokenizer.kind = 'sentencepiece'  # 'sentencepiece' (BPE), 'byte' or 'char'
+  tokenizer.kind = 'sentencepiece'  # 'sentencepiece' (BPE), 'byte', 'char' or 'gpt2' (convert)
   tokenizer.vocab_size = 4096  # for 'sentencepiece' and 'char'; 'byte' always has 262
 
   config.data = data = ml_collections.ConfigDict()
