@@ -11,7 +11,8 @@ import pytest
 from gptjax import configuration
 from gptjax.configs import bert_tiny, tiny, transformer_tiny
 from gptjax.models import accounting
-from gptjax.training import benchmark
+from gptjax.models.config import ModelConfig
+from gptjax.training import benchmark, step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,6 +58,71 @@ def test_memory_estimate_is_close_to_xlas_count(dtype):
   config.model.dtype = dtype
   report = benchmark.bench_train(config, steps=1, warmup=0)
   assert 0.8 < report['memory_estimate_mib'] / report['memory_mib'] < 1.25
+
+
+def test_the_activation_estimate_counts_what_remat_keeps():
+  # 4 blocks, 2 sequences of 64 tokens, d_model 64, 2 heads: one block's activations are
+  # 128 * 64 * (34 + 5 * 2 * 64 / 64) / 2 = 180,224 float32 elements (Korthikanti et al.).
+  estimates = {
+    remat: accounting.memory_estimate(
+      ModelConfig(
+        vocab_size=512, n_ctx=64, n_layers=4, n_heads=2, d_model=64, d_ff=256, remat=remat
+      ),
+      micro_batch=2,
+      seq_len=64,
+    )
+    for remat in ('none', 'full', 'dots_saveable')
+  }
+  everything, kept = 180_224, {'none': 180_224, 'full': 128 * 64, 'dots_saveable': 128 * 832}
+  loss = estimates['none']['activations'] - 4 * everything * 4  # the logits, whatever remat does
+  assert loss > 0
+  for remat, estimate in estimates.items():
+    # The other 3 blocks hold what remat keeps, the one in its backward pass everything.
+    assert estimate['activations'] == (3 * kept[remat] + everything) * 4 + loss
+    assert {k: v for k, v in estimate.items() if k != 'activations'} == {
+      k: v for k, v in estimates['none'].items() if k != 'activations'
+    }
+  blocks = {remat: estimates[remat]['activations'] - loss for remat in estimates}
+  # 'full' keeps each block's input, 1/22 of its activations, so 4 blocks cost about 1 + 3/22.
+  assert blocks['none'] / blocks['full'] == pytest.approx(4 / (1 + 3 / 22))
+  assert blocks['full'] < blocks['dots_saveable'] < blocks['none']
+
+
+def _tiny_train():
+  config = tiny.get_config()
+  return configuration.model_config(config, 300), config.train
+
+
+def test_the_memory_warning_names_what_shrinks_the_estimate():
+  model_config, train = _tiny_train()
+  estimate = step.memory_estimate(model_config, train)
+  total = sum(estimate.values())
+  warning = step.memory_warning(estimate, model_config, train, total // 2)
+  assert '\n' not in warning and warning.startswith('warning: ')
+  for field in (
+    'train.global_batch_size',
+    'train.grad_accum_steps',
+    'model.remat',
+    'train.seq_len',
+    'model.dtype',
+    'train.sharding',
+  ):
+    assert field in warning
+  assert step.memory_warning(estimate, model_config, train, total) is None  # fits
+  assert step.memory_warning(estimate, model_config, train, None) is None  # unknown (CPU)
+
+
+def test_device_memory_is_bytes_limit_where_the_device_reports_it(monkeypatch):
+  class Device:
+    def __init__(self, stats):
+      self.stats = stats
+
+    def memory_stats(self):
+      return self.stats
+
+  for stats, expected in [({'bytes_limit': 2**30, 'bytes_in_use': 0}, 2**30), (None, None)]:
+    monkeypatch.setattr(step.jax, 'local_devices', lambda stats=stats: [Device(stats)])
+    assert step.device_memory_bytes() == expected
 
 
 @pytest.mark.parametrize('module', [bert_tiny, transformer_tiny])

@@ -1,7 +1,9 @@
+import collections
 import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -141,3 +143,76 @@ def test_a_step_whose_update_is_not_finite_commits_nothing(tiny_config, corpus_g
   # the run evaluates is the initial one, finite.
   assert sum(_logged(str(tmp_path / 'skip'), 'skipped_steps').values()) == 3
   assert np.isfinite(metrics['eval_loss'])
+
+
+def test_a_run_warns_before_compiling_when_the_estimate_exceeds_the_device(
+  tiny_config, corpus_glob, tmp_path, monkeypatch, capsys
+):
+  from gptjax.training import step  # pylint: disable=import-outside-toplevel
+
+  monkeypatch.setattr(step, 'device_memory_bytes', lambda: 2**20)  # 1 MiB
+  config = _text_config(tiny_config, corpus_glob, steps=2, warmup_steps=1)
+  trainer.train_and_evaluate(config, str(tmp_path), show_progress=False)
+  lines = capsys.readouterr().out.splitlines()
+  (warning,) = [line for line in lines if line.startswith('warning: the memory estimate')]
+  assert lines.index(warning) == 1 + next(
+    i for i, line in enumerate(lines) if line.startswith('memory per device (estimate)')
+  )
+  assert 'model.remat' in warning and 'train.grad_accum_steps' in warning
+
+
+class _Bar:
+  """tqdm.tqdm's interface as train_loop uses it, counting like tqdm."""
+
+  def __init__(self, total, initial, **kwargs):
+    self.total, self.n = total, initial
+
+  def update(self, n=1):
+    self.n += n
+
+  def set_postfix(self, *args, **kwargs):
+    pass
+
+  def write(self, text):
+    pass
+
+  def close(self):
+    pass
+
+
+def test_the_progress_bar_counts_steps_read_back_not_steps_dispatched(monkeypatch):
+  bars = []
+  monkeypatch.setattr(trainer.tqdm, 'tqdm', lambda **kwargs: bars.append(_Bar(**kwargs)) or bars[0])
+  at_dispatch, at_log = [], {}
+
+  def train_step(state, batch):
+    at_dispatch.append(bars[0].n)
+    metrics = {'train_loss': np.float32(1.0), 'grad_norm': np.float32(1.0), 'finite': np.True_}
+    return types.SimpleNamespace(step=state.step + 1), metrics
+
+  class Writer:
+    def write(self, step, row):
+      if 'train_loss' in row:
+        at_log[step] = bars[0].n
+
+  loop = trainer.Loop(
+    train_step=train_step,
+    batch=lambda step: None,
+    evaluate=lambda state, final: {},
+    save=lambda state, metrics: None,
+    steps=10,
+    log_every=4,
+    eval_every=100,
+    checkpoint_every=100,
+    nonfinite='stop',
+    nonfinite_field='train.nonfinite',
+    schedule=lambda step: 0.1,
+    seconds=collections.Counter(),
+    describe=lambda step, metrics: '',
+  )
+  preemption = types.SimpleNamespace(agreed=lambda: False)
+  trainer.train_loop(loop, types.SimpleNamespace(step=0), Writer(), preemption, True)
+  # The first step is waited for (compilation); later ones show at the log steps 4, 8 and 10,
+  # where their metrics are read back, while steps 5-7 and 9 are dispatched.
+  assert at_dispatch == [0, 1, 1, 1, 4, 4, 4, 4, 8, 8]
+  assert at_log == {4: 4, 8: 8, 10: 10} and bars[0].n == 10

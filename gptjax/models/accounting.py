@@ -62,28 +62,50 @@ def flops_per_token(config: ModelConfig, seq_len: int | None = None) -> float:
   return 6 * n + 12 * (config.n_layers + config.n_encoder_layers) * seq_len * config.d_model
 
 
+def activations_per_layer(config: ModelConfig, micro_batch: int, seq_len: int) -> tuple[int, int]:
+  """(all, kept) float32 elements of one block's activations for one micro-batch: all that the
+  backward pass of the block needs, and what model.remat keeps of them between the forward and
+  the backward pass (the rest is recomputed block by block).
+
+  all follows Korthikanti et al. 2022 (no recomputation): tokens * d_model * (34 + 5 * n_heads *
+  seq / d_model) bytes at 16 bits, i.e. half as many elements. kept: 'none' keeps all; 'full'
+  the block's input, tokens * d_model; 'dots_saveable' the input and every matmul's output (q, k
+  and v, the attention logits, the attention output, its projection, both MLP products), tokens *
+  (7 d_model + d_ff + n_heads * seq).
+  """
+  tokens, d_model = micro_batch * seq_len, config.d_model
+  all_elements = int(tokens * d_model * (34 + 5 * config.n_heads * seq_len / d_model) / 2)
+  kept = {
+    'none': all_elements,
+    'full': tokens * d_model,
+    'dots_saveable': tokens * (7 * d_model + config.d_ff + config.n_heads * seq_len),
+  }[config.remat]
+  return all_elements, kept
+
+
 def memory_estimate(
   config: ModelConfig, micro_batch: int, seq_len: int, fsdp_shards: int = 1
 ) -> dict[str, int]:
   """Rough bytes per device for training: parameters, their gradients, AdamW's two moments, and
   the activations kept for the backward pass of one micro-batch of `micro_batch` sequences.
 
-  Activations per layer follow Korthikanti et al. 2022 (no recomputation): seq * batch * d_model *
-  (34 + 5 * n_heads * seq / d_model) bytes at 16 bits, counted at 32 bits whatever the compute
-  dtype, because the models keep the activations between products in float32 (layers.py); plus
-  the logits of one chunk of the loss.
+  Activations (activations_per_layer): at the peak, the start of the backward pass of the last
+  block, the other n_layers - 1 blocks hold what model.remat keeps and that block holds all of its
+  activations: (n_layers - 1) * kept + all, n_layers * all without recomputation. They are
+  counted at 32 bits whatever the compute dtype, because the models keep the activations between
+  products in float32 (layers.py); plus the logits of one chunk of the loss.
   """
   param_bytes = jnp.dtype(config.param_dtype).itemsize
   n_params = count_params(config).total
   tokens = micro_batch * seq_len
-  per_layer = tokens * config.d_model * (34 + 5 * config.n_heads * seq_len / config.d_model) / 2
+  all_elements, kept = activations_per_layer(config, micro_batch, seq_len)
   return {
     'params': n_params * param_bytes // fsdp_shards,
     'grads': n_params * param_bytes // fsdp_shards,
     'optimizer': 2 * n_params * param_bytes // fsdp_shards,
     # The loss holds float32 logits and their gradient for one chunk of tokens at a time.
     'activations': int(
-      config.n_layers * per_layer * 4
+      ((config.n_layers - 1) * kept + all_elements) * 4
       + 2 * min(tokens, default_chunk_tokens(config.vocab_size)) * config.vocab_size * 4
     ),
   }

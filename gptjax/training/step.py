@@ -122,6 +122,39 @@ def memory_estimate(model_config: ModelConfig, train: ml_collections.ConfigDict)
   )
 
 
+def device_memory_bytes() -> int | None:
+  """The memory of one local device as JAX reports it (memory_stats' bytes_limit, on GPU and
+  TPU), or None where it reports none (CPU)."""
+  try:
+    stats = jax.local_devices()[0].memory_stats()
+  except Exception:  # pylint: disable=broad-except  # a backend without memory statistics
+    return None
+  limit = (stats or {}).get('bytes_limit')
+  return int(limit) if limit else None
+
+
+def memory_warning(
+  estimate: dict[str, int],
+  model_config: ModelConfig,
+  train: ml_collections.ConfigDict,
+  device_bytes: int | None,
+) -> str | None:
+  """One line saying that the estimate does not fit in device_bytes and which settings shrink
+  it, or None when it fits or the device's memory is unknown."""
+  total = sum(estimate.values())
+  if device_bytes is None or total <= device_bytes:
+    return None
+  return (
+    f'warning: the memory estimate, {total / 2**30:,.2f} GiB per device, exceeds the '
+    f"device's {device_bytes / 2**30:,.2f} GiB; to shrink it: a smaller "
+    f'train.global_batch_size ({train.global_batch_size}) or more train.grad_accum_steps '
+    f"({train.grad_accum_steps}), model.remat='full' (now {model_config.remat!r}), a shorter "
+    f'train.seq_len ({train.seq_len}), model.param_dtype / model.dtype bfloat16 (now '
+    f"{model_config.param_dtype} / {model_config.dtype}), or train.sharding='fsdp' over several "
+    f'devices (now {train.sharding!r}, {jax.device_count()} devices)'
+  )
+
+
 def compile_train_step(
   model: nn.Module,
   objective: Objective,
@@ -148,6 +181,9 @@ def compile_train_step(
       'memory per device (estimate): '
       + ', '.join(f'{name} {size / 2**20:,.1f} MiB' for name, size in estimate.items())
     )
+    warning = memory_warning(estimate, model.config, train, device_memory_bytes())
+    if warning:
+      print(warning, flush=True)
   batch = sharding.batch_sharding(mesh)
   if batch_abstract is None:
     row_width = registry.get(config.model.architecture).row_width(config)

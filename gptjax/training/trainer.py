@@ -300,6 +300,15 @@ def train_loop(
     desc=loop.desc,
     disable=not (show_progress and is_chief),
   )
+  # The bar counts finished steps: JAX dispatches steps asynchronously, so a step is known done
+  # only once something it computed is read back (its metrics at log steps, or an evaluation).
+  finished = start_step
+
+  def show_finished(step: int) -> None:
+    nonlocal finished
+    progress.update(step - finished)
+    finished = step
+
   metrics: dict[str, float] = {}
   values, skipped = collections.defaultdict(list), 0  # of the steps since the last log line
   window_start, window_first_step, paused_s = time.perf_counter(), start_step, 0.0
@@ -310,6 +319,8 @@ def train_loop(
     nonlocal skipped
     pending = jax.device_get(unchecked)
     unchecked.clear()
+    if pending:
+      show_finished(pending[-1][0])
     for step, step_metrics in pending:
       if bool(step_metrics['finite']):
         for name, value in step_metrics.items():
@@ -341,6 +352,7 @@ def train_loop(
     if step == start_step:  # throughput excludes compilation
       jax.block_until_ready(state)
       window_start, window_first_step = time.perf_counter(), done
+      show_finished(done)
     preempted = preemption.agreed()
     row = {}
     if done % loop.log_every == 0 or done == end_step or preempted:
@@ -379,6 +391,7 @@ def train_loop(
     if evaluating:
       with timed(loop.seconds, 'eval'):
         eval_metrics = loop.evaluate(state, done == loop.steps)
+      show_finished(done)  # the evaluation read back values of the state after step `done`
       metrics.update(eval_metrics)
       if row and loop.eval_in_train_row:
         writer.write(done, {**row, **eval_metrics})
@@ -391,7 +404,6 @@ def train_loop(
       with timed(loop.seconds, 'checkpoint'):
         loop.save(state, metrics)
     paused_s += time.perf_counter() - pause_start
-    progress.update(1)
     if preempted:
       progress.close()
       raise Preempted(
