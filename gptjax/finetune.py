@@ -5,7 +5,8 @@
 
 --config is a config file or a shipped config's name: finetune (the paper's settings) or
 finetune:cpu (small models on a CPU); any field can be overridden with --config.a.b=value.
---workdir is a new directory for the run; it ends with the results as one JSON line. How
+--workdir is a new directory for the run; it ends with the results as one JSON line. The same
+command resumes an interrupted run from its workdir, and prints a finished one's results. How
 examples become sequences, the head and the objective: gptjax/downstream/finetuning.py.
 """
 
@@ -21,7 +22,9 @@ from gptjax.training import sharding
 _CONFIG = cli.define_config_flag(
   help_text="A fine-tuning config file, or a shipped one's name (finetune, finetune:cpu)."
 )
-_WORKDIR = flags.DEFINE_string('workdir', None, 'A new directory for the fine-tuning run.')
+_WORKDIR = flags.DEFINE_string(
+  'workdir', None, 'A new directory for the fine-tuning run (or its own, to resume it).'
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 

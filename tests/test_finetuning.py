@@ -18,10 +18,12 @@ from gptjax.configs import finetune as finetune_config
 from gptjax.configs import tiny
 from gptjax.data.tokenizers import ByteTokenizer
 from gptjax.downstream import finetuning, task_inputs, tasks
-from gptjax.errors import UserError
+from gptjax.errors import Preempted, UserError
 from gptjax.models.config import ModelConfig
 from gptjax.models.gpt import GPT
 from gptjax.training import step as step_lib
+from gptjax.training import trainer
+from gptjax.training.metrics import read_metrics
 from gptjax.training.optimizer import make_optimizer, weight_decay_mask
 from gptjax.training.state import TrainState, init_state, load_run
 
@@ -307,8 +309,50 @@ def test_finetuning_learns_an_easy_task_and_keeps_the_best_checkpoint(pretrained
   validation = tasks.load_task(str(tmp_path / 'task')).split('validation')
   predicted = finetuning.predict(run, validation)
   assert np.mean(predicted == [e['label'] for e in validation]) == results['validation_accuracy']
-  with pytest.raises(UserError, match='already holds a run'):
-    finetuning.finetune(_config(pretrained, str(tmp_path / 'task')), workdir, show_progress=False)
+  config = _config(pretrained, str(tmp_path / 'task'))
+  assert finetuning.finetune(config, workdir, show_progress=False) == results  # finished already
+  assert not os.path.exists(os.path.join(workdir, finetuning.RESUME_DIR))
+
+
+def test_an_interrupted_run_resumes_and_ends_as_an_uninterrupted_one(
+  pretrained, tmp_path, monkeypatch
+):
+  config = _config(pretrained, _easy_task(tmp_path / 'task'))  # 2 epochs of 10 steps
+  whole = finetuning.finetune(config, str(tmp_path / 'whole'), show_progress=False)
+
+  class SigtermAfterStep13(trainer.Preemption):  # 3 steps into epoch 2, after a best checkpoint
+    steps = 0
+
+    def agreed(self) -> bool:  # asked once a step
+      SigtermAfterStep13.steps += 1
+      return SigtermAfterStep13.steps == 13
+
+  monkeypatch.setattr(trainer, 'Preemption', SigtermAfterStep13)
+  workdir = str(tmp_path / 'resumed')
+  with pytest.raises(Preempted, match='run the same command to continue'):
+    finetuning.finetune(config, workdir, show_progress=False)
+  assert sorted(os.listdir(os.path.join(workdir, finetuning.RESUME_DIR))) == [
+    '13',
+    'fingerprints.json',
+  ]
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['10', 'fingerprints.json']
+  with pytest.raises(UserError, match='finetune.lr 0.003 -> 0.001'):
+    finetuning.finetune(
+      _config(pretrained, config.finetune.task, lr=1e-3), workdir, show_progress=False
+    )
+  resumed = finetuning.finetune(config, workdir, show_progress=False)
+  assert {k: v for k, v in resumed.items() if k != 'wall_s'} == {
+    k: v for k, v in whole.items() if k != 'wall_s'
+  }
+  assert not os.path.exists(os.path.join(workdir, finetuning.RESUME_DIR))  # finished
+  accuracies = lambda w: [
+    (r['step'], r['validation_accuracy']) for r in read_metrics(w) if 'validation_accuracy' in r
+  ]  # the train losses of the epoch cut short are logged over its parts
+  assert accuracies(workdir) == accuracies(str(tmp_path / 'whole'))
+  best = finetuning.load_finetuned(workdir).params
+  jax.tree.map(
+    np.testing.assert_array_equal, best, finetuning.load_finetuned(str(tmp_path / 'whole')).params
+  )
 
 
 @pytest.mark.parametrize(

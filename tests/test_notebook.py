@@ -26,7 +26,7 @@ NOTEBOOK = os.path.join(REPO, 'experiments', 'colab_tpu.ipynb')
 GiB = 2**30
 
 # Colab's TPU runtime as googlecolab/backend-info's pip-freeze.tpu.txt lists it (August 2026,
-# Python 3.13), the packages gptjax's core and its extras name: no ml-collections, no tensorboardX;
+# Python 3.13), the packages gptjax's core and its extras name: no ml-collections;
 # jax, flax and absl-py below gptjax's ranges; torch (a CPU build, beside torch_xla) and
 # transformers preinstalled.
 COLAB_TPU = {
@@ -152,7 +152,7 @@ def test_install_on_colab_tpu_adds_only_the_missing_core_and_pins_the_runtime(tm
       source, run_pip=calls.append, installed=COLAB_TPU, requires=_requires()
     )
     assert calls[0] == ['--no-deps', '--force-reinstall', source]
-    assert sorted(_name(r) for r in missing) == ['ml-collections', 'tensorboardx']
+    assert sorted(_name(r) for r in missing) == ['ml-collections']
     assert len(calls) == 2 and calls[1][0] == '--constraint' and calls[1][2:] == missing
     for requirement in missing:
       assert _name(requirement) not in NEVER_INSTALLED
@@ -165,7 +165,7 @@ def test_install_on_colab_tpu_adds_only_the_missing_core_and_pins_the_runtime(tm
   assert "kept the runtime's flax 0.11.2" in out
   # Everything there already (a second run, or a full environment): gptjax alone.
   calls = []
-  everything = {**COLAB_TPU, 'jax': '0.10.2', 'ml-collections': '1.1.0', 'tensorboardx': '2.6.5'}
+  everything = {**COLAB_TPU, 'jax': '0.10.2', 'ml-collections': '1.1.0'}
   namespace['install'](REPO, run_pip=calls.append, installed=everything, requires=_requires())
   assert calls == [['--no-deps', '--force-reinstall', REPO]]
   # No jax at all: say so rather than install one that may not see the accelerator.

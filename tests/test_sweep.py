@@ -227,9 +227,9 @@ def test_list_prints_one_main_command_per_run(micro_sweep, tmp_path):
   result = _command('run', micro_sweep, '--root', root, '--list')
   assert result.returncode == 0, result.stderr
   commands = [shlex.split(line) for line in result.stdout.splitlines()]
-  assert commands == [
+  assert commands == [  # the interpreter that listed them, not whichever `python` is on PATH
     [
-      'python',
+      sys.executable,
       '-m',
       'gptjax.main',
       '--config',
@@ -241,7 +241,7 @@ def test_list_prints_one_main_command_per_run(micro_sweep, tmp_path):
       '--config.model.d_ff=64',
     ],
     [
-      'python',
+      sys.executable,
       '-m',
       'gptjax.main',
       '--config',

@@ -9,9 +9,12 @@ state at EXTRACT (after dropout): class logits, or one score per choice with a s
 choices. The objective is L3 = L2 + lm_coef * L1: L2 the task's
 cross-entropy, L1 the mean next-token cross-entropy over every token of the same input sequences.
 
-The run starts from a pre-training workdir (finetune.init_from) and writes only into its own new
+The run starts from a pre-training workdir (finetune.init_from) and writes only into its own
 workdir: config.json, finetune.json (what load_finetuned needs), the tokenizer, metrics.jsonl,
 checkpoints/<step>/ holding only the best checkpoint by validation accuracy, and results.json.
+Until results.json is written, resume/<step>/ holds the state at the last epoch's end (or at
+SIGTERM): the same command resumes an interrupted run from it, and refuses a config that changes
+the run, as gptjax.main does. On a finished workdir the same command returns its results.
 
 Training is pre-training's (gptjax/training): the objective runs through the same jitted step
 (gradient accumulation, the non-finite guard) and loop (metrics read back once an epoch, SIGTERM,
@@ -24,6 +27,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 
 import flax.linen as nn
@@ -36,6 +40,7 @@ from jax.experimental import multihost_utils
 
 from gptjax import configuration
 from gptjax.data import tokenizers as tokenizer_lib
+from gptjax.data.atomic import write_atomic
 from gptjax.downstream import task_inputs, tasks
 from gptjax.downstream.task_inputs import FINETUNE_KINDS, Encoded
 from gptjax.errors import Preempted, UserError
@@ -47,7 +52,7 @@ from gptjax.training import checkpoint, sharding, trainer
 from gptjax.training import state as state_lib
 from gptjax.training import step as step_lib
 from gptjax.training import workdir as workdir_lib
-from gptjax.training.metrics import MetricsWriter
+from gptjax.training.metrics import MetricsWriter, read_metrics
 from gptjax.training.optimizer import learning_rate_schedule, make_optimizer
 from gptjax.training.state import TrainState
 
@@ -229,6 +234,8 @@ def _embedding_rows(workdir: str) -> int:
 
 # --- The run ----------------------------------------------------------------------------------
 
+RESUME_DIR = 'resume'  # WORKDIR/resume/<step>/: the latest state, while the run is unfinished
+
 
 def validate(config: ml_collections.ConfigDict) -> None:
   ft = config.finetune
@@ -292,8 +299,9 @@ def _texts(kind: str, examples: list[dict]) -> list[str]:
 
 
 def finetune(config: ml_collections.ConfigDict, workdir: str, show_progress: bool = True) -> dict:
-  """Fine-tunes as config.finetune says, keeps the best checkpoint in the new `workdir`, and
-  returns the results (also written to WORKDIR/results.json).
+  """Fine-tunes as config.finetune says, keeps the best checkpoint in `workdir`, and returns the
+  results (also written to WORKDIR/results.json). A workdir holding an unfinished fine-tuning run
+  of the same config is resumed from WORKDIR/resume; a finished one returns its results.
 
   With several JAX processes every one calls this; each feeds its share of every batch, and only
   process 0 writes files and prints.
@@ -303,8 +311,14 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, show_progress: boo
   validate(config)
   if ft.init_from and os.path.realpath(ft.init_from) == os.path.realpath(workdir):
     raise UserError('--workdir is finetune.init_from; fine-tune into a new workdir')
-  if os.path.exists(os.path.join(workdir, 'config.json')):
-    raise UserError(f'{workdir} already holds a run; fine-tune into a new workdir')
+  resuming = os.path.exists(os.path.join(workdir, 'config.json'))
+  if resuming:
+    if not os.path.exists(os.path.join(workdir, 'finetune.json')):
+      raise UserError(f'{workdir} holds a run other than fine-tuning; use a new workdir')
+    workdir_lib.check_config(config, workdir)  # a changed model, task or schedule is refused
+    finished = _read_results(workdir)
+    if finished is not None:
+      return finished
   if ft.init_from:
     read_run(ft.init_from)  # a missing run is reported before anything is written
   task = tasks.load_task(ft.task, config.seed, ft.num_labels, ft.tfds_data_dir)
@@ -342,7 +356,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, show_progress: boo
     encoded = {
       name: task_inputs.pad_to(e, n_rows, seq_len, tokenizer.pad_id) for name, e in encoded.items()
     }
-    if is_chief:
+    if is_chief and not resuming:
       _write_run_files(config, workdir, tokenizer, model_config, task, seq_len)
     writer = MetricsWriter(workdir, enabled=is_chief)
     results = _train(
@@ -363,9 +377,18 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, show_progress: boo
     lm_coef=ft.lm_coef,
   )
   if is_chief:
-    with open(os.path.join(workdir, 'results.json'), 'w') as f:
-      json.dump(results, f, indent=1)
+    write_atomic(os.path.join(workdir, 'results.json'), json.dumps(results, indent=1))
+    shutil.rmtree(os.path.join(workdir, RESUME_DIR), ignore_errors=True)  # finished: not needed
   return results
+
+
+def _read_results(workdir: str) -> dict | None:
+  """WORKDIR/results.json of a finished run, or None while the run is unfinished."""
+  path = os.path.join(workdir, 'results.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
 
 
 def _write_run_files(config, workdir, tokenizer, model_config, task, seq_len) -> None:
@@ -450,7 +473,6 @@ def _train(
 
   abstract = jax.eval_shape(init)
   state_shardings = sharding.state_shardings(abstract, mesh, fsdp=False)
-  state = jax.jit(init, out_shardings=state_shardings)()
   finetune_objective = make_objective(finetuner, ft.lm_coef)
   first = task_inputs.batch_at(
     encoded['train'], ft.batch_size, np.arange(n_train), 0
@@ -509,17 +531,22 @@ def _train(
     return correct / len(encoded[split].labels_N)
 
   mngr = checkpoint.manager(workdir, keep=1)  # saved only on improvement: the kept one is the best
-  best = {'validation_accuracy': -1.0}
+  resume = checkpoint.manager(workdir, keep=1, subdir=RESUME_DIR)  # the latest state
+  best = {}
 
   def save(state: TrainState, metrics: dict) -> None:
-    """At the end of an epoch (where the loop has just evaluated), a new best is saved."""
+    """At the end of an epoch (where the loop has just evaluated), a new best is saved; then, as
+    on SIGTERM, the state to resume from."""
     if metrics.get('validation_accuracy', -1.0) > best['validation_accuracy']:
+      if int(state.step) in mngr.all_steps():  # saved before an interruption, now bettered
+        mngr.delete(int(state.step))
       checkpoint.save(mngr, state)  # a collective: every process saves
       best.update(
         validation_accuracy=metrics['validation_accuracy'],
         best_epoch=metrics['epoch'],
         best_step=int(state.step),
       )
+    checkpoint.save(resume, state)
 
   loop = trainer.Loop(
     train_step=train_step,
@@ -548,13 +575,16 @@ def _train(
   preemption = trainer.Preemption(train.preemption_grace_s)
   start = time.perf_counter()
   try:
+    best.update(_best_so_far(workdir, mngr))
+    state = checkpoint.restore_latest(resume, abstract, state_shardings)
+    if state is None:
+      state = jax.jit(init, out_shardings=state_shardings)()
     try:
       state, _ = trainer.train_loop(loop, state, writer, preemption, show_progress)
     except Preempted:
       raise Preempted(
         f'stopped by SIGTERM; {workdir}/checkpoints holds the best checkpoint so far '
-        f'({best.get("best_step", "none")}); fine-tuning does not resume: start a '
-        'new workdir'
+        f'({best.get("best_step", "none")}); run the same command to continue'
       ) from None
     results = {**best, 'steps': train.steps, 'wall_s': time.perf_counter() - start}
     if 'test' in encoded:
@@ -564,7 +594,22 @@ def _train(
     return results
   finally:
     preemption.close()
+    checkpoint.close(resume)
     checkpoint.close(mngr)
+
+
+def _best_so_far(workdir: str, mngr) -> dict:
+  """The best checkpoint's validation accuracy, epoch and step, from its row of metrics.jsonl
+  (written before it was saved); validation accuracy -1 where there is none yet."""
+  step = mngr.latest_step()
+  rows = [r for r in read_metrics(workdir, step) if r['step'] == step] if step is not None else []
+  if not rows or 'validation_accuracy' not in rows[-1]:
+    return {'validation_accuracy': -1.0}
+  return {
+    'validation_accuracy': rows[-1]['validation_accuracy'],
+    'best_epoch': rows[-1]['epoch'],
+    'best_step': step,
+  }
 
 
 @dataclasses.dataclass(frozen=True)

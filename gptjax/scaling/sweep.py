@@ -36,6 +36,7 @@ import math
 import os
 import re
 import shlex
+import sys
 import time
 from typing import Any
 
@@ -151,7 +152,8 @@ def run_config(
 
 def list_commands(sweep_path: str, root: str) -> list[str]:
   """One shell command per run that trains it with python -m gptjax.main (in the sweep's W&B
-  group, where it logs to W&B, as run_sweep would)."""
+  group, where it logs to W&B, as run_sweep would). The python is the interpreter running this,
+  by its path: a bare `python` outside the activated venv would be another, or none."""
   base, runs = load_sweep(sweep_path)
   commands = []
   for name, overrides in runs:
@@ -161,7 +163,8 @@ def list_commands(sweep_path: str, root: str) -> list[str]:
     workdir = os.path.join(root, name)
     commands.append(
       shlex.join(
-        ['python', '-m', 'gptjax.main', '--config', sweep_path, '--workdir', workdir]
+        [sys.executable or 'python', '-m', 'gptjax.main', '--config', sweep_path]
+        + ['--workdir', workdir]
         + [f'--config.{field}={value}' for field, value in overrides.items()]
       )
     )

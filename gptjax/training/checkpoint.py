@@ -36,9 +36,10 @@ from gptjax.errors import UserError
 _FINGERPRINTS = 'fingerprints.json'
 
 
-def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
-  """The manager a run saves its checkpoints with (a UserError when it could not write them)."""
-  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+def manager(workdir: str, keep: int, subdir: str = 'checkpoints') -> ocp.CheckpointManager:
+  """The manager a run saves its checkpoints with, in WORKDIR/subdir (a UserError when it could
+  not write them)."""
+  directory = os.path.join(os.path.abspath(workdir), subdir)
   problem = _unwritable(directory)
   if problem:
     raise UserError(

@@ -10,14 +10,17 @@ WANDB_DIR says otherwise.
 """
 
 import json
+import math
 import os
 import re
 import secrets
+import socket
 import string
+import struct
 import sys
+import time
 
 import ml_collections
-from tensorboardX import SummaryWriter
 
 from gptjax.data.atomic import write_atomic
 from gptjax.errors import UserError
@@ -72,16 +75,85 @@ class _Jsonl:
 
 
 class _TensorBoard:
+  """Scalars as a TensorBoard event file, WORKDIR/tensorboard/events.out.tfevents.*: Event protos
+  in TFRecord framing, encoded here. tensorboardX would write the same, but importing any of it
+  imports torch wherever torch is installed, seconds at the start of every command."""
+
   def __init__(self, workdir: str):
-    self._writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    logdir = os.path.join(workdir, 'tensorboard')
+    os.makedirs(logdir, exist_ok=True)
+    # One file per process that opens the run (a resumed run adds one); the reader merges them.
+    name = f'events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}'
+    self._file = open(os.path.join(logdir, name), 'ab')
+    self._write_event(_string(3, 'brain.Event:2'))  # file_version, first in every event file
+    self._file.flush()
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
-    for name, value in metrics.items():
-      self._writer.add_scalar(name, value, step)
-    self._writer.flush()
+    values = b''.join(
+      _message(1, _string(1, name) + _float32(2, value)) for name, value in metrics.items()
+    )  # Summary.value: tag and simple_value
+    self._write_event(_varint_field(2, step) + _message(5, values))  # Event.step, Event.summary
+    self._file.flush()
 
   def close(self) -> None:
-    self._writer.close()
+    self._file.close()
+
+  def _write_event(self, fields: bytes) -> None:
+    event = struct.pack('<Bd', 1 << 3 | 1, time.time()) + fields  # Event.wall_time, a double
+    length = struct.pack('<Q', len(event))  # a TFRecord: length, its CRC, the data, its CRC
+    self._file.write(length + _masked_crc(length) + event + _masked_crc(event))
+
+
+# Protobuf's wire format, for the fields above: a key (field number, wire type), then the value.
+def _varint(n: int) -> bytes:
+  n &= (1 << 64) - 1  # a negative int64 as its two's complement
+  out = bytearray()
+  while n > 0x7F:
+    out.append(n & 0x7F | 0x80)
+    n >>= 7
+  out.append(n)
+  return bytes(out)
+
+
+def _varint_field(field: int, n: int) -> bytes:
+  return _varint(field << 3) + _varint(int(n))
+
+
+def _message(field: int, data: bytes) -> bytes:
+  return _varint(field << 3 | 2) + _varint(len(data)) + data
+
+
+def _string(field: int, text: str) -> bytes:
+  return _message(field, text.encode('utf-8'))
+
+
+def _float32(field: int, value: float) -> bytes:
+  value = float(value)
+  if math.isfinite(value) and abs(value) > 3.4028234663852886e38:  # past float32: inf, as a cast
+    value = math.copysign(math.inf, value)
+  return _varint(field << 3 | 5) + struct.pack('<f', value)
+
+
+def _crc32c_table() -> list[int]:
+  table = []
+  for byte in range(256):
+    crc = byte
+    for _ in range(8):
+      crc = crc >> 1 ^ 0x82F63B78 if crc & 1 else crc >> 1  # CRC-32C (Castagnoli), reflected
+    table.append(crc)
+  return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def _masked_crc(data: bytes) -> bytes:
+  """TFRecord's masked CRC-32C of data, 4 bytes little-endian."""
+  crc = 0xFFFFFFFF
+  for byte in data:
+    crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ crc >> 8
+  crc ^= 0xFFFFFFFF
+  return struct.pack('<I', ((crc >> 15 | crc << 17) + 0xA282EAD8) & 0xFFFFFFFF)
 
 
 class _WandB:
