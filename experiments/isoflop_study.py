@@ -1,6 +1,6 @@
 """Chinchilla's isoFLOP study (Hoffmann et al. 2022, Approaches 2 and 3) on a tuned frontier, and
-its ladder check: 6 compute budgets from 2.5e11 to 8e12 FLOPs (32x), 6 model sizes per budget,
-3 learning rates (or more, where the best was at the edge) per (size, budget).
+its ladder checks: 7 compute budgets from 2.5e11 to 1.6e13 FLOPs (64x), 5 to 7 model sizes per
+budget, 3 learning rates (or more, where the best was at the edge) per (size, budget).
 
   S="python -m gptjax.sweep run experiments/isoflop_study.py --root runs/isoflop_study \
      --convention 6ND+attn+embed"
@@ -14,7 +14,8 @@ its ladder check: 6 compute budgets from 2.5e11 to 8e12 FLOPs (32x), 6 model siz
 
 Hypothesis: with every (N, D) at its tuned learning rate and C counting the head, the isoFLOP
 minima lie inside each budget's sizes and N_opt grows as C^a with a near Chinchilla's 0.5; a law
-fitted on the budgets up to 2e12 predicts the 4e12 and 8e12 runs' losses within 1%.
+fitted on the budgets up to 2e12 predicts the 4e12 and 8e12 runs' losses within 1% (Approach 3:
+missed); the isoFLOP valley fitted up to 4e12 predicts the 1.6e13 runs' within 1% (met: 0.37%).
 
 Conventions.
 - C counts every matmul of a training step (6ND+attn+embed: the blocks' 6N, the attention
@@ -43,9 +44,9 @@ Evaluation: once, after the last step, on 128 batches (98k tokens, a sixth of th
 split) spread evenly over it; rows carry the standard error of that mean (eval_loss_se).
 Runs of one shape train as one stack whatever their budget (gptjax/training/stacked.py).
 
-Measured: 132 runs (with the grid extensions, the predicted optima and the seeds), about 3.2 hours
-of wall time on the 2 cores (the sum of the runs' shares of their stacks; another sweep ran beside
-it most of the time), 3.3e14 FLOPs in all.
+Measured: 150 runs (with the grid extensions, the predicted optima and the seeds), about 6.7 hours
+of wall time on the 2 cores (the sum of the runs' shares of their stacks; other sweeps ran beside
+it most of the time; the 1.6e13 budget's 15 runs 3.0 hours), 6.0e14 FLOPs in all.
 """
 
 import dataclasses
