@@ -319,20 +319,20 @@ def check(root: str) -> dict:
   largest checked budget's is also ladder_check.json, the one the report's card shows."""
   rows, checks = read_rows(root), {}
   noise = tuning.seed_noise(rows).get(SEED_RUN)
+  trained = {row['name'] for row in rows}
   for budget in LADDER_BUDGETS:
     if not os.path.exists(prediction_path(budget)):
       continue
     with open(prediction_path(budget)) as f:
       prediction = json.load(f)
-    if not any(
-      name in {r['name'] for r in rows} for t in prediction['targets'] for name in t['runs']
-    ):
+    if trained.isdisjoint(name for t in prediction['targets'] for name in t['runs']):
       continue  # not trained yet
-    result = ladder.check(prediction, rows, noise)
-    for path in (prediction_path(budget, 'check'), os.path.join(RESULTS, 'ladder_check.json')):
-      with open(path, 'w') as f:
-        json.dump(result, f, indent=1)
-    checks[budget_name(budget)] = result
+    checks[budget_name(budget)] = ladder.check(prediction, rows, noise)
+    with open(prediction_path(budget, 'check'), 'w') as f:
+      json.dump(checks[budget_name(budget)], f, indent=1)
+  if checks:
+    with open(os.path.join(RESULTS, 'ladder_check.json'), 'w') as f:
+      json.dump(list(checks.values())[-1], f, indent=1)
   return checks
 
 
