@@ -1,14 +1,22 @@
 """GPT-3's claim in miniature: few-shot accuracy rises with the number of demonstrations k.
 
   python -m experiments.few_shot '/work/sweep_runs/chinchilla_isoflop/C8.0e11_*' --shots 0,1,2,4,8
+  python -m experiments.few_shot RUNS --tasks stdlib_rename_initials,stdlib_rename_camel,\
+stdlib_rename_reversed,stdlib_rename_upper
 
-Evaluates each pre-training workdir given (the larger models, for the claim) on the built-in
-multiple-choice and cloze tasks with k demonstrations from the task's train split (fixed seed,
-blank-line separator; see gptjax.evaluate) and writes experiments/results/few_shot/results.json
-(one row per model, task and k, with the share of prompts cut to fit the context) and
-few_shot.png (accuracy against k, one line per model). With a context of 128 tokens a few
-demonstrations already fill it: the prompt keeps the most recent ones, and `truncated` says how
-often that happened.
+Evaluates each pre-training workdir given (the larger models, for the claim) on built-in
+multiple-choice and cloze tasks (--tasks; by default stdlib_next_line and stdlib_cloze) with k
+demonstrations from the task's train split (fixed seed, blank-line separator; see
+gptjax.evaluate) and writes experiments/results/few_shot/results.json (one row per model, task
+and k, with the share of prompts cut to fit the context) and few_shot.png (accuracy against k,
+one line per model). With a context of 128 tokens a few demonstrations already fill it: the
+prompt keeps the most recent ones, and `truncated` says how often that happened.
+
+The default tasks can be answered from the context alone, so demonstrations only show the format.
+In the four stdlib_rename_* tasks (gptjax/downstream/tasks.py) only the demonstrations say which
+renaming of an identifier is asked for: evaluated together, their mean zero-shot accuracy is
+exactly chance (1/4) for any model, and what k-shot accuracy gains over it is read from the
+demonstrations (8 of them fit a 512-token context with the byte tokenizer; 128 holds 2 or 3).
 """
 
 import json

@@ -98,6 +98,22 @@ def test_few_shot_prompts_are_fixed_by_the_seed_and_use_the_separator():
     few_shot.demonstrations(train[:1], 2, 0, 0)
 
 
+def test_an_8_shot_rename_prompt_fits_512_byte_tokens():
+  task = tasks.build_stdlib_task('stdlib_rename_upper', 0)
+  pool = task.split('train')
+  longest = 0
+  for split in ('validation', 'test'):
+    for i, example in enumerate(task.split(split)):
+      text = few_shot.prompt(task.kind, example, few_shot.demonstrations(pool, 8, 0, i))
+      for choice in example['choices']:
+        ids, n, truncated = few_shot.encode_pair(TOK, text, choice, n_ctx=512)
+        assert not truncated and n == len(choice)
+        longest = max(longest, len(ids))
+  # The bound of the task's construction: BOS, then 9 of 'name ->' + ' answer' + separator,
+  # names and answers at most 20 bytes.
+  assert longest <= 1 + 9 * (20 + 3 + 21 + 2) <= 512
+
+
 def test_multiple_choice_and_cloze_accuracy_match_a_loop(model_and_params):
   model, params = model_and_params
   task = _mc_task()

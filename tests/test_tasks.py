@@ -81,6 +81,54 @@ def test_built_in_answers_come_from_their_documents(held_out, built):
     assert example['text'] in text[example['source']]
 
 
+RENAME_TASKS = [name for name in tasks.STDLIB_TASKS if name.startswith('stdlib_rename_')]
+
+
+def test_the_renamings_on_a_hand_checked_identifier():
+  assert {t: tasks.rename('get_default_value', t) for t in tasks.RENAME_TRANSFORMS} == {
+    'initials': 'gdv',
+    'camel': 'GetDefaultValue',
+    'reversed': 'value_default_get',
+    'upper': 'GET_DEFAULT_VALUE',
+  }
+  assert tasks.rename('utf8_to_str', 'camel') == 'Utf8ToStr'
+  assert RENAME_TASKS == [f'stdlib_rename_{t}' for t in tasks.RENAME_TRANSFORMS]
+
+
+def test_rename_tasks_ask_for_one_renaming_among_all_four(held_out, built):
+  for name in RENAME_TASKS:
+    transform = name.removeprefix('stdlib_rename_')
+    task = built[name]
+    assert task.kind == 'multiple_choice'
+    assert tasks.build_stdlib_task(name, 0, 20, held_out) == task  # deterministic
+    assert tasks.build_stdlib_task(name, 1, 20, held_out) != task
+    for examples in task.splits.values():
+      for example in examples:
+        identifier = example['context'].removesuffix(' ->')
+        assert example['context'] == identifier + ' ->' and '_' in identifier
+        assert len(identifier) <= 20 and identifier in dict(held_out)[example['source']]
+        # Every renaming once, the answer the task's: chance is 1/4.
+        assert sorted(example['choices']) == sorted(
+          ' ' + tasks.rename(identifier, t) for t in tasks.RENAME_TRANSFORMS
+        )
+        assert example['choices'][example['label']] == ' ' + tasks.rename(identifier, transform)
+    # An identifier is an example in one split only, so no demonstration gives a test answer.
+    contexts = {s: {e['context'] for e in examples} for s, examples in task.splits.items()}
+    assert all(len(contexts[s]) == len(task.splits[s]) for s in tasks.SPLITS)
+    assert contexts['train'].isdisjoint(contexts['validation'] | contexts['test'])
+    assert contexts['validation'].isdisjoint(contexts['test'])
+
+
+def test_the_rename_tasks_share_their_examples_so_zero_shot_averages_to_chance(built):
+  # Same contexts and choices in the same order, the labels a permutation of the four choices:
+  # any model's zero-shot pick is right in exactly one of the four tasks.
+  for split in tasks.SPLITS:
+    variants = [built[name].split(split) for name in RENAME_TASKS]
+    for examples in zip(*variants, strict=True):
+      assert len({(e['context'], tuple(e['choices'])) for e in examples}) == 1
+      assert sorted(e['label'] for e in examples) == [0, 1, 2, 3]
+
+
 def test_jsonl_files_round_trip(built, tmp_path):
   counts = tasks.write_jsonl(built['stdlib_same_file'], str(tmp_path / 'same'))
   loaded = tasks.load_task(str(tmp_path / 'same'))
@@ -159,7 +207,8 @@ def test_the_builder_command_line(tmp_path):
   assert result.returncode == 1
   assert result.stderr == (
     "error: unknown built-in task 'nope'; use stdlib_next_line, "
-    'stdlib_same_file, stdlib_test_or_lib, stdlib_cloze\n'
+    'stdlib_same_file, stdlib_test_or_lib, stdlib_cloze, stdlib_rename_initials, '
+    'stdlib_rename_camel, stdlib_rename_reversed, stdlib_rename_upper\n'
   )
   assert not os.listdir(tmp_path)
   result = _build(tmp_path, 'stdlib_cloze', '--max_per_document', '5')

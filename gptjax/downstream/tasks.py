@@ -43,6 +43,12 @@ module, shuffled with the seed): every example of a split comes from that split'
                      are used, so the answer can be read
                      from the context, as in LAMBADA; Python's tokenizer finds them, so names in
                      strings and comments never count.
+  stdlib_rename_initials, stdlib_rename_camel, stdlib_rename_reversed, stdlib_rename_upper
+                     multiple choice, few-shot learning: a snake_case identifier from the code as
+                     context ('get_default_value ->'); the choices are four renamings of it, one
+                     per RENAME_TRANSFORMS entry (' gdv', ' GetDefaultValue',
+                     ' value_default_get', ' GET_DEFAULT_VALUE', shuffled); the answer is the one
+                     the task's name says. See _rename for why this tests few-shot learning.
 
 Run `python -m gptjax.tasks build --out DIR` to write them as JSONL (DIR/<task>/<split>.jsonl).
 """
@@ -75,6 +81,17 @@ STDLIB_TASKS = {
   'stdlib_same_file': 'similarity',
   'stdlib_test_or_lib': 'classification',
   'stdlib_cloze': 'cloze',
+  'stdlib_rename_initials': 'multiple_choice',
+  'stdlib_rename_camel': 'multiple_choice',
+  'stdlib_rename_reversed': 'multiple_choice',
+  'stdlib_rename_upper': 'multiple_choice',
+}
+# The renamings of the stdlib_rename_* tasks: a snake_case identifier's words -> the answer.
+RENAME_TRANSFORMS = {
+  'initials': lambda words: ''.join(w[0] for w in words),
+  'camel': lambda words: ''.join(w[0].upper() + w[1:] for w in words),
+  'reversed': lambda words: '_'.join(reversed(words)),
+  'upper': lambda words: '_'.join(words).upper(),
 }
 # TFDS name -> (kind, {our field: TFDS feature}); STS-B's 0-5 scores are rounded to 6 classes.
 TFDS_TASKS = {
@@ -97,6 +114,12 @@ _MAX_CONTEXT_CHARS = 240
 _PAIR_SNIPPET_LINES = 4
 _CLASSIFY_SNIPPET_LINES = 6
 _MAX_SNIPPET_CHARS = 360
+# stdlib_rename_*: identifiers of 2+ lowercase words, at most this long, so that a demonstration
+# ('name -> answer' and the separator) is at most 2 * 20 + 6 bytes: 8 of them and the example fit
+# a 512-token context with any tokenizer that spends at most a token per byte.
+_RENAME_PREFIX = 'stdlib_rename_'
+_MAX_RENAME_CHARS = 20
+_SNAKE_CASE = re.compile(r'[a-z][a-z0-9]*(?:_[a-z][a-z0-9]*)+')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,16 +320,26 @@ def build_stdlib_task(
   if name not in STDLIB_TASKS:
     raise UserError(f'unknown built-in task {name!r}; use one of {", ".join(STDLIB_TASKS)}')
   documents = held_out_documents() if documents is None else documents
-  builder = {
-    'stdlib_next_line': _next_line,
-    'stdlib_same_file': _same_file,
-    'stdlib_test_or_lib': _test_or_lib,
-    'stdlib_cloze': _cloze,
-  }[name]
+  by_split = split_by_document(documents, seed)
+  # The stdlib_rename_* tasks share one random stream: the same examples in the same order with
+  # the same choices, only the label differs (see _rename).
+  stream = 'stdlib_rename' if name.startswith(_RENAME_PREFIX) else name
   splits = {}
-  for split, docs in split_by_document(documents, seed).items():
+  for i, (split, docs) in enumerate(by_split.items()):
     # A seed per (task, split), so the splits do not depend on each other's sizes.
-    rng = np.random.default_rng([seed, zlib.crc32(name.encode()), SPLITS.index(split)])
+    rng = np.random.default_rng([seed, zlib.crc32(stream.encode()), SPLITS.index(split)])
+    if name.startswith(_RENAME_PREFIX):
+      earlier = [d for s in SPLITS[:i] for d in by_split[s]]
+      splits[split] = _rename(
+        docs, rng, max_per_document, name.removeprefix(_RENAME_PREFIX), earlier
+      )
+      continue
+    builder = {
+      'stdlib_next_line': _next_line,
+      'stdlib_same_file': _same_file,
+      'stdlib_test_or_lib': _test_or_lib,
+      'stdlib_cloze': _cloze,
+    }[name]
     splits[split] = builder(docs, rng, max_per_document)
   num_labels = 2 if STDLIB_TASKS[name] in ('similarity', 'classification') else 0
   return Task(name, STDLIB_TASKS[name], splits, num_labels)
@@ -435,6 +468,82 @@ def _cloze(docs: list[sources.Document], rng: np.random.Generator, max_per_doc: 
       if re.search(rf'\b{target}\b', context):
         candidates.append({'context': context, 'target': target, 'source': name})
     examples += _sample(candidates, max_per_doc, rng)
+  return examples
+
+
+def rename(identifier: str, transform: str) -> str:
+  """The RENAME_TRANSFORMS[transform] renaming of a snake_case identifier:
+  rename('get_default_value', 'initials') == 'gdv'."""
+  return RENAME_TRANSFORMS[transform](identifier.split('_'))
+
+
+def _snake_case_identifiers(text: str) -> list[str]:
+  """The distinct snake_case names of the code (2+ words of lowercase letters and digits, each
+  starting with a letter, at most _MAX_RENAME_CHARS long), in order of first use; Python's
+  tokenizer finds them, so names in strings and comments never count. A file that does not
+  tokenize gives none."""
+  names = {}
+  try:
+    for token in tokenize.generate_tokens(io.StringIO(text).readline):
+      if (
+        token.type == tokenize.NAME
+        and len(token.string) <= _MAX_RENAME_CHARS
+        and _SNAKE_CASE.fullmatch(token.string)
+      ):
+        names.setdefault(token.string, None)
+  except (tokenize.TokenError, SyntaxError):
+    return []
+  return list(names)
+
+
+def _rename(
+  docs: list[sources.Document],
+  rng: np.random.Generator,
+  max_per_doc: int,
+  transform: str,
+  earlier: list[sources.Document],
+) -> list[dict]:
+  """stdlib_rename_<transform>: 'get_default_value ->' with the choices ' gdv',
+  ' GetDefaultValue', ' value_default_get' and ' GET_DEFAULT_VALUE' (in a random order), the
+  answer the one RENAME_TRANSFORMS[transform] gives.
+
+  Why it tests few-shot learning: the context is the identifier alone and every choice is a
+  faithful renaming of it, so nothing in the context says which renaming is asked for; the
+  demonstrations do (each is an identifier with its renaming). Zero-shot, a model can only follow
+  its prior over the four formats. The four tasks hold the same examples with the same choices in
+  the same order (one random stream), only the label differs, so a zero-shot prompt is the same
+  text in all four: a model picks the same choice in each, right in exactly one, and its zero-shot
+  accuracies over the four tasks average exactly 1/4, chance, whatever its prior (for the summed
+  and the length-normalised scores alike). Above that average, k-shot accuracy measures what the
+  model read from k demonstrations. Chance is 1/4 on each task (4 choices).
+
+  Each identifier is an example once: in the first document of the first split (train, then
+  validation, then test) whose code uses it; names used in `earlier` splits' documents are
+  skipped, so no test answer is ever a demonstration's.
+  """
+  seen = {n for _, text in earlier for n in _snake_case_identifiers(text)}
+  answer_index = list(RENAME_TRANSFORMS).index(transform)
+  examples = []
+  for name, text in docs:
+    candidates = []
+    for identifier in _snake_case_identifiers(text):
+      if identifier in seen:
+        continue
+      seen.add(identifier)
+      renamed = [rename(identifier, t) for t in RENAME_TRANSFORMS]
+      # Four different answers, none the identifier itself (reversing 'a_a', say).
+      if len(set(renamed)) == len(renamed) and identifier not in renamed:
+        candidates.append((identifier, renamed))
+    for identifier, renamed in _sample(candidates, max_per_doc, rng):
+      order = rng.permutation(len(renamed))
+      examples.append(
+        {
+          'context': f'{identifier} ->',
+          'choices': [' ' + renamed[k] for k in order],
+          'label': int(np.argmax(order == answer_index)),
+          'source': name,
+        }
+      )
   return examples
 
 

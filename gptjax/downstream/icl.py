@@ -1,0 +1,283 @@
+"""Olsson et al. (2022)'s in-context-learning score: how much better a token late in the context
+is predicted than one early in it.
+
+  icl_score = mean loss at context position `late` - mean loss at position `early`  (nats/token)
+
+Position t is the prediction of a window's token t + 1 from its tokens 0..t (t + 1 tokens of
+context), the model's output at input position t. Olsson et al.'s late = 500 and early = 50 are
+the defaults; the late band must end before the windows' last position (late + band < seq_len,
+windows of seq_len + 1 tokens), so with the default band they need seq_len and n_ctx >= 506
+(band 0: >= 501), and a shorter context needs positions that fit (a UserError says which). The
+score is negative when more context helps. A model that reads no context (a unigram model)
+scores 0 in expectation; a model that copies a repeated sequence scores about -ln(V) on it; in
+training, the induction-head phase change shows as a sudden fall of the score.
+
+Band: the loss at a position is the mean over positions t - band .. t + band (default band = 5:
+11 positions; band = 0 is Olsson et al.'s single position). Around 50, and more so around 500,
+the mean loss changes slowly with position, so the band moves the expected value little, while
+it averages 11 times the tokens of each window: a smaller standard error. The score is computed
+per window (its late band's mean loss minus its early band's), then averaged over windows; its
+standard error is that of the mean over windows (windows next to each other in the split are not
+quite independent, so it is a little optimistic).
+
+The core, token_losses and icl_score, takes any function from windows to per-token losses
+(logits_loss_fn makes one of a logits function, gpt_loss_fn of a GPT's parameters), so it can be
+checked on synthetic models. For a pre-training workdir, evaluate_workdir scores the latest
+checkpoint or every checkpoint (for the score against training tokens: train with a small
+train.checkpoint_every and a large train.keep_checkpoints: by default a run keeps 3) on
+the validation windows of its token cache that training's evaluation reads (validation_windows;
+windows.eval_batches), of train.seq_len tokens unless seq_len says otherwise.
+experiments/icl_score.py is its command line.
+"""
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from gptjax import configuration
+from gptjax.data import windows
+from gptjax.errors import UserError
+from gptjax.models import registry
+from gptjax.models.config import ModelConfig
+from gptjax.models.gpt import GPT
+from gptjax.models.losses import token_cross_entropy
+from gptjax.training import checkpoint, sharding
+from gptjax.training import state as state_lib
+
+LATE, EARLY, BAND = 500, 50, 5
+
+# windows (B, L + 1) int32 -> per-token losses (B, L): -log p(window[:, t + 1] | window[:, :t + 1])
+LossFn = Callable[[np.ndarray], np.ndarray]
+
+
+def token_losses(loss_fn: LossFn, windows_NxL1: np.ndarray, batch_size: int = 16) -> np.ndarray:
+  """(N, L) float64 next-token losses of N windows of L + 1 tokens, batch_size windows at a time
+  (the last batch padded with copies of the first window, so loss_fn sees one shape)."""
+  windows_NxL1 = np.asarray(windows_NxL1, np.int32)
+  n, width = windows_NxL1.shape
+  losses_NxL = np.zeros((n, width - 1))
+  for start in range(0, n, batch_size):
+    batch = windows_NxL1[start : start + batch_size]
+    rows = len(batch)
+    if rows < batch_size:
+      batch = np.concatenate([batch, np.repeat(windows_NxL1[:1], batch_size - rows, axis=0)])
+    losses_NxL[start : start + rows] = np.asarray(loss_fn(batch), np.float64)[:rows]
+  return losses_NxL
+
+
+def logits_loss_fn(logits_fn: Callable[[np.ndarray], np.ndarray]) -> LossFn:
+  """The LossFn of a function from inputs (B, L) to next-token logits (B, L, V), its log-softmax
+  taken in float64."""
+
+  def loss_fn(windows_BxL1: np.ndarray) -> np.ndarray:
+    logits_BxLxV = np.asarray(logits_fn(windows_BxL1[:, :-1]), np.float64)
+    logits_BxLxV = logits_BxLxV - logits_BxLxV.max(-1, keepdims=True)
+    log_z_BxL = np.log(np.exp(logits_BxLxV).sum(-1))
+    target_BxL = np.take_along_axis(logits_BxLxV, windows_BxL1[:, 1:, None], -1)[..., 0]
+    return log_z_BxL - target_BxL
+
+  return loss_fn
+
+
+@functools.partial(jax.jit, static_argnames='config')
+def _gpt_losses(config: ModelConfig, params, windows_BxL1: jax.Array) -> jax.Array:
+  logits_BxLxV = GPT(config).apply({'params': params}, windows_BxL1[:, :-1])
+  return token_cross_entropy(logits_BxLxV, windows_BxL1[:, 1:])
+
+
+def gpt_loss_fn(config: ModelConfig, params) -> LossFn:
+  """The LossFn of a GPT (float32 log-softmax, as training's loss), batches split over the
+  devices (token_losses' batch_size must then be a multiple of jax.device_count())."""
+  batch_sharding = sharding.batch_sharding(sharding.make_mesh())
+  return lambda windows_BxL1: np.asarray(
+    _gpt_losses(config, params, jax.device_put(windows_BxL1, batch_sharding))
+  )
+
+
+def check_positions(n_positions: int, late: int = LATE, early: int = EARLY, band: int = BAND):
+  """A UserError unless both bands lie within n_positions positions, early's before late's."""
+  if band < 0:
+    raise UserError(f'the band is {band}; it must be 0 or more')
+  if early - band < 0:
+    raise UserError(f'the early position {early} ± {band} starts before position 0')
+  if late + band >= n_positions:
+    raise UserError(
+      f"the late position {late} ± {band} is past the last of the windows' {n_positions} "
+      f'positions (0..{n_positions - 1}; position t predicts token t + 1 from t + 1 tokens): '
+      f'pass a late position of at most {n_positions - 1 - band} (and an early one before it), '
+      f'or use windows of {late + band + 2} tokens or more (a context n_ctx >= {late + band + 1})'
+    )
+  if early + band >= late - band:
+    raise UserError(
+      f'the early position {early} ± {band} must come before the late position {late} ± {band}, '
+      'without overlapping it'
+    )
+
+
+def icl_score(
+  losses_NxL: np.ndarray, late: int = LATE, early: int = EARLY, band: int = BAND
+) -> dict:
+  """The ICL score of per-token losses (N windows, L positions; see the module docstring):
+  icl_score and icl_stderr, late_loss and early_loss (each band's mean loss), the settings, and
+  loss_curve: the mean loss at each position 0..L-1 (for plotting)."""
+  losses_NxL = np.asarray(losses_NxL, np.float64)
+  check_positions(losses_NxL.shape[1], late, early, band)
+  late_N = losses_NxL[:, late - band : late + band + 1].mean(1)
+  early_N = losses_NxL[:, early - band : early + band + 1].mean(1)
+  difference_N = late_N - early_N
+  n = len(difference_N)
+  return {
+    'icl_score': float(difference_N.mean()),
+    'icl_stderr': float(difference_N.std(ddof=1) / np.sqrt(n)) if n > 1 else float('nan'),
+    'late_loss': float(late_N.mean()),
+    'early_loss': float(early_N.mean()),
+    'late': late,
+    'early': early,
+    'band': band,
+    'windows': n,
+    'mean_loss': float(losses_NxL.mean()),
+    'loss_curve': [float(x) for x in losses_NxL.mean(0)],
+  }
+
+
+def evaluate_params(
+  config: ModelConfig,
+  params,
+  windows_NxL1: np.ndarray,
+  late: int = LATE,
+  early: int = EARLY,
+  band: int = BAND,
+  batch_size: int = 16,
+) -> dict:
+  """icl_score of a GPT's parameters on the windows."""
+  check_positions(windows_NxL1.shape[1] - 1, late, early, band)
+  batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
+  losses = token_losses(gpt_loss_fn(config, params), windows_NxL1, batch_size)
+  return icl_score(losses, late, early, band)
+
+
+def validation_windows(
+  workdir: str, seq_len: int = 0, limit: int = 0, within_documents: bool = False
+) -> np.ndarray:
+  """(N, seq_len + 1) windows of the workdir's validation tokens: the seq_len-token windows that
+  tile the split (those training's evaluation reads), seq_len default train.seq_len (at most
+  model.n_ctx). within_documents keeps only windows with no document start after their first
+  token, so that every prediction's context is its own document's. limit > 0: that many of them,
+  evenly spread over the split."""
+  config, _ = state_lib.read_run(workdir, 'gpt')
+  seq_len = seq_len or config.train.seq_len
+  if seq_len > config.model.n_ctx:
+    raise UserError(f"seq_len {seq_len} is longer than the model's context {config.model.n_ctx}")
+  if not os.path.isfile(os.path.join(workdir, 'data', windows.LAYOUT.meta_file)):
+    raise UserError(
+      f'{workdir} holds no token cache ({os.path.join(workdir, "data", windows.LAYOUT.meta_file)}'
+      '), so no validation windows; the run that trained it writes one'
+    )
+  # is_writer=False: a workdir that is only read is never written to.
+  tokenizer, data = windows.load_tokenizer_and_data(config, workdir, seq_len, is_writer=False)
+  n_windows = (len(data.val) - 1) // seq_len
+  (rows,) = windows.eval_batches(data.val, 1, n_windows, seq_len)
+  if within_documents:
+    rows = rows[~(rows[:, 1:] == tokenizer.bos_id).any(1)]
+    if not len(rows):
+      raise UserError(
+        f'no validation window of {seq_len + 1} tokens in {workdir} lies within one document'
+      )
+  if 0 < limit < len(rows):
+    rows = rows[np.arange(limit) * len(rows) // limit]
+  return rows
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+  """The steps of the checkpoints in WORKDIR/checkpoints, in order."""
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  if not os.path.isdir(directory):
+    raise UserError(f'no checkpoint in {workdir}/checkpoints')
+  reader = checkpoint.read_only_manager(directory, ocp.PyTreeCheckpointHandler())
+  try:
+    return sorted(reader.all_steps())
+  finally:
+    reader.close()
+
+
+class UnreadableCheckpoint(UserError):
+  pass
+
+
+def restore_step(workdir: str, abstract_params, step: int):
+  """The params of the checkpoint of `step`, replicated on every device (the partial restore of
+  state.restore_params, for one step): an UnreadableCheckpoint error when orbax cannot read it, a
+  UserError when its shapes are not the model's."""
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  replicated = sharding.replicated(sharding.make_mesh())
+  target = {
+    'params': jax.tree.map(
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
+      abstract_params,
+    )
+  }
+  reader = checkpoint.read_only_manager(directory, ocp.PyTreeCheckpointHandler())
+  try:
+    checkpoint.check_shapes(directory, step, abstract_params, part='params')
+    with checkpoint.quiet_orbax_errors():
+      return reader.restore(
+        step,
+        args=ocp.args.PyTreeRestore(
+          item=target,
+          restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+          partial_restore=True,
+        ),
+      )['params']
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore raise many kinds
+    raise UnreadableCheckpoint(
+      f'checkpoint {step} in {directory} is unreadable ({checkpoint.unreadable_reason(e)})'
+    ) from None
+  finally:
+    reader.close()
+
+
+def evaluate_workdir(
+  workdir: str,
+  late: int = LATE,
+  early: int = EARLY,
+  band: int = BAND,
+  every_checkpoint: bool = False,
+  seq_len: int = 0,
+  limit: int = 0,
+  within_documents: bool = False,
+  batch_size: int = 16,
+) -> list[dict]:
+  """icl_score rows, on validation_windows, of a pre-training workdir's newest readable
+  checkpoint, or of each of its checkpoints in order (every_checkpoint), each row with step and
+  tokens (the training tokens seen by then: step * global_batch_size * train.seq_len). An
+  unreadable checkpoint is reported and skipped."""
+  config, tokenizer = state_lib.read_run(workdir, 'gpt')
+  rows_NxL1 = validation_windows(workdir, seq_len, limit, within_documents)
+  check_positions(rows_NxL1.shape[1] - 1, late, early, band)
+  model = registry.build(configuration.model_config(config, tokenizer.vocab_size), tokenizer.pad_id)
+  abstract = jax.eval_shape(lambda: registry.init_params(model, jax.random.PRNGKey(config.seed)))
+  tokens_per_step = config.train.global_batch_size * config.train.seq_len
+  steps = checkpoint_steps(workdir)
+  if not steps:
+    raise UserError(f'no checkpoint in {workdir}/checkpoints')
+  results = []
+  for step in steps if every_checkpoint else steps[::-1]:
+    try:
+      params = restore_step(workdir, abstract, step)
+    except UnreadableCheckpoint as e:
+      print(f'warning: {e}; skipped', file=sys.stderr)
+      continue
+    result = evaluate_params(model.config, params, rows_NxL1, late, early, band, batch_size)
+    results.append({'step': step, 'tokens': step * tokens_per_step, **result})
+    if not every_checkpoint:
+      break
+  if not results:
+    raise UserError(f'no readable checkpoint in {workdir}/checkpoints (tried {steps})')
+  return results
