@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny config and small corpora written by the tests themselves."""
 
+import dataclasses
 import os
 import tempfile
 
@@ -18,7 +19,7 @@ import jax  # noqa: E402  (after the cache settings above)
 from gptjax import configuration  # noqa: E402
 from gptjax.configs import tiny  # noqa: E402
 from gptjax.data.tokenizers import ByteTokenizer  # noqa: E402
-from gptjax.models.gpt import GPT  # noqa: E402
+from gptjax.models import registry  # noqa: E402
 from gptjax.training import checkpoint  # noqa: E402
 from gptjax.training import workdir as workdir_lib  # noqa: E402
 from gptjax.training.optimizer import make_optimizer  # noqa: E402
@@ -62,15 +63,19 @@ def write_gpt2_tokenizer_files(directory, texts, vocab_size: int = 600) -> None:
   bpe.save_model(str(directory))
 
 
-def make_pretrained_workdir(path, vocab_rows: int | None = None) -> str:
-  """A pre-training workdir of gptjax/configs/tiny.py (byte tokenizer) holding a step-0 checkpoint:
-  what gptjax.main leaves, without spending time on training. vocab_rows below the tokenizer's
-  262 makes a checkpoint without embedding rows for the last tokens."""
-  config = tiny.get_config()
+def make_pretrained_workdir(path, vocab_rows: int | None = None, config=None) -> str:
+  """A pre-training workdir of `config` (default: gptjax/configs/tiny.py, a GPT) on the byte
+  tokenizer, holding a step-0 checkpoint: what gptjax.main leaves, without spending time on
+  training. vocab_rows below the model's vocabulary (262 for a GPT) makes a checkpoint without
+  embedding rows for the last tokens."""
+  config = tiny.get_config() if config is None else config
   config.tokenizer.kind, config.sample.max_new_tokens = 'byte', 0
   os.makedirs(path)
   workdir_lib.save_config(config, str(path))
-  model = GPT(configuration.model_config(config, vocab_rows or ByteTokenizer().vocab_size))
+  model_config = configuration.model_config(config, ByteTokenizer().vocab_size)
+  model = registry.build(
+    dataclasses.replace(model_config, vocab_size=vocab_rows or model_config.vocab_size)
+  )
   mngr = checkpoint.manager(str(path), 1)
   checkpoint.save(
     mngr, jax.jit(lambda: init_state(model, make_optimizer(config.train), config.seed))()

@@ -81,7 +81,7 @@ def _finetuner(kind: str, num_labels: int = 3) -> tuple[finetuning.Finetuner, di
   )
   model = finetuning.Finetuner(GPT(config), kind, num_labels, head_dropout=0.1)
   params = {
-    'gpt': model.gpt.init(jax.random.PRNGKey(0), jnp.zeros((1, 16), jnp.int32))['params'],
+    'gpt': model.model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16), jnp.int32))['params'],
     'head': model.init_head(jax.random.PRNGKey(1)),
   }
   return model, params
@@ -118,10 +118,10 @@ def _one_row(model: finetuning.Finetuner):
   """(logits (L, V), hidden (L, D)) of one unpadded sequence, run alone. It is right-padded to
   n_ctx only to reuse one compilation: causal attention keeps the padding out of every position
   before it."""
-  apply = jax.jit(lambda p, ids_1xL: model.gpt.apply({'params': p}, ids_1xL, return_hidden=True))
+  apply = jax.jit(lambda p, ids_1xL: model.model.apply({'params': p}, ids_1xL, return_hidden=True))
 
   def run(params, ids: list[int]):
-    padded = jnp.array([ids + [TOK.pad_id] * (model.gpt.config.n_ctx - len(ids))])
+    padded = jnp.array([ids + [TOK.pad_id] * (model.model.config.n_ctx - len(ids))])
     logits, hidden = apply(params['gpt'], padded)
     return logits[0, : len(ids)], hidden[0, : len(ids)]
 

@@ -1,17 +1,27 @@
-"""Supervised fine-tuning of a pre-trained GPT, as GPT-1 does it (Radford et al. 2018, 3.2-3.3).
+"""Supervised fine-tuning of a pre-trained GPT, as GPT-1 does it (Radford et al. 2018, 3.2-3.3), or
+of a pre-trained BERT, as BERT does it (Devlin et al. 2019, 3-4).
 
   python -m gptjax.finetune --config finetune --workdir runs/ft_next_line \\
       --config.finetune.init_from=runs/default --config.finetune.task=stdlib_next_line
+  python -m gptjax.finetune --config finetune --workdir runs/ft_bert \\
+      --config.finetune.init_from=runs/bert --config.finetune.task=stdlib_next_line \\
+      --config.finetune.lm_coef=0
 
-Each example becomes token sequences for the decoder (gptjax/downstream/task_inputs.py: START
-text EXTRACT, START premise DELIM hypothesis EXTRACT, ...). A linear head reads the final hidden
-state at EXTRACT (after dropout): class logits, or one score per choice with a softmax over the
-choices. The objective is L3 = L2 + lm_coef * L1: L2 the task's
-cross-entropy, L1 the mean next-token cross-entropy over every token of the same input sequences.
+The architecture is init_from's (model.architecture in its config.json; config.model's with no
+init_from); what fine-tuning does with each is one record in gptjax/downstream/backbones.py, and
+everything else here is shared. Each example becomes token sequences (gptjax/downstream/
+task_inputs.py): for a GPT, START text EXTRACT, START premise DELIM hypothesis EXTRACT, ...; for a
+BERT, [CLS] text [SEP], [CLS] premise [SEP] hypothesis [SEP], ..., with segment ids 0 and 1 and
+the padding masked. A linear head reads the final hidden state at EXTRACT (GPT) or [CLS] (BERT),
+after dropout: class logits, or one score per choice with a softmax over the choices. The
+objective is L3 = L2 + lm_coef * L1: L2 the task's cross-entropy, L1 the mean next-token
+cross-entropy over every token of the same input sequences. A BERT has no L1 (it is no
+left-to-right LM), so with a BERT lm_coef must be 0: anything else is a UserError saying so.
 
 The run starts from a pre-training workdir (finetune.init_from) and writes only into its own
-workdir: config.json, finetune.json (what load_finetuned needs), the tokenizer, metrics.jsonl,
-checkpoints/<step>/ holding only the best checkpoint by validation accuracy, and results.json.
+workdir: config.json, finetune.json (what load_finetuned needs, the model config with its
+architecture among it), the tokenizer, metrics.jsonl, checkpoints/<step>/ holding only the best
+checkpoint by validation accuracy, and results.json.
 Until results.json is written, resume/<step>/ holds the state at the last epoch's end (or at
 SIGTERM): the same command resumes an interrupted run from it, and refuses a config that changes
 the run, as gptjax.main does. On a finished workdir the same command returns its results.
@@ -41,12 +51,11 @@ from jax.experimental import multihost_utils
 from gptjax import configuration
 from gptjax.data import tokenizers as tokenizer_lib
 from gptjax.data.atomic import write_atomic
-from gptjax.downstream import task_inputs, tasks
+from gptjax.downstream import backbones, task_inputs, tasks
 from gptjax.downstream.task_inputs import FINETUNE_KINDS, Encoded
 from gptjax.errors import Preempted, UserError
-from gptjax.models import gpt, registry
+from gptjax.models import registry
 from gptjax.models.config import ModelConfig
-from gptjax.models.gpt import GPT
 from gptjax.models.losses import token_cross_entropy
 from gptjax.training import checkpoint, sharding, trainer
 from gptjax.training import state as state_lib
@@ -60,7 +69,8 @@ from gptjax.training.state import TrainState
 
 
 class TaskHead(nn.Module):
-  """Dropout, then a linear map of the hidden state at EXTRACT to num_outputs scores."""
+  """Dropout, then a linear map of the hidden state the head reads (at EXTRACT, or [CLS]) to
+  num_outputs scores."""
 
   num_outputs: int
   dropout: float
@@ -75,20 +85,35 @@ class TaskHead(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class Finetuner:
-  """The pre-trained GPT and a task head; parameters are {'gpt': ..., 'head': ...}."""
+  """The pre-trained model (a GPT or a BERT) and a task head; parameters are
+  {backbone.params_key: the model's, 'head': the head's} ('gpt' or 'bert')."""
 
-  gpt: GPT
+  model: nn.Module
   kind: str
   num_labels: int  # classes; unused for multiple choice (one score per choice)
   head_dropout: float
+
+  @property
+  def backbone(self) -> backbones.Backbone:
+    """What fine-tuning does with this architecture (gptjax/downstream/backbones.py)."""
+    return backbones.get(self.model.config.architecture)
 
   @property
   def head(self) -> TaskHead:
     return TaskHead(1 if self.kind == 'multiple_choice' else self.num_labels, self.head_dropout)
 
   def init_head(self, rng: jax.Array) -> dict:
-    h_1xD = jnp.zeros((1, self.gpt.config.d_model))
+    h_1xD = jnp.zeros((1, self.model.config.d_model))
     return self.head.init(rng, h_1xD, deterministic=True)['params']
+
+  def init_params(
+    self, model_rng: jax.Array, head_rng: jax.Array, model_params: dict | None = None
+  ) -> dict:
+    """The parameters: `model_params` (a random init of the model where None) and a new head."""
+    if model_params is None:
+      inputs = registry.get(self.model.config.architecture).example_inputs(self.model.config)
+      model_params = self.model.init(model_rng, *inputs)['params']
+    return {self.backbone.params_key: model_params, 'head': self.init_head(head_rng)}
 
   def apply(
     self,
@@ -97,19 +122,24 @@ class Finetuner:
     lengths_BxR: jax.Array,
     deterministic: bool = True,
     rng: jax.Array | None = None,
-  ) -> tuple[jax.Array, jax.Array]:
-    """(task scores (B, K): class logits or per-choice scores, LM logits (B, R, L, V))."""
+    segments_BxRxL: jax.Array | None = None,
+  ) -> tuple[jax.Array, jax.Array | None]:
+    """(task scores (B, K): class logits or per-choice scores, LM logits (B, R, L, V) or None
+    where the architecture has no LM loss). segments_BxRxL: 0 everywhere when not given."""
     batch, n_rows, seq_len = ids_BxRxL.shape
-    gpt_rng, head_rng = jax.random.split(rng) if rng is not None else (None, None)
-    logits_NxLxV, hidden_NxLxD = self.gpt.apply(
-      {'params': params['gpt']},
+    if segments_BxRxL is None:
+      segments_BxRxL = jnp.zeros_like(ids_BxRxL)
+    model_rng, head_rng = jax.random.split(rng) if rng is not None else (None, None)
+    logits_NxLxV, h_NxD = self.backbone.features(
+      self.model,
+      params[self.backbone.params_key],
       ids_BxRxL.reshape(batch * n_rows, seq_len),
-      deterministic=deterministic,
-      rngs=None if deterministic else {'dropout': gpt_rng},
-      return_hidden=True,
+      segments_BxRxL.reshape(batch * n_rows, seq_len),
+      lengths_BxR.reshape(-1),
+      deterministic,
+      None if deterministic else {'dropout': model_rng},
     )
-    extract_N = jnp.maximum(lengths_BxR.reshape(-1) - 1, 0)  # the last token is EXTRACT
-    h_BxRxD = hidden_NxLxD[jnp.arange(batch * n_rows), extract_N].reshape(batch, n_rows, -1)
+    h_BxRxD = h_NxD.reshape(batch, n_rows, -1)
     head = lambda h: self.head.apply(
       {'params': params['head']},
       h,
@@ -123,26 +153,33 @@ class Finetuner:
       scores_Bxoutputs = head(h_BxRxD.sum(axis=1))
     else:
       scores_Bxoutputs = head(h_BxRxD[:, 0])
+    if logits_NxLxV is None:
+      return scores_Bxoutputs, None
     return scores_Bxoutputs, logits_NxLxV.reshape(batch, n_rows, seq_len, -1)
 
 
 def objective(
-  scores_Bxoutputs: jax.Array, logits_BxRxLxV: jax.Array, batch: dict, lm_coef: float
+  scores_Bxoutputs: jax.Array, logits_BxRxLxV: jax.Array | None, batch: dict, lm_coef: float
 ) -> tuple[jax.Array, dict]:
   """L3 = L2 + lm_coef * L1 over the examples with weight 1 (padding rows of a batch weigh 0).
 
   L2: mean cross-entropy of the task scores. L1: mean next-token cross-entropy over every
-  token after the first of each real row (markers included), as in GPT-1's code.
+  token after the first of each real row (markers included), as in GPT-1's code. Without LM
+  logits (BERT's) there is no L1: the objective is L2, and lm_coef must be 0.
   """
   weights_B = batch['weights']
   task_B = token_cross_entropy(scores_Bxoutputs, batch['labels'])
   task_loss = jnp.sum(task_B * weights_B) / jnp.maximum(weights_B.sum(), 1)
+  correct_B = (jnp.argmax(scores_Bxoutputs, axis=-1) == batch['labels']) * weights_B
+  if logits_BxRxLxV is None:
+    if lm_coef:
+      raise ValueError(f'lm_coef={lm_coef} without LM logits')
+    return task_loss, {'task_loss': task_loss, 'correct': correct_B.sum()}
   ids_BxRxL, lengths_BxR = batch['ids'], batch['lengths']
   token_BxRxL1 = token_cross_entropy(logits_BxRxLxV[:, :, :-1], ids_BxRxL[:, :, 1:])
   positions_L1 = jnp.arange(ids_BxRxL.shape[2] - 1)
   mask_BxRxL1 = (positions_L1 + 1 < lengths_BxR[..., None]) & (weights_B[:, None, None] > 0)
   lm_loss = jnp.sum(token_BxRxL1 * mask_BxRxL1) / jnp.maximum(mask_BxRxL1.sum(), 1)
-  correct_B = (jnp.argmax(scores_Bxoutputs, axis=-1) == batch['labels']) * weights_B
   return task_loss + lm_coef * lm_loss, {
     'task_loss': task_loss,
     'lm_loss': lm_loss,
@@ -153,13 +190,19 @@ def objective(
 def make_objective(finetuner: Finetuner, lm_coef: float):
   """Fine-tuning as an objective of the shared step (gptjax.models.architecture.Objective):
   (params, batch, deterministic, rng) -> (L3, metrics) with 'loss' (L3, logged as train_loss),
-  task_loss (L2), lm_loss (L1) and correct (the batch's correct predictions)."""
+  task_loss (L2), lm_loss (L1, where the architecture has one) and correct (the batch's correct
+  predictions)."""
 
   def finetune_objective(
     params: dict, batch: dict, deterministic: bool, rng: jax.Array | None
   ) -> tuple[jax.Array, dict]:
     scores_Bxoutputs, logits_BxRxLxV = finetuner.apply(
-      params, batch['ids'], batch['lengths'], deterministic=deterministic, rng=rng
+      params,
+      batch['ids'],
+      batch['lengths'],
+      deterministic=deterministic,
+      rng=rng,
+      segments_BxRxL=batch.get('segments'),
     )
     value, parts = objective(scores_Bxoutputs, logits_BxRxLxV, batch, lm_coef)
     return value, {'loss': value, **parts}
@@ -194,27 +237,42 @@ def load_pretrained(
   workdir: str, seed: int
 ) -> tuple[ml_collections.ConfigDict, tokenizer_lib.Tokenizer, ModelConfig, dict]:
   """(run config, tokenizer, model config, parameters) of the pre-training run in `workdir`'s
-  latest checkpoint, the embedding table extended to the tokenizer's vocabulary if it is shorter."""
+  latest checkpoint; a GPT's embedding table is extended to the tokenizer's vocabulary if it is
+  shorter."""
   run_config, tokenizer = read_run(workdir)
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise UserError(f'finetune.init_from={workdir} has no checkpoints/')
-  model_config = configuration.model_config(run_config, _embedding_rows(workdir))
-  model = GPT(model_config)
+  model_config = configuration.model_config(run_config, tokenizer.vocab_size)
+  backbone = backbones.get(model_config.architecture, f'finetune.init_from={workdir}')
+  rows = _embedding_rows(workdir)
+  if rows != model_config.vocab_size and not (
+    backbone.extend_vocab and rows < model_config.vocab_size
+  ):
+    raise UserError(
+      f'finetune.init_from={workdir}: its checkpoint has {rows} token embedding rows, but its '
+      f'tokenizer makes a {model_config.architecture} of {model_config.vocab_size}'
+    )
+  model = registry.build(dataclasses.replace(model_config, vocab_size=rows), tokenizer.pad_id)
   abstract = jax.eval_shape(
     lambda: registry.init_params(model, jax.random.PRNGKey(run_config.seed))
   )
   params = state_lib.restore_params(workdir, abstract)  # the params only: no optimizer state
-  params = extend_vocab(params, tokenizer.vocab_size, jax.random.PRNGKey(seed))
-  model_config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size)
+  params = extend_vocab(params, model_config.vocab_size, jax.random.PRNGKey(seed))
   return run_config, tokenizer, model_config, params
 
 
 def read_run(workdir: str) -> tuple[ml_collections.ConfigDict, tokenizer_lib.Tokenizer]:
-  """The config and tokenizer of the pre-training run in `workdir`: a GPT, which the Finetuner
-  is built on."""
-  return state_lib.read_run(
-    workdir, gpt.ARCHITECTURE.name, f'finetune.init_from={workdir}', 'pre-training run'
+  """The config and tokenizer of the pre-training run in `workdir`: of an architecture the
+  Finetuner is built on (gptjax/downstream/backbones.py), with the tokenizer's markers for it."""
+  where = f'finetune.init_from={workdir}'
+  run_config, tokenizer = state_lib.read_run(
+    workdir, tuple(backbones.BACKBONES), where, 'pre-training run'
   )
+  try:
+    backbones.get(run_config.model.get('architecture', 'gpt'), where).markers(tokenizer)
+  except UserError as e:
+    raise UserError(f'{where}: {e}') from None
+  return run_config, tokenizer
 
 
 def _embedding_rows(workdir: str) -> int:
@@ -273,7 +331,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _start_model(config: ml_collections.ConfigDict, workdir: str, train_texts: list[str]):
-  """(tokenizer, model config, GPT parameters or None for a random init) the run starts from."""
+  """(tokenizer, model config, the model's parameters or None for a random init) the run starts
+  from."""
   ft = config.finetune
   if ft.init_from and not ft.random_init:
     _, tokenizer, model_config, params = load_pretrained(ft.init_from, config.seed)
@@ -319,8 +378,19 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, show_progress: boo
     finished = _read_results(workdir)
     if finished is not None:
       return finished
+  # A missing run, or one fine-tuning cannot start from, is reported before anything is written.
   if ft.init_from:
-    read_run(ft.init_from)  # a missing run is reported before anything is written
+    run_config, _ = read_run(ft.init_from)
+    where = f'finetune.init_from={ft.init_from}'
+  else:
+    run_config, where = config, 'model.architecture'
+  backbone = backbones.get(run_config.model.get('architecture', 'gpt'), where)
+  if ft.lm_coef and not backbone.lm_loss:
+    raise UserError(
+      f'finetune.lm_coef={ft.lm_coef}, but fine-tuning a model.architecture='
+      f'{backbone.architecture} model has no auxiliary LM loss (L1 is the next-token loss of a '
+      'left-to-right decoder); set --config.finetune.lm_coef=0'
+    )
   task = tasks.load_task(ft.task, config.seed, ft.num_labels, ft.tfds_data_dir)
   if task.kind not in FINETUNE_KINDS:
     raise UserError(
@@ -335,19 +405,22 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, show_progress: boo
   lock = workdir_lib.lock(workdir) if is_chief else None
   writer = None
   try:
-    tokenizer, model_config, gpt_params = _start_model(
+    tokenizer, model_config, model_params = _start_model(
       config, workdir, _texts(task.kind, train_examples)
     )
+    markers = backbone.markers(tokenizer)  # checked, for a tokenizer trained just now
+    backbone.check(model_config, task.kind)
     if ft.model_dropout >= 0:
       model_config = dataclasses.replace(
         model_config, embd_dropout=ft.model_dropout, resid_dropout=ft.model_dropout
       )
-    finetuner = Finetuner(GPT(model_config), task.kind, task.num_labels, ft.head_dropout)
+    model = registry.build(model_config, tokenizer.pad_id)
+    finetuner = Finetuner(model, task.kind, task.num_labels, ft.head_dropout)
     splits = {'train': train_examples, 'validation': val_examples}
     if 'test' in task.splits:
       splits['test'] = task.splits['test']
     encoded = {
-      name: task_inputs.encode_split(tokenizer, task.kind, examples, model_config.n_ctx)
+      name: task_inputs.encode_split(tokenizer, task.kind, examples, model_config.n_ctx, markers)
       for name, examples in splits.items()
     }
     n_rows = max(e.ids_NxRxL.shape[1] for e in encoded.values())
@@ -360,7 +433,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, show_progress: boo
       _write_run_files(config, workdir, tokenizer, model_config, task, seq_len)
     writer = MetricsWriter(workdir, enabled=is_chief)
     results = _train(
-      config, workdir, finetuner, gpt_params, encoded, writer, show_progress and is_chief
+      config, workdir, finetuner, model_params, encoded, writer, show_progress and is_chief
     )
   finally:
     if writer is not None:
@@ -441,7 +514,7 @@ def _train(
   config,
   workdir,
   finetuner: Finetuner,
-  gpt_params,
+  model_params,
   encoded: dict[str, Encoded],
   writer: MetricsWriter,
   show_progress: bool,
@@ -453,20 +526,13 @@ def _train(
   steps_per_epoch = math.ceil(n_train / ft.batch_size)
   train = train_config(ft, steps_per_epoch, encoded['train'].ids_NxRxL.shape[2])
   # The shared weight_decay_mask (Dense kernels) is the mask fine-tuning had of its own (matrices
-  # other than the embedding tables) on these unscanned GPTs and the head.
+  # other than the embedding tables) on these unscanned models and the head.
   optimizer = make_optimizer(train)
   mesh = sharding.make_mesh()
   init_rng, head_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
 
   def init() -> TrainState:
-    gpt = (
-      gpt_params
-      if gpt_params is not None
-      else finetuner.gpt.init(init_rng, jnp.zeros((1, finetuner.gpt.config.n_ctx), jnp.int32))[
-        'params'
-      ]
-    )
-    params = {'gpt': gpt, 'head': finetuner.init_head(head_rng)}
+    params = finetuner.init_params(init_rng, head_rng, model_params)
     return TrainState(
       step=jnp.array(0, jnp.int32), params=params, opt_state=optimizer.init(params), rng=dropout_rng
     )
@@ -477,8 +543,9 @@ def _train(
   first = task_inputs.batch_at(
     encoded['train'], ft.batch_size, np.arange(n_train), 0
   )  # the global shapes
+  metric_names = ('task_loss', 'lm_loss') if finetuner.backbone.lm_loss else ('task_loss',)
   train_step = step_lib.compile_train_step(
-    finetuner.gpt,
+    finetuner.model,
     finetune_objective,
     optimizer,
     ml_collections.ConfigDict({'train': train}),
@@ -487,7 +554,7 @@ def _train(
     state_shardings,
     batch_abstract=jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), first),
     deterministic=False,
-    metric_names=('task_loss', 'lm_loss'),
+    metric_names=metric_names,
   )
   # Replicated sums over the global batch: every process reads the same counts.
   eval_step = jax.jit(
@@ -565,9 +632,9 @@ def _train(
     schedule=learning_rate_schedule(train),
     seconds=collections.Counter(),
     describe=lambda step, m: (
-      f'epoch {m["epoch"]}: train loss {m["train_loss"]:.4f} (task '
-      f'{m["train_task_loss"]:.4f}, LM {m["train_lm_loss"]:.4f}), validation accuracy '
-      f'{m["validation_accuracy"]:.4f}'
+      f'epoch {m["epoch"]}: train loss {m["train_loss"]:.4f} (task {m["train_task_loss"]:.4f}'
+      + (f', LM {m["train_lm_loss"]:.4f}' if 'train_lm_loss' in m else '')
+      + f'), validation accuracy {m["validation_accuracy"]:.4f}'
     ),
     eval_in_train_row=True,
     desc='finetune',
@@ -631,28 +698,30 @@ def load_finetuned(workdir: str) -> FinetunedRun:
     saved['tokenizer']['kind'], saved['tokenizer']['vocab_size'], workdir
   )
   task = saved['task']
-  finetuner = Finetuner(
-    GPT(ModelConfig(**saved['model'])), task['kind'], task['num_labels'], saved['head_dropout']
-  )
-
-  def init_params() -> dict:  # the saved parameters' shapes
-    ids_1xL = jnp.zeros((1, finetuner.gpt.config.n_ctx), jnp.int32)
-    gpt = finetuner.gpt.init(jax.random.PRNGKey(0), ids_1xL)
-    return {'gpt': gpt['params'], 'head': finetuner.init_head(jax.random.PRNGKey(0))}
-
-  params = state_lib.restore_params(workdir, jax.eval_shape(init_params))  # no optimizer state
+  model = registry.build(ModelConfig(**saved['model']), tokenizer.pad_id)
+  finetuner = Finetuner(model, task['kind'], task['num_labels'], saved['head_dropout'])
+  abstract = jax.eval_shape(
+    lambda: finetuner.init_params(jax.random.PRNGKey(0), jax.random.PRNGKey(0))
+  )  # the saved parameters' shapes
+  params = state_lib.restore_params(workdir, abstract)  # no optimizer state
   return FinetunedRun(tokenizer, finetuner, params, saved['seq_len'])
 
 
 def predict(run: FinetunedRun, examples: list[dict], batch_size: int = 32) -> np.ndarray:
   """The predicted label (or choice) of each example."""
+  finetuner = run.finetuner
+  markers = finetuner.backbone.markers(run.tokenizer)
   encoded = task_inputs.encode_split(
-    run.tokenizer, run.finetuner.kind, examples, run.finetuner.gpt.config.n_ctx
+    run.tokenizer, finetuner.kind, examples, finetuner.model.config.n_ctx, markers
   )
-  apply = jax.jit(lambda p, ids, lengths: jnp.argmax(run.finetuner.apply(p, ids, lengths)[0], -1))
+  apply = jax.jit(
+    lambda p, ids, lengths, segments: jnp.argmax(
+      finetuner.apply(p, ids, lengths, segments_BxRxL=segments)[0], -1
+    )
+  )
   return np.concatenate(
     [
-      np.asarray(apply(run.params, b['ids'], b['lengths']))
+      np.asarray(apply(run.params, b['ids'], b['lengths'], b['segments']))
       for b in task_inputs.batches(encoded, batch_size)
     ]
   )[: len(examples)]

@@ -12,7 +12,10 @@ Read top to bottom:
                     -> logits through the token embedding (tied) plus a bias per vocabulary entry
   loss_and_metrics  cross-entropy and accuracy over the chosen positions only
   ARCHITECTURE      its registry record: trained on the LM windows
-  BertClassifier    fine-tuning: pooler (Dense + tanh on [CLS]) -> dropout -> class logits
+  BertClassifier    a classifier of its own: pooler (Dense + tanh on [CLS]) -> dropout -> class
+                    logits. python -m gptjax.finetune does not use it: it reads BERT's final
+                    hidden state at [CLS] itself (gptjax/downstream/backbones.py), with segment
+                    ids through wse and one head for every kind of task
 
 The reference BERT is post-LN (config.norm='post') with learned positions and layer_norm_eps 1e-12;
 with norm='pre' a final LayerNorm follows the blocks, as in GPT-2. The pooler lives in

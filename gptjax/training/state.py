@@ -49,10 +49,11 @@ def load_run(
 
 
 def read_run(
-  workdir: str, architecture: str, where: str = '', what: str = 'run'
+  workdir: str, architecture: str | tuple[str, ...], where: str = '', what: str = 'run'
 ) -> tuple[ml_collections.ConfigDict, tokenizer_lib.Tokenizer]:
-  """The config and tokenizer of the run in `workdir`, which must be of `architecture`; errors
-  name the workdir as `where` (default: its path) and the run as `what`."""
+  """The config and tokenizer of the run in `workdir`, which must be of `architecture` (or of one
+  of them, given several); errors name the workdir as `where` (default: its path) and the run as
+  `what`."""
   where = where or workdir
   config_path = os.path.join(workdir, 'config.json')
   if not os.path.isfile(config_path):
@@ -62,8 +63,11 @@ def read_run(
     )
   config = configuration.read_config(config_path)
   found = config.model.get('architecture', 'gpt')
-  if found != architecture:
-    raise UserError(f'{where} holds a model.architecture={found} run; this needs {architecture}')
+  accepted = (architecture,) if isinstance(architecture, str) else architecture
+  if found not in accepted:
+    raise UserError(
+      f'{where} holds a model.architecture={found} run; this needs {" or ".join(accepted)}'
+    )
   return config, tokenizer_lib.load_or_train(
     config.tokenizer.kind, config.tokenizer.vocab_size, workdir
   )
