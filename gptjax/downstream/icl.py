@@ -32,7 +32,6 @@ experiments/icl_score.py is its command line.
 
 import functools
 import os
-import sys
 from collections.abc import Callable
 
 import jax
@@ -205,44 +204,6 @@ def checkpoint_steps(workdir: str) -> list[int]:
     reader.close()
 
 
-class UnreadableCheckpoint(UserError):
-  pass
-
-
-def restore_step(workdir: str, abstract_params, step: int):
-  """The params of the checkpoint of `step`, replicated on every device (the partial restore of
-  state.restore_params, for one step): an UnreadableCheckpoint error when orbax cannot read it, a
-  UserError when its shapes are not the model's."""
-  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  replicated = sharding.replicated(sharding.make_mesh())
-  target = {
-    'params': jax.tree.map(
-      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
-      abstract_params,
-    )
-  }
-  reader = checkpoint.read_only_manager(directory, ocp.PyTreeCheckpointHandler())
-  try:
-    checkpoint.check_shapes(directory, step, abstract_params, part='params')
-    with checkpoint.quiet_orbax_errors():
-      return reader.restore(
-        step,
-        args=ocp.args.PyTreeRestore(
-          item=target,
-          restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-          partial_restore=True,
-        ),
-      )['params']
-  except UserError:
-    raise
-  except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore raise many kinds
-    raise UnreadableCheckpoint(
-      f'checkpoint {step} in {directory} is unreadable ({checkpoint.unreadable_reason(e)})'
-    ) from None
-  finally:
-    reader.close()
-
-
 def evaluate_workdir(
   workdir: str,
   late: int = LATE,
@@ -270,9 +231,8 @@ def evaluate_workdir(
   results = []
   for step in steps if every_checkpoint else steps[::-1]:
     try:
-      params = restore_step(workdir, abstract, step)
-    except UnreadableCheckpoint as e:
-      print(f'warning: {e}; skipped', file=sys.stderr)
+      params = state_lib.restore_params(workdir, abstract, step)
+    except state_lib.NoReadableCheckpoint:  # reported; other checkpoints may be readable
       continue
     result = evaluate_params(model.config, params, rows_NxL1, late, early, band, batch_size)
     results.append({'step': step, 'tokens': step * tokens_per_step, **result})

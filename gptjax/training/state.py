@@ -73,10 +73,10 @@ def read_run(
   )
 
 
-def restore_params(workdir: str, abstract_params):
-  """The params of the newest readable checkpoint in WORKDIR/checkpoints, replicated on every
-  device, shaped like `abstract_params` (a tree of jax.ShapeDtypeStruct); a UserError when there
-  is none.
+def restore_params(workdir: str, abstract_params, step: int | None = None):
+  """The params of the newest readable checkpoint in WORKDIR/checkpoints (or of the one of
+  `step`), replicated on every device, shaped like `abstract_params` (a tree of
+  jax.ShapeDtypeStruct); a UserError when there is none.
 
   Only the params subtree is read (orbax's partial restore), so no optimizer is built. The
   fingerprint of checkpoint.py covers the whole state and cannot be checked on a part: a params-only
@@ -96,7 +96,7 @@ def restore_params(workdir: str, abstract_params):
   # Nothing is written into a workdir that is only read.
   reader = checkpoint.read_only_manager(directory, ocp.PyTreeCheckpointHandler())
   try:
-    steps = sorted(reader.all_steps(), reverse=True)
+    steps = sorted(reader.all_steps(), reverse=True) if step is None else [step]
     for step in steps:
       checkpoint.check_shapes(directory, step, abstract_params, part='params')
       try:
@@ -113,12 +113,16 @@ def restore_params(workdir: str, abstract_params):
         problem = checkpoint.unreadable_reason(e)
         if jax.process_index() == 0:
           print(
-            f'warning: checkpoint {step} in {directory} is unreadable ({problem}); trying the '
-            'previous one',
+            f'warning: checkpoint {step} in {directory} is unreadable ({problem})'
+            + ('; trying the previous one' if step != steps[-1] else ''),
             file=sys.stderr,
           )
   finally:
     reader.close()
-  raise UserError(
+  raise NoReadableCheckpoint(
     f'no readable checkpoint in {workdir}/checkpoints' + (f' (tried {steps})' if steps else '')
   )
+
+
+class NoReadableCheckpoint(UserError):
+  """restore_params found no checkpoint it could read (each unreadable one is reported)."""
