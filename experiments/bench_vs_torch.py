@@ -25,15 +25,9 @@ import sys
 from absl import app, flags
 
 from gptjax.cli import parse_flags
+from gptjax.training.benchmark import COMPARISON_SHAPES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# (layers, heads, d_model, seq, batch, vocab)
-SHAPES = (
-  (4, 4, 128, 128, 16, 4096),
-  (4, 4, 256, 256, 16, 4096),
-  (6, 6, 384, 256, 8, 8192),
-  (2, 2, 64, 128, 32, 512),
-)
 
 _TORCH_REF = flags.DEFINE_string(
   'torch_ref',
@@ -113,9 +107,9 @@ def _gptjax(shape: tuple[int, ...]) -> dict:
 
 def main(argv: list[str]) -> None:
   del argv
-  runs = {shape: [] for shape in SHAPES}
+  runs = {shape: [] for shape in COMPARISON_SHAPES}
   for _ in range(_ROUNDS.value):
-    for shape in SHAPES:
+    for shape in COMPARISON_SHAPES:
       row = {'torch': _torch(shape, compile_=False)}
       if _TORCH_COMPILE.value:
         row['torch_compile'] = _torch(shape, compile_=True)

@@ -29,6 +29,15 @@ from gptjax.training import sharding, step
 from gptjax.training.optimizer import make_optimizer
 from gptjax.training.state import init_state
 
+# The shapes (layers, heads, d_model, seq, batch, vocab) of the peer comparisons
+# (experiments/bench_vs_torch.py, experiments/bench_vs_nanodo.py).
+COMPARISON_SHAPES = (
+  (4, 4, 128, 128, 16, 4096),
+  (4, 4, 256, 256, 16, 4096),
+  (6, 6, 384, 256, 8, 8192),
+  (2, 2, 64, 128, 32, 512),
+)
+
 
 def apply_shape(config: ml_collections.ConfigDict, shape: str) -> None:
   """Sets the model and batch shape from 'layers,heads,d_model,seq,batch,vocab'."""
