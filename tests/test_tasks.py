@@ -81,6 +81,69 @@ def test_built_in_answers_come_from_their_documents(held_out, built):
     assert example['text'] in text[example['source']]
 
 
+BRACKETS_SOURCE = """\
+def f(a, b):
+    x = f(a[i]) + g(b)  # (not [this
+    s = "(" + str(len(x))
+    y = {'k': [1, 2]}
+    return h()
+z = (1,
+     2)
+w = f'{x[0]}' + q(r)
+"""
+
+
+def test_bracket_cuts_on_hand_checked_code():
+  # Runs of closers after something, the context the line up to the run; none in strings,
+  # comments or f-strings, none after an empty 'h(', none in a statement over several lines.
+  assert tasks.bracket_cuts(BRACKETS_SOURCE) == [
+    (0, 'def f(a, b', ')'),
+    (1, '    x = f(a[i', '])'),
+    (1, '    x = f(a[i]) + g(b', ')'),
+    (2, '    s = "(" + str(len(x', '))'),
+    (3, "    y = {'k': [1, 2", ']}'),
+    (7, "w = f'{x[0]}' + q(r", ')'),
+  ]
+  assert tasks.bracket_cuts('x = (1,\n') == []  # does not tokenize
+  long = 'x = f(' + 'a' * 60 + ')\n'
+  assert tasks.bracket_cuts(long) == []  # the context would be over 60 bytes
+
+
+def test_the_brackets_task_on_hand_checked_code():
+  task = tasks.build_stdlib_task('stdlib_brackets', 0, 20, [('m.py', BRACKETS_SOURCE)])
+  examples = task.split('train')  # one document: it goes to train
+  assert task.kind == 'multiple_choice' and not task.split('test')
+  # Balanced: two cuts close with something besides ')' only, so two of the four do not.
+  answers = sorted((e['context'], e['choices'][e['label']]) for e in examples)
+  assert len(answers) == 4
+  assert {('    x = f(a[i', '])'), ("    y = {'k': [1, 2", ']}')} < set(answers)
+  assert sum(set(a) == {')'} for _, a in answers) == 2
+  (example,) = [e for e in examples if e['context'] == "    y = {'k': [1, 2"]
+  assert len(example['choices']) == 3 and ']}' in example['choices']
+
+
+def test_the_brackets_task(held_out, built):
+  task = built['stdlib_brackets']
+  text = dict(held_out)
+  assert tasks.build_stdlib_task('stdlib_brackets', 0, 20, held_out) == task  # deterministic
+  assert tasks.build_stdlib_task('stdlib_brackets', 1, 20, held_out) != task
+  for examples in task.splits.values():
+    answers = [e['choices'][e['label']] for e in examples]
+    assert sum(set(a) == {')'} for a in answers) * 2 == len(examples)  # balanced
+    for example, answer in zip(examples, answers):
+      choices = example['choices']
+      # The answer among three distinct strings of as many closing brackets: chance is 1/3.
+      assert len(choices) == 3 and len(set(choices)) == 3
+      assert all(len(c) == len(answer) and set(c) <= set(')]}') for c in choices)
+      # The context is the start of a line of the document and the answer follows it there.
+      assert '\n' not in example['context'] and len(example['context'].encode()) <= 60
+      assert ('\n' + example['context'] + answer) in '\n' + text[example['source']]
+  # Every split from its own documents, so no test example shares a file with a train one.
+  by_split = {s: {e['source'] for e in examples} for s, examples in task.splits.items()}
+  assert by_split['train'].isdisjoint(by_split['validation'] | by_split['test'])
+  assert by_split['validation'].isdisjoint(by_split['test'])
+
+
 RENAME_TASKS = [name for name in tasks.STDLIB_TASKS if name.startswith('stdlib_rename_')]
 
 
@@ -207,8 +270,8 @@ def test_the_builder_command_line(tmp_path):
   assert result.returncode == 1
   assert result.stderr == (
     "error: unknown built-in task 'nope'; use stdlib_next_line, "
-    'stdlib_same_file, stdlib_test_or_lib, stdlib_cloze, stdlib_rename_initials, '
-    'stdlib_rename_camel, stdlib_rename_reversed, stdlib_rename_upper\n'
+    'stdlib_same_file, stdlib_test_or_lib, stdlib_cloze, stdlib_brackets, '
+    'stdlib_rename_initials, stdlib_rename_camel, stdlib_rename_reversed, stdlib_rename_upper\n'
   )
   assert not os.listdir(tmp_path)
   result = _build(tmp_path, 'stdlib_cloze', '--max_per_document', '5')

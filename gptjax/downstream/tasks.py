@@ -43,6 +43,11 @@ module, shuffled with the seed): every example of a split comes from that split'
                      are used, so the answer can be read
                      from the context, as in LAMBADA; Python's tokenizer finds them, so names in
                      strings and comments never count.
+  stdlib_brackets    multiple choice: the start of a line of code up to a run of closing brackets
+                     ('    x = f(a[i'); the choices are that run ('])') and two other strings of as
+                     many closing brackets (')]', '}]'), so chance is 1/3. Half the examples close
+                     with ')' only, half with another bracket too (always choosing ')' scores
+                     about 1/2). Contexts are at most 60 bytes. See _brackets.
   stdlib_rename_initials, stdlib_rename_camel, stdlib_rename_reversed, stdlib_rename_upper
                      multiple choice, few-shot learning: a snake_case identifier from the code as
                      context ('get_default_value ->'); the choices are four renamings of it, one
@@ -81,6 +86,7 @@ STDLIB_TASKS = {
   'stdlib_same_file': 'similarity',
   'stdlib_test_or_lib': 'classification',
   'stdlib_cloze': 'cloze',
+  'stdlib_brackets': 'multiple_choice',
   'stdlib_rename_initials': 'multiple_choice',
   'stdlib_rename_camel': 'multiple_choice',
   'stdlib_rename_reversed': 'multiple_choice',
@@ -114,6 +120,14 @@ _MAX_CONTEXT_CHARS = 240
 _PAIR_SNIPPET_LINES = 4
 _CLASSIFY_SNIPPET_LINES = 6
 _MAX_SNIPPET_CHARS = 360
+# stdlib_brackets: contexts of at most this many bytes and runs of at most this many closing
+# brackets, so that an example fits a 64-token context with any tokenizer that spends at most a
+# token per byte; this many choices (chance is their inverse).
+_MAX_BRACKET_CONTEXT_BYTES = 60
+_MAX_BRACKET_RUN = 4
+_BRACKET_CHOICES = 3
+_OPENERS, _CLOSERS = '([{', ')]}'
+_FSTRING_START, _FSTRING_END = (getattr(tokenize, n, -1) for n in ('FSTRING_START', 'FSTRING_END'))
 # stdlib_rename_*: identifiers of 2+ lowercase words, at most this long, so that a demonstration
 # ('name -> answer' and the separator) is at most 2 * 20 + 6 bytes: 8 of them and the example fit
 # a 512-token context with any tokenizer that spends at most a token per byte.
@@ -339,6 +353,7 @@ def build_stdlib_task(
       'stdlib_same_file': _same_file,
       'stdlib_test_or_lib': _test_or_lib,
       'stdlib_cloze': _cloze,
+      'stdlib_brackets': _brackets,
     }[name]
     splits[split] = builder(docs, rng, max_per_document)
   num_labels = 2 if STDLIB_TASKS[name] in ('similarity', 'classification') else 0
@@ -469,6 +484,116 @@ def _cloze(docs: list[sources.Document], rng: np.random.Generator, max_per_doc: 
         candidates.append({'context': context, 'target': target, 'source': name})
     examples += _sample(candidates, max_per_doc, rng)
   return examples
+
+
+def bracket_cuts(text: str) -> list[tuple[int, str, str]]:
+  """(line index, context, answer) for each run of adjacent closing brackets in the code: the
+  context is the line up to the run, the answer the run, the innermost brackets still open closed
+  innermost first ('    x = f(a[i' and '])' in '    x = f(a[i]) + 1', '    y = g(b' and ')' in
+  '    y = g(b) + h(c)'). Python's tokenizer finds the brackets, so none in strings or comments
+  count. Only statements on one line (every bracket closed on the line it opens on), runs of at
+  most _MAX_BRACKET_RUN brackets after something (not the ')' of 'f()'), and contexts of at most
+  _MAX_BRACKET_CONTEXT_BYTES bytes (UTF-8) with code in them. A file that does not tokenize (a few
+  tests hold deliberately broken code) gives none."""
+  cuts, statement = [], []
+  try:
+    for token in tokenize.generate_tokens(io.StringIO(text).readline):
+      if token.type in (tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT):
+        continue
+      if token.type not in (tokenize.NEWLINE, tokenize.ENDMARKER):
+        statement.append(token)
+        continue
+      tokens, statement = statement, []
+      row = tokens[0].start[0] if tokens else 0
+      if tokens and all(t.start[0] == t.end[0] == row for t in tokens):
+        cuts += _bracket_cuts_on_line(tokens)
+  except (tokenize.TokenError, SyntaxError):
+    return []
+  return cuts
+
+
+def _bracket_cuts_on_line(tokens: list[tokenize.TokenInfo]) -> list[tuple[int, str, str]]:
+  """bracket_cuts of one statement, all its tokens on one line."""
+  line = tokens[0].line.rstrip('\r\n')
+  brackets, in_fstring = [], 0
+  for token in tokens:
+    # Python 3.12 tokenizes f-strings, their braces too; those are string, not code, as before.
+    in_fstring += (token.type == _FSTRING_START) - (token.type == _FSTRING_END)
+    if not in_fstring and token.type == tokenize.OP and token.string in _OPENERS + _CLOSERS:
+      brackets.append(token)
+  cuts = []
+  for i, token in enumerate(brackets):
+    previous = brackets[i - 1] if i else None
+    if token.string in _OPENERS or (
+      previous is not None and previous.string in _CLOSERS and previous.end == token.start
+    ):
+      continue  # not the first closer of a run
+    run = 1
+    while (
+      i + run < len(brackets)
+      and brackets[i + run].string in _CLOSERS
+      and brackets[i + run].start == brackets[i + run - 1].end
+    ):
+      run += 1
+    col = token.start[1]
+    context = line[:col]
+    if (
+      run <= _MAX_BRACKET_RUN
+      and context.strip()
+      and context[-1] not in _OPENERS
+      and len(context.encode('utf-8')) <= _MAX_BRACKET_CONTEXT_BYTES
+    ):
+      cuts.append((token.start[0] - 1, context, line[col : col + run]))
+  return cuts
+
+
+def _brackets(
+  docs: list[sources.Document], rng: np.random.Generator, max_per_doc: int
+) -> list[dict]:
+  """stdlib_brackets: the start of a line of code that leaves brackets open as context
+  ('    x = f(a[i'); the choices are the closing brackets that really follow there ('])') and
+  _BRACKET_CHOICES - 1 other strings of as many closing brackets, drawn at random (')]', '}]'),
+  in a random order. Nothing but the brackets still open, their kinds and their nesting, tells
+  the choices apart: this tests the stack a parser keeps. Chance is 1/_BRACKET_CHOICES = 1/3
+  (a single closer has exactly three choices: ')', ']' and '}').
+
+  Balanced: in the held-out code four runs in five or more are ')' alone or '))', which a model
+  gets right without reading the context, so half the examples of each split close with ')' only
+  and half with at least one other bracket; a model that always closes with ')' scores about 1/2.
+  Each document gives at most max_per_doc // 2 (at least 1) of each half; see bracket_cuts for
+  the places used."""
+  halves = {True: [], False: []}  # does the answer close with ')' only?
+  for name, text in docs:
+    cuts = bracket_cuts(text)
+    for only_parens, half in halves.items():
+      found = [c for c in cuts if (set(c[2]) == {')'}) == only_parens]
+      half += [(name, *c) for c in _sample(found, max(1, max_per_doc // 2), rng)]
+  n = min(len(half) for half in halves.values())
+  examples = []
+  for name, _, context, answer in sorted(
+    s for half in halves.values() for s in _sample(half, n, rng)
+  ):
+    others = [s for s in _closing_sequences(len(answer)) if s != answer]
+    picked = rng.choice(len(others), _BRACKET_CHOICES - 1, replace=False)
+    choices = [answer, *(others[k] for k in sorted(picked))]
+    order = rng.permutation(len(choices))
+    examples.append(
+      {
+        'context': context,
+        'choices': [choices[k] for k in order],
+        'label': int(np.argmax(order == 0)),
+        'source': name,
+      }
+    )
+  return examples
+
+
+def _closing_sequences(length: int) -> list[str]:
+  """Every string of `length` closing brackets, in a fixed order."""
+  sequences = ['']
+  for _ in range(length):
+    sequences = [s + c for s in sequences for c in _CLOSERS]
+  return sequences
 
 
 def rename(identifier: str, transform: str) -> str:
