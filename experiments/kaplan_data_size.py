@@ -17,9 +17,12 @@ subsets of WebText2: the split's documents are in path order, so its first D tok
 modules. The first version of this sweep trained on the first D tokens
 (experiments/results/kaplan_data_size_first/, the same runs with train_subset 'first').
 
-Measured (the first-D version): 23 runs with the 2 grid extensions, about 1.0 hour of wall time
-on the 2 cores (the runs' shares of their stacks, beside other sweeps), 9.3e13 FLOPs; alpha_D =
-0.130 [0.087, 0.176], on points that are not a power law.
+Measured: 24 runs with the 3 grid extensions, about 1.4 hours of wall time on the 2 cores (its
+stacks' wall times, beside other sweeps), 9.7e13 FLOPs; every size's optimum inside its LR grid.
+alpha_D = 0.092 [0.045, 0.132], but the points are not one power law: the loss falls steeply up
+to 1M tokens and is flat beyond, at the 57K-parameter model's own limit
+(experiments/results/kaplan_data_size/). The first-D version: alpha_D = 0.130 [0.087, 0.176],
+on points that are not a power law either (experiments/results/kaplan_data_size_first/).
 """
 
 import os
