@@ -24,10 +24,9 @@ import os
 from absl import logging
 from matplotlib.figure import Figure
 
-from experiments.zero_shot_size import expand
+from experiments.zero_shot_size import expand, saved_rows
 from gptjax.cli import reported
 from gptjax.downstream import icl
-from gptjax.errors import UserError
 
 NAME = 'icl_score'
 
@@ -106,10 +105,7 @@ def main(argv: list[str] | None = None) -> None:
   with reported():
     results_path = os.path.join(args.out, 'results.json')
     if args.plot_only:
-      if not os.path.isfile(results_path):
-        raise UserError(f'no {results_path} to plot; evaluate some workdirs first')
-      with open(results_path) as f:
-        rows = json.load(f)['rows']
+      rows = saved_rows(results_path)
     else:
       rows = []
       for workdir in expand(args.workdirs):

@@ -110,6 +110,14 @@ def plot_accuracy(
   )
 
 
+def saved_rows(results_path: str) -> list[dict]:
+  """The rows of an earlier run's results.json, for --plot_only."""
+  if not os.path.isfile(results_path):
+    raise UserError(f'no {results_path} to plot; evaluate some workdirs first')
+  with open(results_path) as f:
+    return json.load(f)['rows']
+
+
 def evaluation_parser(
   name: str, doc: str, workdirs_required: bool = True
 ) -> argparse.ArgumentParser:
@@ -468,10 +476,7 @@ def main(argv: list[str] | None = None) -> None:
   with reported():
     results_path = os.path.join(args.out, 'results.json')
     if args.plot_only:
-      if not os.path.isfile(results_path):
-        raise UserError(f'no {results_path} to plot; evaluate some workdirs first')
-      with open(results_path) as f:
-        rows = json.load(f)['rows']
+      rows = saved_rows(results_path)
       summaries = summarize(rows)
     else:
       rows = evaluate_all(args)

@@ -20,7 +20,7 @@ from gptjax import configuration  # noqa: E402
 from gptjax.configs import tiny  # noqa: E402
 from gptjax.data.tokenizers import ByteTokenizer  # noqa: E402
 from gptjax.models import registry  # noqa: E402
-from gptjax.training import checkpoint  # noqa: E402
+from gptjax.training import checkpoint, trainer  # noqa: E402
 from gptjax.training import workdir as workdir_lib  # noqa: E402
 from gptjax.training.optimizer import make_optimizer  # noqa: E402
 from gptjax.training.state import init_state  # noqa: E402
@@ -82,3 +82,17 @@ def make_pretrained_workdir(path, vocab_rows: int | None = None, config=None) ->
   )
   mngr.close()
   return str(path)
+
+
+def preempt_after_step(monkeypatch, step: int) -> None:
+  """Makes training's Preemption agree to stop (as after a SIGTERM) once `step` steps have run:
+  the loop asks it once a step."""
+
+  class PreemptAfterStep(trainer.Preemption):
+    steps = 0
+
+    def agreed(self) -> bool:
+      PreemptAfterStep.steps += 1
+      return PreemptAfterStep.steps == step
+
+  monkeypatch.setattr(trainer, 'Preemption', PreemptAfterStep)

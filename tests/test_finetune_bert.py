@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 import sentencepiece as spm
-from conftest import make_pretrained_workdir
+from conftest import make_pretrained_workdir, preempt_after_step
 
 from gptjax.configs import finetune as finetune_config
 from gptjax.configs import tiny, transformer_tiny
@@ -23,7 +23,6 @@ from gptjax.errors import Preempted, UserError
 from gptjax.models import bert
 from gptjax.models.config import ModelConfig
 from gptjax.models.layers import padding_mask
-from gptjax.training import trainer
 from gptjax.training import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -221,14 +220,7 @@ def test_an_interrupted_bert_run_resumes_and_ends_as_an_uninterrupted_one(
 ):
   config, whole_workdir, whole = whole_run
 
-  class SigtermAfterStep13(trainer.Preemption):  # 3 steps into epoch 2 (of 10 steps each)
-    steps = 0
-
-    def agreed(self) -> bool:  # asked once a step
-      SigtermAfterStep13.steps += 1
-      return SigtermAfterStep13.steps == 13
-
-  monkeypatch.setattr(trainer, 'Preemption', SigtermAfterStep13)
+  preempt_after_step(monkeypatch, 13)  # 3 steps into epoch 2 (of 10 steps each)
   workdir = str(tmp_path / 'resumed')
   with pytest.raises(Preempted, match='run the same command to continue'):
     finetuning.finetune(config, workdir, show_progress=False)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import make_pretrained_workdir
+from conftest import make_pretrained_workdir, preempt_after_step
 
 from gptjax import configuration
 from gptjax.configs import finetune as finetune_config
@@ -22,7 +22,6 @@ from gptjax.errors import Preempted, UserError
 from gptjax.models.config import ModelConfig
 from gptjax.models.gpt import GPT
 from gptjax.training import step as step_lib
-from gptjax.training import trainer
 from gptjax.training.metrics import read_metrics
 from gptjax.training.optimizer import make_optimizer, weight_decay_mask
 from gptjax.training.state import TrainState, init_state, load_run
@@ -320,14 +319,7 @@ def test_an_interrupted_run_resumes_and_ends_as_an_uninterrupted_one(
   config = _config(pretrained, _easy_task(tmp_path / 'task'))  # 2 epochs of 10 steps
   whole = finetuning.finetune(config, str(tmp_path / 'whole'), show_progress=False)
 
-  class SigtermAfterStep13(trainer.Preemption):  # 3 steps into epoch 2, after a best checkpoint
-    steps = 0
-
-    def agreed(self) -> bool:  # asked once a step
-      SigtermAfterStep13.steps += 1
-      return SigtermAfterStep13.steps == 13
-
-  monkeypatch.setattr(trainer, 'Preemption', SigtermAfterStep13)
+  preempt_after_step(monkeypatch, 13)  # 3 steps into epoch 2, after a best checkpoint
   workdir = str(tmp_path / 'resumed')
   with pytest.raises(Preempted, match='run the same command to continue'):
     finetuning.finetune(config, workdir, show_progress=False)
