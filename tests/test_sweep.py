@@ -132,6 +132,19 @@ def test_runner_shares_tokens_records_rows_and_skips_finished_runs(micro_sweep, 
   assert len(_results(root)) == 2
 
 
+def test_a_run_finished_by_another_process_since_planning_is_not_appended_again(
+  micro_sweep, tmp_path, capsys
+):
+  root = str(tmp_path / 'runs')
+  *_, to_train = sweep.plan(micro_sweep, root, only='^nar')
+  assert [name for name, _ in to_train] == ['narrow']
+  (first,) = sweep.run_sweep(micro_sweep, root, show_progress=False, only='^nar')  # the other
+  capsys.readouterr()
+  assert sweep.train_group(to_train, root) == [first]  # this one, with its plan out of date
+  assert 'finished by another process, skipped' in capsys.readouterr().out
+  assert _results(root) == [first]
+
+
 def test_only_trains_the_runs_whose_names_match(micro_sweep, tmp_path):
   root = str(tmp_path / 'runs')
   rows = sweep.run_sweep(micro_sweep, root, show_progress=False, only='^nar')

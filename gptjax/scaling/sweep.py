@@ -275,10 +275,19 @@ def train_group(
   labels: dict[str, str] | None = None,
 ) -> list[dict]:
   """Trains (or resumes) one stack of runs, or a run alone, each in ROOT/<name>, appends each
-  run's row to ROOT/results.jsonl and returns the rows: what the sweep runner does with each
+  run's row to ROOT/results.jsonl and returns the rows (a run that has a row by now, from another
+  process of the sweep, is skipped and its row returned): what the sweep runner does with each
   stack, and a job of gptjax.scaling.cluster with its one. labels: how the lines name each run
   (default its name)."""
   labels = labels or {}
+  # Another process of the sweep may have finished some of these runs since this one planned.
+  done = finished_rows(root)
+  finished = [done[name] for name, config in group if is_finished(done.get(name), config)]
+  for row in finished:
+    print(f'{labels.get(row["name"], row["name"])}: finished by another process, skipped')
+  group = [(name, config) for name, config in group if not is_finished(done.get(name), config)]
+  if not group:
+    return finished
   resumed = [_latest_checkpoint(os.path.join(root, name)) for name, _ in group]
   for (name, config), resumed_from in zip(group, resumed):
     if resumed_from >= config.train.steps:  # trained elsewhere, e.g. a command of --list
@@ -310,7 +319,7 @@ def train_group(
     append_row(root, row)
     rows.append(row)
     print(outcome_line(labels.get(name, name), row), flush=True)
-  return rows
+  return finished + rows
 
 
 def outcome_line(label: str, row: dict) -> str:
