@@ -3,7 +3,7 @@ predicted in two steps, from the scaling law's loss prediction and an accuracy-f
 both fitted on smaller runs only, and the prediction committed before the larger runs' accuracy
 is measured.
 
-  python -m experiments.tokens_to_answers predict   # evaluates the fit runs, writes prediction.json
+  python -m experiments.tokens_to_answers predict  # evaluates the fit runs, predicts (once)
   git add experiments/results/tokens_to_answers && git commit ...   # before `check`
   python -m experiments.tokens_to_answers check     # evaluates the held-out runs, writes check.json
   python -m experiments.tokens_to_answers check --report_only   # again from check.json
@@ -164,6 +164,9 @@ def git_commit() -> str:
 
 
 def run_predict(args) -> None:
+  path = os.path.join(args.out, 'prediction.json')
+  if os.path.exists(path):  # a prediction is made once, before its check
+    raise UserError(f'{path} exists already; remove it, or predict into another --out')
   ladder = read_json(args.ladder)
   workdirs = [os.path.join(args.root, name) for name in ladder['fit_runs']]
   rows = evaluate(workdirs, args.tasks, args.seed)
@@ -178,7 +181,7 @@ def run_predict(args) -> None:
     'fit_rows': rows,
   }
   os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, 'prediction.json'), 'w') as f:
+  with open(path, 'w') as f:
     json.dump(prediction, f, indent=1)
   for p in prediction['predictions']:
     print(

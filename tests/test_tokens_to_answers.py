@@ -40,3 +40,12 @@ def test_check_without_a_prediction_is_a_clear_error(tmp_path, capsys):
     t2a.main(['check', '--out', str(tmp_path)])
   assert exit_info.value.code != 0
   assert 'prediction.json' in capsys.readouterr().err
+
+
+def test_predict_never_overwrites_a_prediction(tmp_path, capsys):
+  (tmp_path / 'prediction.json').write_text('{"committed": true}')
+  with pytest.raises(SystemExit) as exit_info:
+    t2a.main(['predict', '--out', str(tmp_path)])
+  assert exit_info.value.code != 0
+  assert 'exists already' in capsys.readouterr().err
+  assert (tmp_path / 'prediction.json').read_text() == '{"committed": true}'
