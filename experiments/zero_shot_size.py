@@ -65,14 +65,21 @@ SCORES = {
 
 
 def expand(patterns: list[str]) -> list[str]:
-  """The workdirs the paths and globs name, each with a config.json, in order of appearance."""
+  """The workdirs the paths and globs name, in order of appearance: a path must be a workdir (hold
+  a config.json); a glob names the workdirs among its matches (so 'ROOT/*' leaves out a sweep
+  root's _shared and _xla_cache) and must match one at least."""
+  is_workdir = lambda path: os.path.isfile(os.path.join(path, 'config.json'))
   workdirs = []
   for pattern in patterns:
-    matches = sorted(glob.glob(os.path.expanduser(pattern))) or [pattern]
+    if glob.has_magic(pattern):
+      matches = [m for m in sorted(glob.glob(os.path.expanduser(pattern))) if is_workdir(m)]
+      if not matches:
+        raise UserError(f'{pattern} matches no pre-training workdir (a folder with a config.json)')
+    elif is_workdir(os.path.expanduser(pattern)):
+      matches = [pattern]
+    else:
+      raise UserError(f'{pattern} is not a pre-training workdir (no config.json)')
     workdirs += [m for m in matches if m not in workdirs]
-  missing = [w for w in workdirs if not os.path.isfile(os.path.join(w, 'config.json'))]
-  if missing:
-    raise UserError(f'{missing[0]} is not a pre-training workdir (no config.json)')
   return workdirs
 
 
