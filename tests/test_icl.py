@@ -1,5 +1,6 @@
-"""Olsson et al.'s in-context-learning score: synthetic models whose score is known, a real GPT
-against a loop, the positions it refuses, and a workdir's checkpoints."""
+"""Olsson et al.'s in-context-learning score and repeated-random-tokens probe: synthetic models
+whose scores are known, a real GPT against a loop, the settings they refuse, and a workdir's
+checkpoints."""
 
 import functools
 import math
@@ -111,7 +112,9 @@ def test_a_gpt_s_per_position_losses_equal_a_loop_over_prefixes():
   assert result['icl_score'] == pytest.approx(expected['icl_score'], rel=1e-4, abs=1e-5)
 
 
-def test_a_workdir_is_scored_at_each_checkpoint(tmp_path):
+def _tiny_workdir(tmp_path):
+  """A tiny GPT workdir with a byte tokenizer and checkpoints at steps 10 and 20 (the second's
+  params changed): (workdir, tokenizer, data)."""
   config = tiny.get_config()
   config.tokenizer.kind, config.sample.max_new_tokens = 'byte', 0
   config.data.source, config.data.text_files = 'text_files', write_corpus(tmp_path / 'corpus')
@@ -129,6 +132,11 @@ def test_a_workdir_is_scored_at_each_checkpoint(tmp_path):
     )
     checkpoint.save(mngr, state)
   mngr.close()
+  return workdir, tokenizer, data
+
+
+def test_a_workdir_is_scored_at_each_checkpoint(tmp_path):
+  workdir, tokenizer, data = _tiny_workdir(tmp_path)
   assert icl.checkpoint_steps(workdir) == [10, 20]
   rows = icl.evaluate_workdir(workdir, late=25, early=4, band=2, every_checkpoint=True)
   assert [r['step'] for r in rows] == [10, 20]
@@ -143,3 +151,78 @@ def test_a_workdir_is_scored_at_each_checkpoint(tmp_path):
   assert within.shape == (3, 33) and not (within[:, 1:] == tokenizer.bos_id).any()
   with pytest.raises(UserError, match='late position 500 ± 5 is past the last'):
     icl.evaluate_workdir(workdir)
+
+
+IDS = [3, 7, 11, 19, 23, 40, 41, 42, 50, 63]  # ten ids of the V
+
+
+def test_repeated_random_windows_repeat_a_seeded_sequence_of_the_ids():
+  windows_NxL1 = icl.repeated_random_windows(30, 25, IDS, seed=4)
+  assert windows_NxL1.shape == (30, 50) and windows_NxL1.dtype == np.int32
+  np.testing.assert_array_equal(windows_NxL1[:, :25], windows_NxL1[:, 25:])
+  assert set(np.unique(windows_NxL1)) == set(IDS)
+  np.testing.assert_array_equal(windows_NxL1, icl.repeated_random_windows(30, 25, IDS, seed=4))
+  assert not np.array_equal(windows_NxL1, icl.repeated_random_windows(30, 25, IDS, seed=5))
+
+
+def test_a_perfect_copier_s_copy_score_is_minus_ln_of_the_ids():
+  half = 30
+  windows_NxL1 = icl.repeated_random_windows(40, half, IDS, seed=1)
+  log_uniform_V = np.full(V, -50.0)
+  log_uniform_V[IDS] = 0.0  # uniform over the ids
+
+  def copier(inputs_BxL):
+    # Uniform over the ids in the first occurrence; in the second, the token `half` back.
+    logits_BxLxV = np.broadcast_to(log_uniform_V, (*inputs_BxL.shape, V)).copy()
+    for t in range(half, inputs_BxL.shape[1]):
+      logits_BxLxV[np.arange(len(inputs_BxL)), t, inputs_BxL[:, t + 1 - half]] = 60.0
+    return logits_BxLxV
+
+  losses = icl.token_losses(icl.logits_loss_fn(copier), windows_NxL1, batch_size=16)
+  result = icl.copy_score(losses, half)
+  assert result['copy_score'] == pytest.approx(-math.log(len(IDS)), abs=1e-6)
+  assert result['first_loss'] == pytest.approx(math.log(len(IDS)), abs=1e-6)
+  assert result['repeat_loss'] < 1e-6 and result['copy_stderr'] < 1e-6
+  assert (result['half'], result['skip'], result['copy_windows']) == (half, icl.COPY_SKIP, 40)
+
+
+def test_a_unigram_model_s_copy_score_is_zero_within_its_standard_error():
+  log_p = np.log(np.random.default_rng(6).dirichlet(np.ones(V)))
+  unigram = lambda inputs_BxL: np.broadcast_to(log_p, (*inputs_BxL.shape, V))
+  windows_NxL1 = icl.repeated_random_windows(300, 20, IDS, seed=2)
+  losses = icl.token_losses(icl.logits_loss_fn(unigram), windows_NxL1, batch_size=64)
+  result = icl.copy_score(losses, 20, skip=3)
+  assert result['copy_stderr'] > 0 and abs(result['copy_score']) < 4 * result['copy_stderr']
+  # Each occurrence's loss is the mean over its positions: skip.. half - 2 and half.. 2 half - 2.
+  assert result['first_loss'] == pytest.approx(losses[:, 3:19].mean())
+  assert result['repeat_loss'] == pytest.approx(losses[:, 20:].mean())
+
+
+@pytest.mark.parametrize(
+  'call, message',
+  [
+    (lambda: icl.repeated_random_windows(3, 10, []), 'set of token ids .* is empty'),
+    (lambda: icl.repeated_random_windows(3, 1, IDS), 'half is 1'),
+    (lambda: icl.copy_score(np.zeros((3, 19)), 9), 'the losses have 19 positions'),
+    (lambda: icl.copy_score(np.zeros((3, 19)), 10, skip=9), 'skip is 9'),
+  ],
+)
+def test_probe_settings_that_do_not_fit_are_refused(call, message):
+  with pytest.raises(UserError, match=message):
+    call()
+
+
+def test_a_workdir_is_probed_at_each_checkpoint_and_left_unwritten(tmp_path):
+  workdir, tokenizer, _ = _tiny_workdir(tmp_path)
+  ids = icl.copy_ids(tokenizer)
+  assert tokenizer.decode(ids) == icl.LOWERCASE
+  before = sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / 'run').rglob('*'))
+  rows = icl.copy_workdir(workdir, half=16, n_windows=10)
+  assert [(r['step'], r['tokens']) for r in rows] == [(10, 10 * 8 * 32), (20, 20 * 8 * 32)]
+  assert rows[0]['copy_score'] != rows[1]['copy_score'] and rows[0]['copy_windows'] == 10
+  # Its losses are token_losses of the same windows.
+  (latest,) = icl.copy_workdir(workdir, half=16, n_windows=10, every_checkpoint=False)
+  assert latest['copy_score'] == pytest.approx(rows[1]['copy_score'], rel=1e-6)
+  assert sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / 'run').rglob('*')) == before
+  with pytest.raises(UserError, match=r'twice 33 tokens need a context of 65.* at most 32'):
+    icl.copy_workdir(workdir, half=33)  # the tiny model's n_ctx is 64

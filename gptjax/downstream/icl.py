@@ -28,6 +28,18 @@ train.checkpoint_every and a large train.keep_checkpoints: by default a run keep
 the validation windows of its token cache that training's evaluation reads (validation_windows;
 windows.eval_batches), of train.seq_len tokens unless seq_len says otherwise.
 experiments/icl_score.py is its command line.
+
+The repeated-random-tokens probe (Olsson et al.'s test of induction heads): windows of a random
+sequence of `half` tokens drawn uniformly from a set of ids, then the same sequence again
+(repeated_random_windows, a pure function of its seed), and their copy score
+
+  copy_score = mean loss over the second occurrence - mean loss over the first  (nats/token)
+
+the second occurrence's losses excluding its first token (it follows the first occurrence's last
+one, so it is not predictable), the first's excluding its first `skip` tokens (the model's start
+of context). A model that copies perfectly scores about -ln(len(ids)); one that does not copy (a
+unigram model) scores 0 in expectation. copy_workdir probes every checkpoint of a workdir with
+windows of the tokenizer's ids of the lowercase letters a-z (copy_ids).
 """
 
 import functools
@@ -39,6 +51,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from gptjax import configuration
+from gptjax.data import tokenizers as tokenizer_lib
 from gptjax.data import windows
 from gptjax.errors import UserError
 from gptjax.models import registry
@@ -236,6 +249,107 @@ def evaluate_workdir(
       continue
     result = evaluate_params(model.config, params, rows_NxL1, late, early, band, batch_size)
     results.append({'step': step, 'tokens': step * tokens_per_step, **result})
+    if not every_checkpoint:
+      break
+  if not results:
+    raise UserError(f'no readable checkpoint in {workdir}/checkpoints (tried {steps})')
+  return results
+
+
+COPY_HALF, COPY_WINDOWS, COPY_SKIP = 50, 200, 5
+LOWERCASE = 'abcdefghijklmnopqrstuvwxyz'
+
+
+def repeated_random_windows(
+  n: int, half: int, ids: np.ndarray | list[int], seed: int = 0
+) -> np.ndarray:
+  """(n, 2 * half) int32 windows: each a random sequence of `half` tokens drawn uniformly (with
+  replacement) from `ids`, then the same sequence again."""
+  ids = np.unique(np.asarray(ids, np.int64))
+  if not len(ids):
+    raise UserError('the set of token ids to draw the repeated sequences from is empty')
+  if half < 2:
+    raise UserError(f'half is {half}; the repeated sequences need at least 2 tokens')
+  first_NxH = ids[np.random.default_rng(seed).integers(0, len(ids), (n, half))]
+  return np.concatenate([first_NxH, first_NxH], axis=1).astype(np.int32)
+
+
+def copy_score(losses_NxL: np.ndarray, half: int, skip: int = COPY_SKIP) -> dict:
+  """The copy score of per-token losses of repeated_random_windows (N windows of 2 * half
+  tokens, L = 2 * half - 1 positions; see the module docstring): copy_score and copy_stderr (over
+  windows), first_loss and repeat_loss (each occurrence's mean loss), the settings, and
+  copy_curve: the mean loss at each position 0..L-1 (for plotting)."""
+  losses_NxL = np.asarray(losses_NxL, np.float64)
+  if losses_NxL.shape[1] != 2 * half - 1:
+    raise UserError(
+      f'the losses have {losses_NxL.shape[1]} positions; windows of twice {half} tokens have '
+      f'{2 * half - 1}'
+    )
+  if not 0 <= skip < half - 1:
+    raise UserError(f'skip is {skip}; it must be 0 or more and less than half - 1 = {half - 1}')
+  # Position t predicts token t + 1: the first occurrence's tokens skip + 1 .. half - 1 are
+  # positions skip .. half - 2; the second's tokens half + 1 .. 2 half - 1, positions half ..
+  # 2 half - 2 (token half, the repeat's first, follows the first occurrence's last).
+  first_N = losses_NxL[:, skip : half - 1].mean(1)
+  repeat_N = losses_NxL[:, half:].mean(1)
+  difference_N = repeat_N - first_N
+  n = len(difference_N)
+  return {
+    'copy_score': float(difference_N.mean()),
+    'copy_stderr': float(difference_N.std(ddof=1) / np.sqrt(n)) if n > 1 else float('nan'),
+    'first_loss': float(first_N.mean()),
+    'repeat_loss': float(repeat_N.mean()),
+    'half': half,
+    'skip': skip,
+    'copy_windows': n,
+    'copy_curve': [float(x) for x in losses_NxL.mean(0)],
+  }
+
+
+def copy_ids(tokenizer: tokenizer_lib.Tokenizer) -> list[int]:
+  """The ids of the lowercase letters a-z, one token each (every letter must be one token)."""
+  ids = [tokenizer.encode(letter) for letter in LOWERCASE]
+  if any(len(letter_ids) != 1 for letter_ids in ids):
+    raise UserError('the tokenizer does not encode each lowercase letter as one token')
+  return [letter_ids[0] for letter_ids in ids]
+
+
+def copy_workdir(
+  workdir: str,
+  half: int = COPY_HALF,
+  n_windows: int = COPY_WINDOWS,
+  skip: int = COPY_SKIP,
+  seed: int = 0,
+  every_checkpoint: bool = True,
+  batch_size: int = 16,
+) -> list[dict]:
+  """copy_score rows of a pre-training workdir's checkpoints (each in order, or the newest
+  readable one), on n_windows repeated_random_windows of its tokenizer's lowercase letters, each
+  row with step and tokens as evaluate_workdir's. Nothing in the workdir is written."""
+  config, tokenizer = state_lib.read_run(workdir, 'gpt')
+  if 2 * half - 1 > config.model.n_ctx:
+    raise UserError(
+      f"windows of twice {half} tokens need a context of {2 * half - 1}; {workdir}'s model has "
+      f'{config.model.n_ctx}: pass a half of at most {(config.model.n_ctx + 1) // 2}'
+    )
+  windows_NxL1 = repeated_random_windows(n_windows, half, copy_ids(tokenizer), seed)
+  model = registry.build(configuration.model_config(config, tokenizer.vocab_size), tokenizer.pad_id)
+  abstract = jax.eval_shape(lambda: registry.init_params(model, jax.random.PRNGKey(config.seed)))
+  tokens_per_step = config.train.global_batch_size * config.train.seq_len
+  steps = checkpoint_steps(workdir)
+  if not steps:
+    raise UserError(f'no checkpoint in {workdir}/checkpoints')
+  batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
+  results = []
+  for step in steps if every_checkpoint else steps[::-1]:
+    try:
+      params = state_lib.restore_params(workdir, abstract, step)
+    except state_lib.NoReadableCheckpoint:  # reported; other checkpoints may be readable
+      continue
+    losses_NxL = token_losses(gpt_loss_fn(model.config, params), windows_NxL1, batch_size)
+    results.append(
+      {'step': step, 'tokens': step * tokens_per_step, **copy_score(losses_NxL, half, skip)}
+    )
     if not every_checkpoint:
       break
   if not results:
