@@ -216,6 +216,9 @@ def test_a_workdir_is_probed_at_each_checkpoint_and_left_unwritten(tmp_path):
   workdir, tokenizer, _ = _tiny_workdir(tmp_path)
   ids = icl.copy_ids(tokenizer)
   assert tokenizer.decode(ids) == icl.LOWERCASE
+  assert tokenizer.decode(icl.copy_ids(tokenizer, '!~09')) == '!~09'
+  with pytest.raises(UserError, match='as one token'):
+    icl.copy_ids(tokenizer, 'aé')  # two bytes in UTF-8
   before = sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / 'run').rglob('*'))
   rows = icl.copy_workdir(workdir, half=16, n_windows=10)
   assert [(r['step'], r['tokens']) for r in rows] == [(10, 10 * 8 * 32), (20, 20 * 8 * 32)]

@@ -39,7 +39,8 @@ the second occurrence's losses excluding its first token (it follows the first o
 one, so it is not predictable), the first's excluding its first `skip` tokens (the model's start
 of context). A model that copies perfectly scores about -ln(len(ids)); one that does not copy (a
 unigram model) scores 0 in expectation. copy_workdir probes every checkpoint of a workdir with
-windows of the tokenizer's ids of the lowercase letters a-z (copy_ids).
+windows of the tokenizer's ids of a set of characters (copy_ids; by default the lowercase letters
+a-z).
 """
 
 import functools
@@ -306,12 +307,12 @@ def copy_score(losses_NxL: np.ndarray, half: int, skip: int = COPY_SKIP) -> dict
   }
 
 
-def copy_ids(tokenizer: tokenizer_lib.Tokenizer) -> list[int]:
-  """The ids of the lowercase letters a-z, one token each (every letter must be one token)."""
-  ids = [tokenizer.encode(letter) for letter in LOWERCASE]
-  if any(len(letter_ids) != 1 for letter_ids in ids):
-    raise UserError('the tokenizer does not encode each lowercase letter as one token')
-  return [letter_ids[0] for letter_ids in ids]
+def copy_ids(tokenizer: tokenizer_lib.Tokenizer, symbols: str = LOWERCASE) -> list[int]:
+  """The ids of the characters of `symbols`, one token each (each must be one token)."""
+  ids = [tokenizer.encode(symbol) for symbol in symbols]
+  if any(len(symbol_ids) != 1 for symbol_ids in ids):
+    raise UserError(f'the tokenizer does not encode each of {symbols!r} as one token')
+  return [symbol_ids[0] for symbol_ids in ids]
 
 
 def copy_workdir(
@@ -322,9 +323,10 @@ def copy_workdir(
   seed: int = 0,
   every_checkpoint: bool = True,
   batch_size: int = 16,
+  symbols: str = LOWERCASE,
 ) -> list[dict]:
   """copy_score rows of a pre-training workdir's checkpoints (each in order, or the newest
-  readable one), on n_windows repeated_random_windows of its tokenizer's lowercase letters, each
+  readable one), on n_windows repeated_random_windows of its tokenizer's ids of `symbols`, each
   row with step and tokens as evaluate_workdir's. Nothing in the workdir is written."""
   config, tokenizer = state_lib.read_run(workdir, 'gpt')
   if 2 * half - 1 > config.model.n_ctx:
@@ -332,7 +334,7 @@ def copy_workdir(
       f"windows of twice {half} tokens need a context of {2 * half - 1}; {workdir}'s model has "
       f'{config.model.n_ctx}: pass a half of at most {(config.model.n_ctx + 1) // 2}'
     )
-  windows_NxL1 = repeated_random_windows(n_windows, half, copy_ids(tokenizer), seed)
+  windows_NxL1 = repeated_random_windows(n_windows, half, copy_ids(tokenizer, symbols), seed)
   model = registry.build(configuration.model_config(config, tokenizer.vocab_size), tokenizer.pad_id)
   abstract = jax.eval_shape(lambda: registry.init_params(model, jax.random.PRNGKey(config.seed)))
   tokens_per_step = config.train.global_batch_size * config.train.seq_len
