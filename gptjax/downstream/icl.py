@@ -230,12 +230,26 @@ def evaluate_workdir(
   batch_size: int = 16,
 ) -> list[dict]:
   """icl_score rows, on validation_windows, of a pre-training workdir's newest readable
-  checkpoint, or of each of its checkpoints in order (every_checkpoint), each row with step and
-  tokens (the training tokens seen by then: step * global_batch_size * train.seq_len). An
-  unreadable checkpoint is reported and skipped."""
-  config, tokenizer = state_lib.read_run(workdir, 'gpt')
+  checkpoint or of each of its checkpoints (every_checkpoint; see score_checkpoints)."""
   rows_NxL1 = validation_windows(workdir, seq_len, limit, within_documents)
   check_positions(rows_NxL1.shape[1] - 1, late, early, band)
+  return score_checkpoints(
+    workdir,
+    lambda config, params: evaluate_params(
+      config, params, rows_NxL1, late, early, band, batch_size
+    ),
+    every_checkpoint,
+  )
+
+
+def score_checkpoints(
+  workdir: str, score: Callable[[ModelConfig, dict], dict], every_checkpoint: bool
+) -> list[dict]:
+  """score(model config, params) of a pre-training workdir's newest readable checkpoint, or of
+  each of its checkpoints in order (every_checkpoint), each row with step and tokens (the
+  training tokens seen by then: step * global_batch_size * train.seq_len). An unreadable
+  checkpoint is reported and skipped; nothing in the workdir is written."""
+  config, tokenizer = state_lib.read_run(workdir, 'gpt')
   model = registry.build(configuration.model_config(config, tokenizer.vocab_size), tokenizer.pad_id)
   abstract = jax.eval_shape(lambda: registry.init_params(model, jax.random.PRNGKey(config.seed)))
   tokens_per_step = config.train.global_batch_size * config.train.seq_len
@@ -248,8 +262,7 @@ def evaluate_workdir(
       params = state_lib.restore_params(workdir, abstract, step)
     except state_lib.NoReadableCheckpoint:  # reported; other checkpoints may be readable
       continue
-    result = evaluate_params(model.config, params, rows_NxL1, late, early, band, batch_size)
-    results.append({'step': step, 'tokens': step * tokens_per_step, **result})
+    results.append({'step': step, 'tokens': step * tokens_per_step, **score(model.config, params)})
     if not every_checkpoint:
       break
   if not results:
@@ -325,9 +338,9 @@ def copy_workdir(
   batch_size: int = 16,
   symbols: str = LOWERCASE,
 ) -> list[dict]:
-  """copy_score rows of a pre-training workdir's checkpoints (each in order, or the newest
-  readable one), on n_windows repeated_random_windows of its tokenizer's ids of `symbols`, each
-  row with step and tokens as evaluate_workdir's. Nothing in the workdir is written."""
+  """copy_score rows, on n_windows repeated_random_windows of its tokenizer's ids of `symbols`,
+  of a pre-training workdir's checkpoints (see score_checkpoints), or of its newest readable one
+  unless every_checkpoint."""
   config, tokenizer = state_lib.read_run(workdir, 'gpt')
   if 2 * half - 1 > config.model.n_ctx:
     raise UserError(
@@ -335,25 +348,10 @@ def copy_workdir(
       f'{config.model.n_ctx}: pass a half of at most {(config.model.n_ctx + 1) // 2}'
     )
   windows_NxL1 = repeated_random_windows(n_windows, half, copy_ids(tokenizer, symbols), seed)
-  model = registry.build(configuration.model_config(config, tokenizer.vocab_size), tokenizer.pad_id)
-  abstract = jax.eval_shape(lambda: registry.init_params(model, jax.random.PRNGKey(config.seed)))
-  tokens_per_step = config.train.global_batch_size * config.train.seq_len
-  steps = checkpoint_steps(workdir)
-  if not steps:
-    raise UserError(f'no checkpoint in {workdir}/checkpoints')
   batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
-  results = []
-  for step in steps if every_checkpoint else steps[::-1]:
-    try:
-      params = state_lib.restore_params(workdir, abstract, step)
-    except state_lib.NoReadableCheckpoint:  # reported; other checkpoints may be readable
-      continue
-    losses_NxL = token_losses(gpt_loss_fn(model.config, params), windows_NxL1, batch_size)
-    results.append(
-      {'step': step, 'tokens': step * tokens_per_step, **copy_score(losses_NxL, half, skip)}
-    )
-    if not every_checkpoint:
-      break
-  if not results:
-    raise UserError(f'no readable checkpoint in {workdir}/checkpoints (tried {steps})')
-  return results
+
+  def score(model_config: ModelConfig, params) -> dict:
+    losses_NxL = token_losses(gpt_loss_fn(model_config, params), windows_NxL1, batch_size)
+    return copy_score(losses_NxL, half, skip)
+
+  return score_checkpoints(workdir, score, every_checkpoint)
