@@ -21,8 +21,12 @@ and 1 block (L1_d64), which cannot. A checkpoint every STEPS // 40 steps, all ke
 Evaluation (the command line here): at every checkpoint of each model, the repeated-random-tokens
 probe (gptjax/downstream/icl.py's copy_score: the mean loss on the second occurrence of a random
 string of --half SYMBOLS minus that on the first; -ln 94 = -4.54 for a perfect copier, 0 for a
-model that does not copy), and for the synthetic runs also the ICL score on their validation
-windows (loss at position --late minus at --early). --stdlib adds the probe of other workdirs (the
+model that does not copy), with, from the attention on 16 of its windows, each block's largest
+mean attention of a head to the previous token and to the token to copy (Olsson et al.'s prefix
+matching; icl.induction_attention) and each head's most attended offset; and for the synthetic
+runs also the ICL score on their validation windows (loss at position --late minus at --early),
+and at their final checkpoint the probe and the offsets at each repeat length of
+--offset_halves. --stdlib adds the probe of other workdirs (the
 stdlib-trained runs/icl_models/*), read only. Writes experiments/results/induction_heads/
 results.json (a row per model and checkpoint) and induction_heads.png.
 
@@ -52,7 +56,9 @@ NAME = 'induction_heads'
 
 SEQ_LEN, BATCH, STEPS, WIDTH, LR = 128, 32, 5_000, 64, 1e-2
 PROBE_HALF = 20  # within the corpus's string lengths
-MODELS = {'L2_d64': 2, 'L1_d64': 1}  # name: blocks
+# name: (blocks, steps); L2_d64_long, twice as long, is the 2-block model given more time to
+# leave the plateau where the 1-block model also sits (its learning rate decays more slowly).
+MODELS = {'L2_d64': (2, STEPS), 'L1_d64': (1, STEPS), 'L2_d64_long': (2, 2 * STEPS)}
 # The strings' symbols: the 94 printable ASCII characters but the space, so that a symbol recurs
 # about once elsewhere in a window and matching the current token finds where to copy from.
 SYMBOLS = ''.join(chr(c) for c in range(33, 127))
@@ -108,7 +114,19 @@ def get_config():
 
 
 def get_runs():
-  return [(name, {'model.n_layers': layers}) for name, layers in MODELS.items()]
+  runs = []
+  for name, (layers, steps) in MODELS.items():
+    overrides = {'model.n_layers': layers}
+    if steps != STEPS:
+      overrides.update(
+        {
+          'train.steps': steps,
+          'train.eval_every': steps // 10,
+          'train.checkpoint_every': steps // 40,
+        }
+      )
+    runs.append((name, overrides))
+  return runs
 
 
 def phase_change(rows: list[dict]) -> dict:
@@ -135,8 +153,8 @@ def phase_change(rows: list[dict]) -> dict:
 def plot(rows: list[dict], path: str) -> None:
   from matplotlib.figure import Figure
 
-  fig = Figure(figsize=(15, 4.2), layout='constrained')
-  synthetic, stdlib, curves = fig.subplots(1, 3)
+  fig = Figure(figsize=(20, 4.2), layout='constrained')
+  synthetic, attention, stdlib, curves = fig.subplots(1, 4)
   half, uniform = rows[0]['half'], np.log(rows[0]['probe_symbols'])  # a uniform guess's loss
   for i, workdir in enumerate(dict.fromkeys(r['workdir'] for r in rows)):
     model_rows = sorted((r for r in rows if r['workdir'] == workdir), key=lambda r: r['step'])
@@ -161,6 +179,20 @@ def plot(rows: list[dict], path: str) -> None:
         color=colour,
         label=f'{model}: ICL score ({last["late"]} - {last["early"]})',
       )
+    if last['corpus'] == 'repeats' and 'prefix_matching' in last:
+      attention.plot(
+        tokens,
+        [r['prefix_matching'][-1] for r in model_rows],
+        color=colour,
+        label=f'{model}: prefix matching (block {len(last["prefix_matching"])})',
+      )
+      attention.plot(
+        tokens,
+        [r['previous_token'][0] for r in model_rows],
+        linestyle='--',
+        color=colour,
+        label=f'{model}: previous token (block 1)',
+      )
     curves.plot(
       range(len(last['copy_curve'])),
       last['copy_curve'],
@@ -173,15 +205,22 @@ def plot(rows: list[dict], path: str) -> None:
     ax.set(
       xlabel='training tokens',
       ylabel='nats/token',
-      title=f'trained on {corpus}: copy score (repeat - first)',
+      title=f'trained on {corpus}:\ncopy score (repeat - first)',
     )
     ax.legend(fontsize='small')
+  attention.set(
+    xlabel='training tokens',
+    ylabel='mean attention (largest head)',
+    title='attention on the repeat:\nto the token to copy, and to the previous one',
+    ylim=(0, 1),
+  )
+  attention.legend(fontsize='small')
   curves.axvline(half - 0.5, color='grey', linestyle=':')
   curves.axhline(uniform, color='grey', linestyle='--', linewidth=0.8)
   curves.set(
     xlabel=f'position t (predicting token t + 1; the repeat starts at {half})',
     ylabel='mean loss (nats/token)',
-    title=f'final loss on {half} random symbols, then the same again',
+    title=f'final loss on {half} random symbols,\nthen the same again',
   )
   curves.legend(fontsize='small')
   fig.savefig(path, dpi=120)
@@ -206,6 +245,12 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--stdlib', nargs='*', default=[], help='other workdirs: the probe only')
   parser.add_argument('--half', type=int, default=PROBE_HALF, help='symbols per occurrence')
   parser.add_argument('--symbols', default=SYMBOLS, help="the probe's characters")
+  parser.add_argument(
+    '--offset_halves',
+    default='10,16,20,24,40',
+    help="the synthetic runs' final checkpoints: the probe and each head's most attended offset "
+    'at these repeat lengths',
+  )
   parser.add_argument('--windows', type=int, default=icl.COPY_WINDOWS, help='probe windows')
   parser.add_argument('--skip', type=int, default=icl.COPY_SKIP)
   parser.add_argument('--late', type=int, default=100, help='ICL score: the late position')
@@ -260,19 +305,48 @@ def main(argv: list[str] | None = None) -> None:
               if 'icl_score' in row
               else ''
             )
+            attention_text = (
+              f'; prefix matching {row["prefix_matching"][-1]:.3f}, previous token '
+              f'{row["previous_token"][0]:.3f}'
+              if 'prefix_matching' in row
+              else ''
+            )
             print(
               f'{model} step {row["step"]} ({row["tokens"]:,} tokens): copy score '
               f'{row["copy_score"]:+.4f} ± {row["copy_stderr"]:.4f} (first {row["first_loss"]:.3f}'
-              f', repeat {row["repeat_loss"]:.3f}){icl_text}',
+              f', repeat {row["repeat_loss"]:.3f}){icl_text}{attention_text}',
               flush=True,
             )
+      by_length = []
+      for workdir in synthetic:
+        for half in map(int, args.offset_halves.split(',')):
+          (result,) = icl.copy_workdir(
+            workdir,
+            half,
+            args.windows,
+            min(args.skip, half - 2),
+            every_checkpoint=False,
+            symbols=args.symbols,
+          )
+          result.pop('copy_curve')
+          by_length.append({'workdir': workdir, **result})
+          print(
+            f'{workdir} step {result["step"]}, repeats of {half}: copy score '
+            f'{result["copy_score"]:+.3f} (repeat {result["repeat_loss"]:.3f}); most attended '
+            f'offset per block, head: {result.get("attention_offsets")}',
+            flush=True,
+          )
       summary = {  # by workdir: the stdlib and the synthetic runs share names
         workdir: phase_change([r for r in rows if r['workdir'] == workdir])
         for workdir in dict.fromkeys(r['workdir'] for r in rows)
       }
       os.makedirs(args.out, exist_ok=True)
       with open(results_path, 'w') as f:
-        json.dump({'rows': rows, 'summary': summary, 'settings': vars(args)}, f, indent=1)
+        json.dump(
+          {'rows': rows, 'summary': summary, 'by_length': by_length, 'settings': vars(args)},
+          f,
+          indent=1,
+        )
       print(json.dumps(summary, indent=1))
     plot(rows, os.path.join(args.out, f'{NAME}.png'))
     print(f'wrote {args.out}/{"" if args.plot_only else "results.json and "}{NAME}.png')

@@ -223,9 +223,64 @@ def test_a_workdir_is_probed_at_each_checkpoint_and_left_unwritten(tmp_path):
   rows = icl.copy_workdir(workdir, half=16, n_windows=10)
   assert [(r['step'], r['tokens']) for r in rows] == [(10, 10 * 8 * 32), (20, 20 * 8 * 32)]
   assert rows[0]['copy_score'] != rows[1]['copy_score'] and rows[0]['copy_windows'] == 10
+  for row in rows:  # one score per block, each a mean attention
+    assert all(0 <= a <= 1 for a in row['previous_token'] + row['prefix_matching'])
+    assert len(row['previous_token']) == len(row['prefix_matching']) == 2
   # Its losses are token_losses of the same windows.
   (latest,) = icl.copy_workdir(workdir, half=16, n_windows=10, every_checkpoint=False)
   assert latest['copy_score'] == pytest.approx(rows[1]['copy_score'], rel=1e-6)
   assert sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / 'run').rglob('*')) == before
   with pytest.raises(UserError, match=r'twice 33 tokens need a context of 65.* at most 32'):
     icl.copy_workdir(workdir, half=33)  # the tiny model's n_ctx is 64
+
+
+@pytest.mark.parametrize('pos_emb', ['learned', 'rotary'])
+def test_attention_patterns_reproduce_each_block_s_attention_output(pos_emb):
+  # probs @ v through c_proj must give what the model's own attention layer gave.
+  config = ModelConfig(
+    vocab_size=V, n_ctx=20, n_layers=2, n_heads=2, d_model=16, d_ff=32, pos_emb=pos_emb
+  )
+  model = GPT(config)
+  tokens_BxL = np.random.default_rng(0).integers(0, V, (3, 20)).astype(np.int32)
+  params = model.init(jax.random.PRNGKey(1), jnp.asarray(tokens_BxL))['params']
+  _, state = model.apply(
+    {'params': params},
+    jnp.asarray(tokens_BxL),
+    capture_intermediates=lambda module, _: module.name in ('attn', 'c_attn'),
+    mutable=['intermediates'],
+  )
+  patterns = icl.attention_patterns(config, params, tokens_BxL)
+  assert len(patterns) == 2
+  for i, probs_BxHxLxL in enumerate(patterns):
+    assert probs_BxHxLxL.shape == (3, 2, 20, 20)
+    np.testing.assert_allclose(probs_BxHxLxL.sum(-1), 1.0, rtol=1e-6)
+    assert np.all(np.triu(probs_BxHxLxL, 1) == 0)  # causal
+    block = state['intermediates'][f'h_{i}']['attn']
+    (qkv_BxLx3D,) = block['c_attn']['__call__']
+    v_BxLxHxK = np.asarray(qkv_BxLx3D[..., 32:]).reshape(3, 20, 2, 8)
+    out_BxLxD = np.einsum('bhls,bshk->blhk', probs_BxHxLxL, v_BxLxHxK).reshape(3, 20, 16)
+    c_proj = params[f'h_{i}']['attn']['c_proj']
+    (expected_BxLxD,) = block['__call__']
+    np.testing.assert_allclose(
+      out_BxLxD @ np.asarray(c_proj['kernel']) + np.asarray(c_proj['bias']),
+      expected_BxLxD,
+      rtol=1e-4,
+      atol=1e-5,
+    )
+
+
+def test_induction_attention_reads_the_previous_token_and_the_prefix_match():
+  half = 6
+  L = 2 * half - 1
+  previous_1x1xLxL = np.zeros((1, 1, L, L))
+  previous_1x1xLxL[0, 0, np.arange(1, L), np.arange(L - 1)] = 1  # every query on t - 1
+  previous_1x1xLxL[0, 0, 0, 0] = 1
+  induction_1x1xLxL = np.zeros((1, 1, L, L))
+  induction_1x1xLxL[0, 0, np.arange(L), np.arange(L)] = 1
+  t = np.arange(half, L)
+  induction_1x1xLxL[0, 0, t] = 0
+  induction_1x1xLxL[0, 0, t, t - half + 1] = 1  # the repeat's queries on the token to copy
+  scores = icl.induction_attention([previous_1x1xLxL, induction_1x1xLxL], half)
+  assert scores == {'previous_token': [1.0, 0.0], 'prefix_matching': [0.0, 1.0]}
+  offsets = icl.attention_offsets([previous_1x1xLxL, induction_1x1xLxL], half)
+  assert offsets == [[(1, 1.0)], [(half - 1, 1.0)]]

@@ -55,7 +55,7 @@ from gptjax import configuration
 from gptjax.data import tokenizers as tokenizer_lib
 from gptjax.data import windows
 from gptjax.errors import UserError
-from gptjax.models import registry
+from gptjax.models import layers, parametrization, registry
 from gptjax.models.config import ModelConfig
 from gptjax.models.gpt import GPT
 from gptjax.models.losses import token_cross_entropy
@@ -271,6 +271,7 @@ def score_checkpoints(
 
 
 COPY_HALF, COPY_WINDOWS, COPY_SKIP = 50, 200, 5
+ATTENTION_WINDOWS = 16  # of the probe's windows, those whose attention copy_workdir reads
 LOWERCASE = 'abcdefghijklmnopqrstuvwxyz'
 
 
@@ -340,7 +341,8 @@ def copy_workdir(
 ) -> list[dict]:
   """copy_score rows, on n_windows repeated_random_windows of its tokenizer's ids of `symbols`,
   of a pre-training workdir's checkpoints (see score_checkpoints), or of its newest readable one
-  unless every_checkpoint."""
+  unless every_checkpoint; with induction_attention's scores and attention_offsets on the first
+  ATTENTION_WINDOWS windows, unless the model scans its layers."""
   config, tokenizer = state_lib.read_run(workdir, 'gpt')
   if 2 * half - 1 > config.model.n_ctx:
     raise UserError(
@@ -352,6 +354,76 @@ def copy_workdir(
 
   def score(model_config: ModelConfig, params) -> dict:
     losses_NxL = token_losses(gpt_loss_fn(model_config, params), windows_NxL1, batch_size)
-    return copy_score(losses_NxL, half, skip)
+    result = copy_score(losses_NxL, half, skip)
+    if not model_config.scan_layers:
+      patterns = attention_patterns(model_config, params, windows_NxL1[:ATTENTION_WINDOWS, :-1])
+      result |= induction_attention(patterns, half)
+      result['attention_offsets'] = attention_offsets(patterns, half)
+    return result
 
   return score_checkpoints(workdir, score, every_checkpoint)
+
+
+def attention_patterns(config: ModelConfig, params, tokens_BxL: np.ndarray) -> list[np.ndarray]:
+  """Each block's causal self-attention probabilities (B, H, L, L: query, key), recomputed from
+  the queries and keys its c_attn projection gives (captured from the model's own forward pass),
+  as layers.SelfAttention uses them: rotary positions if configured, the parametrization's
+  temperature, the causal mask. For a GPT of unscanned blocks."""
+  if config.scan_layers:
+    raise UserError('attention_patterns reads unscanned blocks; this model scans its layers')
+  _, state = GPT(config).apply(
+    {'params': params},
+    jax.numpy.asarray(tokens_BxL),
+    capture_intermediates=lambda module, _: module.name == 'c_attn',
+    mutable=['intermediates'],
+  )
+  batch, seq_len = tokens_BxL.shape
+  head_dim = config.d_model // config.n_heads
+  temperature = parametrization.attention_temperature(config, head_dim)
+  positions_BxL = jax.numpy.arange(seq_len)[None]
+  patterns = []
+  for i in range(config.n_layers):
+    (qkv_BxLx3D,) = state['intermediates'][f'h_{i}']['attn']['c_attn']['__call__']
+    q_BxLxHxK, k_BxLxHxK, _ = (
+      t.reshape(batch, seq_len, config.n_heads, head_dim)
+      for t in jax.numpy.split(qkv_BxLx3D.astype(config.dtype), 3, axis=-1)
+    )
+    if config.pos_emb == 'rotary':
+      q_BxLxHxK = layers.rotary(q_BxLxHxK, positions_BxL)
+      k_BxLxHxK = layers.rotary(k_BxLxHxK, positions_BxL)
+    logits_BxHxLxL = np.einsum(
+      'blhk,bshk->bhls', np.asarray(q_BxLxHxK, np.float64) / temperature, k_BxLxHxK
+    )
+    logits_BxHxLxL = np.where(
+      np.asarray(layers.causal_mask(seq_len))[None], logits_BxHxLxL, -np.inf
+    )
+    logits_BxHxLxL -= logits_BxHxLxL.max(-1, keepdims=True)
+    probs_BxHxLxL = np.exp(logits_BxHxLxL)
+    patterns.append(probs_BxHxLxL / probs_BxHxLxL.sum(-1, keepdims=True))
+  return patterns
+
+
+def induction_attention(patterns: list[np.ndarray], half: int) -> dict:
+  """On repeated_random_windows of `half` tokens (their inputs), per block the largest over heads
+  of two mean attentions over the repeat's queries (positions half .. 2 half - 2): to the
+  previous token (t - 1; a previous-token head) and to the token after the current token's
+  earlier occurrence (t - half + 1; Olsson et al.'s prefix matching, an induction head's)."""
+  t = np.arange(half, 2 * half - 1)
+  return {
+    'previous_token': [float(p[:, :, t, t - 1].mean((0, 2)).max()) for p in patterns],
+    'prefix_matching': [float(p[:, :, t, t - half + 1].mean((0, 2)).max()) for p in patterns],
+  }
+
+
+def attention_offsets(patterns: list[np.ndarray], half: int) -> list[list[tuple[int, float]]]:
+  """Per block and head, on repeated_random_windows of `half` tokens: the offset back from the
+  query (0: itself) that the repeat's queries (positions half .. 2 half - 2, all of whose
+  offsets 0..half exist) attend to most on average, and that mean attention."""
+  t = np.arange(half, 2 * half - 1)
+  offsets = np.arange(half + 1)
+  result = []
+  for p_BxHxLxL in patterns:
+    by_offset_HxO = p_BxHxLxL[:, :, t[:, None], t[:, None] - offsets].mean((0, 2))
+    best_H = by_offset_HxO.argmax(-1)
+    result.append([(int(o), float(by_offset_HxO[h, o])) for h, o in enumerate(best_H)])
+  return result
