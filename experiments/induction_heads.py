@@ -330,10 +330,11 @@ def main(argv: list[str] | None = None) -> None:
           )
           result.pop('copy_curve')
           by_length.append({'workdir': workdir, **result})
+          offsets = [[(o, round(a, 2)) for o, a in b] for b in result.get('attention_offsets', [])]
           print(
             f'{workdir} step {result["step"]}, repeats of {half}: copy score '
             f'{result["copy_score"]:+.3f} (repeat {result["repeat_loss"]:.3f}); most attended '
-            f'offset per block, head: {result.get("attention_offsets")}',
+            f'offset (mean attention) per block and head: {offsets}',
             flush=True,
           )
       summary = {  # by workdir: the stdlib and the synthetic runs share names
