@@ -26,9 +26,10 @@ mean attention of a head to the previous token and to the token to copy (Olsson 
 matching; icl.induction_attention) and each head's most attended offset; and for the synthetic
 runs also the ICL score on their validation windows (loss at position --late minus at --early),
 and at their final checkpoint the probe and the offsets at each repeat length of
---offset_halves. --stdlib adds the probe of other workdirs (the
-stdlib-trained runs/icl_models/*), read only. Writes experiments/results/induction_heads/
-results.json (a row per model and checkpoint) and induction_heads.png.
+--offset_halves, and the probe with each head knocked out alone (knockouts). --stdlib adds the
+probe of other workdirs (the stdlib-trained runs/icl_models/*), read only. Writes
+experiments/results/induction_heads/results.json (a row per model and checkpoint) and
+induction_heads.png.
 
 Hypothesis: the 2-block model's probe sits on a plateau near 0 and then falls abruptly (the
 induction-head phase change), to well below -1 nats; the 1-block model's falls little or slowly.
@@ -148,6 +149,31 @@ def phase_change(rows: list[dict]) -> dict:
     },
     'final': {'step': rows[-1]['step'], 'copy_score': scores[-1]},
   }
+
+
+def knockouts(workdir: str, half: int, n_windows: int, skip: int, symbols: str) -> dict:
+  """The probe's copy score at a workdir's newest checkpoint, intact ('none') and with each head
+  knocked out alone (icl.without_heads), keyed 'block B head H' (B from 1)."""
+  from gptjax.downstream import icl
+  from gptjax.training.state import read_run
+
+  _, tokenizer = read_run(workdir, 'gpt')
+  windows_NxL1 = icl.repeated_random_windows(n_windows, half, icl.copy_ids(tokenizer, symbols))
+
+  def score(model_config, params) -> dict:
+    def copy(p) -> float:
+      losses_NxL = icl.token_losses(icl.gpt_loss_fn(model_config, p), windows_NxL1)
+      return icl.copy_score(losses_NxL, half, skip)['copy_score']
+
+    scores = {'none': copy(params)}
+    for block in range(model_config.n_layers):
+      for head in range(model_config.n_heads):
+        ablated = icl.without_heads(model_config, params, {block: [head]})
+        scores[f'block {block + 1} head {head}'] = copy(ablated)
+    return scores
+
+  (row,) = icl.score_checkpoints(workdir, score, every_checkpoint=False)
+  return row
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -337,6 +363,15 @@ def main(argv: list[str] | None = None) -> None:
             f'offset (mean attention) per block and head: {offsets}',
             flush=True,
           )
+      ablations = []
+      for workdir in synthetic:
+        ablations.append(
+          {
+            'workdir': workdir,
+            **knockouts(workdir, args.half, args.windows, args.skip, args.symbols),
+          }
+        )
+        print(f'{workdir}: copy score with each head knocked out: {ablations[-1]}', flush=True)
       summary = {  # by workdir: the stdlib and the synthetic runs share names
         workdir: phase_change([r for r in rows if r['workdir'] == workdir])
         for workdir in dict.fromkeys(r['workdir'] for r in rows)
@@ -344,7 +379,13 @@ def main(argv: list[str] | None = None) -> None:
       os.makedirs(args.out, exist_ok=True)
       with open(results_path, 'w') as f:
         json.dump(
-          {'rows': rows, 'summary': summary, 'by_length': by_length, 'settings': vars(args)},
+          {
+            'rows': rows,
+            'summary': summary,
+            'by_length': by_length,
+            'knockouts': ablations,
+            'settings': vars(args),
+          },
           f,
           indent=1,
         )

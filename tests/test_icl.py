@@ -284,3 +284,18 @@ def test_induction_attention_reads_the_previous_token_and_the_prefix_match():
   assert scores == {'previous_token': [1.0, 0.0], 'prefix_matching': [0.0, 1.0]}
   offsets = icl.attention_offsets([previous_1x1xLxL, induction_1x1xLxL], half)
   assert offsets == [[(1, 1.0)], [(half - 1, 1.0)]]
+
+
+def test_a_knocked_out_head_adds_nothing_to_the_attention_output():
+  config = ModelConfig(vocab_size=V, n_ctx=20, n_layers=2, n_heads=2, d_model=16, d_ff=32)
+  model = GPT(config)
+  tokens_BxL = np.random.default_rng(0).integers(0, V, (3, 20)).astype(np.int32)
+  params = model.init(jax.random.PRNGKey(1), jnp.asarray(tokens_BxL))['params']
+  ablated = icl.without_heads(config, params, {1: [0]})
+  kernel = np.asarray(ablated['h_1']['attn']['c_proj']['kernel'])
+  assert np.all(kernel[:8] == 0)
+  np.testing.assert_array_equal(kernel[8:], params['h_1']['attn']['c_proj']['kernel'][8:])
+  assert np.any(np.asarray(params['h_1']['attn']['c_proj']['kernel'])[:8] != 0)  # not in place
+  same = lambda p: np.asarray(model.apply({'params': p}, jnp.asarray(tokens_BxL)))
+  np.testing.assert_array_equal(same(icl.without_heads(config, params, {})), same(params))
+  assert not np.allclose(same(ablated), same(params))

@@ -427,3 +427,19 @@ def attention_offsets(patterns: list[np.ndarray], half: int) -> list[list[tuple[
     best_H = by_offset_HxO.argmax(-1)
     result.append([(int(o), float(by_offset_HxO[h, o])) for h, o in enumerate(best_H)])
   return result
+
+
+def without_heads(config: ModelConfig, params, heads: dict[int, list[int]]):
+  """params with the heads `heads` ({block: [head, ...]}) knocked out: their rows of the block's
+  attention output projection (c_proj) zeroed, so nothing they attend to reaches the residual
+  stream (c_proj's bias stays). For ablating a circuit's heads one at a time."""
+  head_dim = config.d_model // config.n_heads
+  for block, block_heads in heads.items():
+    c_proj = dict(params[f'h_{block}']['attn']['c_proj'])
+    kernel_DxD = np.array(c_proj['kernel'])
+    for head in block_heads:
+      kernel_DxD[head * head_dim : (head + 1) * head_dim] = 0
+    c_proj['kernel'] = jax.numpy.asarray(kernel_DxD)
+    attn = {**params[f'h_{block}']['attn'], 'c_proj': c_proj}
+    params = {**params, f'h_{block}': {**params[f'h_{block}'], 'attn': attn}}
+  return params
