@@ -132,6 +132,12 @@ def check_positions(n_positions: int, late: int = LATE, early: int = EARLY, band
     )
 
 
+def _stderr(values_N: np.ndarray) -> float:
+  """The standard error of the mean of values_N (nan for fewer than 2)."""
+  n = len(values_N)
+  return float(values_N.std(ddof=1) / np.sqrt(n)) if n > 1 else float('nan')
+
+
 def icl_score(
   losses_NxL: np.ndarray, late: int = LATE, early: int = EARLY, band: int = BAND
 ) -> dict:
@@ -146,7 +152,7 @@ def icl_score(
   n = len(difference_N)
   return {
     'icl_score': float(difference_N.mean()),
-    'icl_stderr': float(difference_N.std(ddof=1) / np.sqrt(n)) if n > 1 else float('nan'),
+    'icl_stderr': _stderr(difference_N),
     'late_loss': float(late_N.mean()),
     'early_loss': float(early_N.mean()),
     'late': late,
@@ -311,7 +317,7 @@ def copy_score(losses_NxL: np.ndarray, half: int, skip: int = COPY_SKIP) -> dict
   n = len(difference_N)
   return {
     'copy_score': float(difference_N.mean()),
-    'copy_stderr': float(difference_N.std(ddof=1) / np.sqrt(n)) if n > 1 else float('nan'),
+    'copy_stderr': _stderr(difference_N),
     'first_loss': float(first_N.mean()),
     'repeat_loss': float(repeat_N.mean()),
     'half': half,
